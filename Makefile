@@ -1,0 +1,73 @@
+# fedchain: every target does its own set-up, idempotently (stamps skip what is already installed).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+SOLC_VERSION := 0.8.30
+VENV := .venv
+PY := $(VENV)/bin/python
+export SOLCX_BINARY_PATH := $(CURDIR)/.solcx
+# An Anvil already on PATH (foundryup) wins; the npm one is the fallback.
+export PATH := $(PATH):$(CURDIR)/node_modules/.bin
+export PYTHONPATH := $(CURDIR)/python
+export OMP_NUM_THREADS ?= 1
+
+STAMP_PY := $(VENV)/.installed
+STAMP_NPM := node_modules/.installed
+SOLC_BIN := $(SOLCX_BINARY_PATH)/solc-v$(SOLC_VERSION)
+
+.PHONY: help setup demo test test-contracts test-python bench bench-quick clean
+
+help:
+	@echo "make demo         run the demo: local devnet, contributors, rounds, rewards"
+	@echo "make test         run the whole test suite"
+	@echo "make bench        run every benchmark, write bench/results and BENCHMARKS.md"
+	@echo "make bench-quick  the reduced benchmark run (under a minute)"
+
+setup: $(STAMP_PY) $(STAMP_NPM) $(SOLC_BIN) .apt-installed
+
+# torch goes in first and alone so that nothing resolves a multi-GB CUDA build.
+$(STAMP_PY): requirements.lock
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+$(STAMP_NPM): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(SOLC_BIN): $(STAMP_NPM) tools/install-solc-wrapper.sh
+	SOLC_VERSION=$(SOLC_VERSION) tools/install-solc-wrapper.sh
+
+# Debian's ipfs-cid: an independent CID implementation the content tests compare against (optional).
+.apt-installed:
+	@if ! command -v ipfs_cid >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -q ipfs-cid >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q ipfs-cid >/dev/null 2>&1)) \
+	      || echo "note: could not install ipfs-cid; the tests that compare against it will be skipped"; \
+	  fi; \
+	fi
+	touch $@
+
+demo: setup
+	$(VENV)/bin/fedchain demo
+
+test: setup
+	$(VENV)/bin/ape test --network ethereum:local:foundry tests/contracts
+	$(VENV)/bin/pytest -q tests/python
+
+test-contracts: setup
+	$(VENV)/bin/ape test --network ethereum:local:foundry tests/contracts
+
+test-python: setup
+	$(VENV)/bin/pytest -q tests/python
+
+bench: setup
+	$(PY) -m bench
+
+bench-quick: setup
+	$(PY) -m bench --quick
+
+clean:
+	rm -rf $(VENV) node_modules .solcx .build .apt-installed

@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+
+/// @title ITaskManager
+/// @notice Training tasks, their rounds, update digests, results, reward claims and slashing.
+/// @dev Rounds are numbered from 0. Digests are the 32-byte sha2-256 digests inside CIDv0 content ids.
+interface ITaskManager {
+    // ─── TYPES ───
+    /// @notice Everything a task owner chooses when creating a task.
+    struct TaskParams {
+        IERC20 rewardToken;          // any ERC20 (fee-on-transfer tokens are refused)
+        bytes32 specDigest;          // model spec document (also carries the validator's sealing key)
+        bytes32 initialModelDigest;  // global model of round 0
+        uint32 numRounds;
+        uint256 rewardPerRound;      // budget = numRounds * rewardPerRound, pulled from the owner
+        uint64 submissionWindow;     // seconds a round is open for submissions
+        uint64 aggregationWindow;    // seconds the validator has after submissions close
+        uint256 minContributorStake; // at least the registry's contributor minimum
+        uint32 maxContributors;      // submissions per round; reaching it closes submissions early
+        address validator;
+        uint256 slashAmount;         // per provably bad update; at most minContributorStake
+    }
+
+    /// @notice Phases of a round, derived from stored deadlines and the block time.
+    enum RoundPhase {
+        Pending,     // not yet opened (a later round)
+        Open,        // accepting submissions
+        Aggregating, // submissions closed; waiting for the validator's result
+        Finalized,   // result posted
+        Expired      // the validator missed the aggregation deadline (or it was expired explicitly)
+    }
+
+    /// @notice A slash the validator requests in its result: the contributor and the offending update's digest.
+    struct SlashRequest {
+        address account;
+        bytes32 evidence;
+    }
+
+    /// @notice A task as stored.
+    struct TaskView {
+        address owner;
+        IERC20 rewardToken;
+        address validator;
+        bytes32 specDigest;
+        bytes32 initialModelDigest;
+        uint32 numRounds;
+        uint32 currentRound;         // the round now open, aggregating or last ended
+        uint32 maxContributors;
+        uint64 submissionWindow;
+        uint64 aggregationWindow;
+        uint256 rewardPerRound;
+        uint256 minContributorStake;
+        uint256 slashAmount;
+        uint256 funded;
+        uint256 paidOut;
+        uint256 refunded;
+        uint256 carry;               // unallocated budget rolled over from earlier rounds
+        bool cancelled;
+        bool ended;
+        uint64 endedAt;
+    }
+
+    /// @notice A round as stored, with its phase derived at the current block time.
+    struct RoundView {
+        RoundPhase phase;
+        uint64 openedAt;
+        uint64 submissionDeadline;   // moved to the closing time when maxContributors is reached
+        uint64 aggregationDeadline;
+        uint32 submissions;
+        bytes32 modelDigest;
+        bytes32 reportDigest;
+        bytes32 rewardsRoot;
+        uint256 totalRewards;
+        uint256 claimed;
+    }
+
+    // ─── EVENTS (signatures fixed: indexers and the Python client rely on them) ───
+    event TaskCreated(
+        uint256 indexed taskId,
+        address indexed owner,
+        address rewardToken,
+        uint256 budget,
+        bytes32 specDigest,
+        bytes32 initialModelDigest
+    );
+    event RoundOpened(uint256 indexed taskId, uint256 indexed round, uint64 submissionDeadline, uint64 aggregationDeadline);
+    event UpdateSubmitted(
+        uint256 indexed taskId, uint256 indexed round, address indexed contributor, bytes32 digest, uint256 numSamples
+    );
+    event SubmissionsClosed(uint256 indexed taskId, uint256 indexed round, uint64 closedAt, uint64 aggregationDeadline);
+    event RoundFinalized(
+        uint256 indexed taskId,
+        uint256 indexed round,
+        bytes32 modelDigest,
+        bytes32 reportDigest,
+        bytes32 rewardsRoot,
+        uint256 totalRewards
+    );
+    event RoundExpired(uint256 indexed taskId, uint256 indexed round, uint256 rolledOver);
+    event RewardClaimed(uint256 indexed taskId, uint256 indexed round, address indexed contributor, uint256 amount);
+    event Slashed(uint256 indexed taskId, uint256 indexed round, address indexed account, uint256 amount, bytes32 evidence);
+    event TaskCancelled(uint256 indexed taskId);
+    event TaskEnded(uint256 indexed taskId, uint256 unallocated);
+    event RefundWithdrawn(uint256 indexed taskId, address indexed owner, uint256 amount);
+
+    // ─── LOGIC ───
+    /// @notice Create a task and pull its budget (numRounds * rewardPerRound) from the caller. Round 0 opens now.
+    function createTask(TaskParams calldata params) external returns (uint256 taskId);
+
+    /// @notice Post the digest of the caller's update for `round` of `taskId`.
+    function submitUpdate(uint256 taskId, uint256 round, bytes32 digest, uint256 numSamples) external;
+
+    /// @notice The task's validator posts a round's result: new model, report, reward Merkle root and slashes.
+    function postResult(
+        uint256 taskId,
+        uint256 round,
+        bytes32 modelDigest,
+        bytes32 reportDigest,
+        bytes32 rewardsRoot,
+        uint256 totalRewards,
+        SlashRequest[] calldata slashes
+    ) external;
+
+    /// @notice Claim the caller's reward for a finalized round with a Merkle proof of (taskId, round, caller, amount).
+    function claim(uint256 taskId, uint256 round, uint256 amount, bytes32[] calldata proof) external;
+
+    /// @notice Claim several rounds in one transaction, all or nothing.
+    function claimMany(
+        uint256 taskId,
+        uint256[] calldata rounds,
+        uint256[] calldata amounts,
+        bytes32[][] calldata proofs
+    ) external;
+
+    /// @notice Anyone: expire the current round once its aggregation deadline passed without a result.
+    function expireRound(uint256 taskId, uint256 round) external;
+
+    /// @notice The owner cancels: no round opens after the current one ends.
+    function cancelTask(uint256 taskId) external;
+
+    /// @notice The owner withdraws what is not owed: unallocated budget once the task ended, and, after the
+    ///         claim period, what nobody claimed.
+    function withdrawRefund(uint256 taskId) external returns (uint256 amount);
+
+    // ─── VIEWS ───
+    function stakeRegistry() external view returns (address);
+    function claimPeriod() external view returns (uint64);
+    function taskCount() external view returns (uint256);
+    function getTask(uint256 taskId) external view returns (TaskView memory);
+    function getRound(uint256 taskId, uint256 round) external view returns (RoundView memory);
+    /// @notice Digest submitted by `account` in a round (zero if none).
+    function submissionOf(uint256 taskId, uint256 round, address account) external view returns (bytes32);
+    function hasClaimed(uint256 taskId, uint256 round, address account) external view returns (bool);
+}

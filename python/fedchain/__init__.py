@@ -1,0 +1,3 @@
+"""fedchain: decentralized, incentivized federated learning on Ethereum."""
+
+__version__ = "0.1.0"

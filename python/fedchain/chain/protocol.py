@@ -1,0 +1,240 @@
+"""Typed access to fedchain's contracts: the task manager, the stake registry and ERC20 tokens."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
+
+from fedchain.chain.client import Chain, TxResult
+from fedchain.chain.deployments import Deployments
+
+
+class RoundPhase(enum.IntEnum):
+    PENDING = 0
+    OPEN = 1
+    AGGREGATING = 2
+    FINALIZED = 3
+    EXPIRED = 4
+
+
+@dataclass(frozen=True)
+class TaskParams:
+    reward_token: str
+    spec_digest: bytes
+    initial_model_digest: bytes
+    num_rounds: int
+    reward_per_round: int
+    submission_window: int
+    aggregation_window: int
+    min_contributor_stake: int
+    max_contributors: int
+    validator: str
+    slash_amount: int
+
+    @property
+    def budget(self) -> int:
+        return self.num_rounds * self.reward_per_round
+
+    def as_tuple(self) -> tuple:
+        return (
+            to_checksum_address(self.reward_token), self.spec_digest, self.initial_model_digest, self.num_rounds,
+            self.reward_per_round, self.submission_window, self.aggregation_window, self.min_contributor_stake,
+            self.max_contributors, to_checksum_address(self.validator), self.slash_amount,
+        )
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    task_id: int
+    owner: str
+    reward_token: str
+    validator: str
+    spec_digest: bytes
+    initial_model_digest: bytes
+    num_rounds: int
+    current_round: int
+    max_contributors: int
+    submission_window: int
+    aggregation_window: int
+    reward_per_round: int
+    min_contributor_stake: int
+    slash_amount: int
+    funded: int
+    paid_out: int
+    refunded: int
+    carry: int
+    cancelled: bool
+    ended: bool
+    ended_at: int
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    phase: RoundPhase
+    opened_at: int
+    submission_deadline: int
+    aggregation_deadline: int
+    submissions: int
+    model_digest: bytes
+    report_digest: bytes
+    rewards_root: bytes
+    total_rewards: int
+    claimed: int
+
+
+@dataclass(frozen=True)
+class Submission:
+    task_id: int
+    round: int
+    contributor: str
+    digest: bytes
+    num_samples: int
+    block_number: int
+    log_index: int
+
+
+@dataclass(frozen=True)
+class Finalization:
+    task_id: int
+    round: int
+    model_digest: bytes
+    report_digest: bytes
+    rewards_root: bytes
+    total_rewards: int
+    block_number: int
+
+
+class Protocol:
+    """The deployed contracts of one network, with typed reads, writes and event queries."""
+
+    def __init__(self, chain: Chain, deployments: Deployments) -> None:
+        self.chain = chain
+        self.deployments = deployments
+        self.manager = chain.contract("TaskManager", deployments.address("TaskManager"))
+        self.registry = chain.contract("StakeRegistry", deployments.address("StakeRegistry"))
+        self.token = chain.contract("FedToken", deployments.address("FedToken"))
+
+    # ─── tokens ───
+    def erc20(self, address: str) -> Any:
+        return self.chain.contract("FedToken", address)  # any ERC20: FedToken's ABI is a superset
+
+    def balance_of(self, account: str, token: str | None = None) -> int:
+        contract = self.erc20(token) if token else self.token
+        return contract.functions.balanceOf(to_checksum_address(account)).call()
+
+    def approve(self, account: LocalAccount, spender: str, amount: int, token: str | None = None) -> TxResult:
+        contract = self.erc20(token) if token else self.token
+        return self.chain.send(contract.functions.approve(spender, amount), account, action="approve")
+
+    # ─── staking ───
+    def active_stake(self, account: str) -> int:
+        return self.registry.functions.activeStake(to_checksum_address(account)).call()
+
+    def ensure_stake(self, account: LocalAccount, minimum: int) -> list[TxResult]:
+        """Top the caller's active stake up to `minimum` (approve + stake); nothing if it is already there."""
+        missing = minimum - self.active_stake(account.address)
+        if missing <= 0:
+            return []
+        approve = self.approve(account, self.registry.address, missing)
+        staked = self.chain.send(self.registry.functions.stake(missing), account, action="stake")
+        return [approve, staked]
+
+    # ─── tasks ───
+    def create_task(self, owner: LocalAccount, params: TaskParams) -> tuple[int, TxResult]:
+        self.approve(owner, self.manager.address, params.budget, token=params.reward_token)
+        result = self.chain.send(self.manager.functions.createTask(params.as_tuple()), owner, action="createTask")
+        (event,) = self.manager.events.TaskCreated().process_receipt(result.receipt)
+        return int(event["args"]["taskId"]), result
+
+    def task(self, task_id: int) -> TaskInfo:
+        raw = self.manager.functions.getTask(task_id).call()
+        return TaskInfo(task_id, *raw)
+
+    def round(self, task_id: int, round_index: int) -> RoundInfo:
+        raw = list(self.manager.functions.getRound(task_id, round_index).call())
+        raw[0] = RoundPhase(raw[0])
+        return RoundInfo(*raw)
+
+    def task_count(self) -> int:
+        return self.manager.functions.taskCount().call()
+
+    def submission_of(self, task_id: int, round_index: int, account: str) -> bytes:
+        return bytes(self.manager.functions.submissionOf(task_id, round_index, to_checksum_address(account)).call())
+
+    def has_claimed(self, task_id: int, round_index: int, account: str) -> bool:
+        return self.manager.functions.hasClaimed(task_id, round_index, to_checksum_address(account)).call()
+
+    def submit_update(self, account: LocalAccount, task_id: int, round_index: int, digest: bytes, num_samples: int) -> TxResult:
+        fn = self.manager.functions.submitUpdate(task_id, round_index, digest, num_samples)
+        return self.chain.send(fn, account, action="submitUpdate")
+
+    def post_result(
+        self,
+        validator: LocalAccount,
+        task_id: int,
+        round_index: int,
+        model_digest: bytes,
+        report_digest: bytes,
+        rewards_root: bytes,
+        total_rewards: int,
+        slashes: Sequence[tuple[str, bytes]] = (),
+    ) -> TxResult:
+        fn = self.manager.functions.postResult(
+            task_id, round_index, model_digest, report_digest, rewards_root, total_rewards,
+            [(to_checksum_address(a), e) for a, e in slashes],
+        )
+        return self.chain.send(fn, validator, action="postResult")
+
+    def claim(self, account: LocalAccount, task_id: int, round_index: int, amount: int, proof: Sequence[bytes]) -> TxResult:
+        fn = self.manager.functions.claim(task_id, round_index, amount, list(proof))
+        return self.chain.send(fn, account, action="claim")
+
+    def claim_many(self, account: LocalAccount, task_id: int, claims: Sequence[tuple[int, int, Sequence[bytes]]]) -> TxResult:
+        rounds = [c[0] for c in claims]
+        amounts = [c[1] for c in claims]
+        proofs = [list(c[2]) for c in claims]
+        return self.chain.send(self.manager.functions.claimMany(task_id, rounds, amounts, proofs), account, action="claimMany")
+
+    def expire_round(self, account: LocalAccount, task_id: int, round_index: int) -> TxResult:
+        return self.chain.send(self.manager.functions.expireRound(task_id, round_index), account, action="expireRound")
+
+    # ─── events ───
+    def submissions(self, task_id: int, round_index: int | None = None, from_block: int = 0, to_block: int | str = "latest") -> list[Submission]:
+        filters: dict[str, Any] = {"taskId": task_id}
+        if round_index is not None:
+            filters["round"] = round_index
+        logs = self.manager.events.UpdateSubmitted().get_logs(
+            from_block=from_block, to_block=to_block, argument_filters=filters
+        )
+        return sorted(
+            (
+                Submission(
+                    task_id=int(e["args"]["taskId"]), round=int(e["args"]["round"]),
+                    contributor=to_checksum_address(e["args"]["contributor"]), digest=bytes(e["args"]["digest"]),
+                    num_samples=int(e["args"]["numSamples"]), block_number=e["blockNumber"], log_index=e["logIndex"],
+                )
+                for e in logs
+            ),
+            key=lambda s: (s.block_number, s.log_index),
+        )
+
+    def finalizations(self, task_id: int, from_block: int = 0, to_block: int | str = "latest") -> list[Finalization]:
+        logs = self.manager.events.RoundFinalized().get_logs(
+            from_block=from_block, to_block=to_block, argument_filters={"taskId": task_id}
+        )
+        return [
+            Finalization(
+                task_id=int(e["args"]["taskId"]), round=int(e["args"]["round"]),
+                model_digest=bytes(e["args"]["modelDigest"]), report_digest=bytes(e["args"]["reportDigest"]),
+                rewards_root=bytes(e["args"]["rewardsRoot"]), total_rewards=int(e["args"]["totalRewards"]),
+                block_number=e["blockNumber"],
+            )
+            for e in logs
+        ]
+
+    def events(self, name: str, from_block: int = 0, to_block: int | str = "latest", **filters: Any) -> Iterable[Any]:
+        return getattr(self.manager.events, name)().get_logs(from_block=from_block, to_block=to_block, argument_filters=filters or None)

@@ -1,0 +1,164 @@
+"""The contributor client: stake, follow the task's rounds, train locally, seal, pin, submit, claim.
+
+    fedchain contribute --task 0 --data shard.npz --keystore me.json
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from eth_account.signers.local import LocalAccount
+
+from fedchain.chain.errors import TransactionRevertedError
+from fedchain.chain.protocol import Protocol, RoundPhase
+from fedchain.content.cid import cid_to_digest
+from fedchain.content.client import IpfsClient
+from fedchain.data import load_npz
+from fedchain.envelope import UpdateEnvelope, encode_update
+from fedchain.models import build_model
+from fedchain.rewards import claimable_rewards
+from fedchain.sealing import SealBinding, seal
+from fedchain.state import read_json, write_json_atomic
+from fedchain.taskview import TaskView
+from fedchain.training import TrainResult, pick_device, train_local
+
+log = logging.getLogger(__name__)
+
+# An attacker (demo only) rewrites its trained update; honest contributors pass None.
+UpdateTransform = Callable[[dict[str, torch.Tensor], int], dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class ContributorConfig:
+    task_id: int
+    data_path: Path
+    state_dir: Path                      # block cursor and progress, so a restart resumes
+    poll_interval: float = 0.5           # seconds between chain polls
+    seed: int = 0
+    progress: bool = True                # show a progress bar while training
+    claim_at_end: bool = True
+    device: str | None = None            # None: CUDA when available, else CPU
+    label_transform: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
+    update_transform: UpdateTransform | None = field(default=None, repr=False)
+
+
+@dataclass
+class RoundOutcome:
+    round: int
+    cid: str
+    num_samples: int
+    train_seconds: float
+    tx_gas: int
+
+
+class Contributor:
+    def __init__(self, protocol: Protocol, ipfs: IpfsClient, account: LocalAccount, config: ContributorConfig) -> None:
+        self.protocol = protocol
+        self.ipfs = ipfs
+        self.account = account
+        self.config = config
+        self.task = TaskView(protocol, ipfs, config.task_id)
+        self.device = torch.device(config.device) if config.device else pick_device()
+        self._state_path = config.state_dir / f"contributor-{account.address}-task{config.task_id}.json"
+
+    # ─── the loop ───
+    def run(self, *, max_rounds: int | None = None) -> list[RoundOutcome]:
+        """Contribute to every round until the task ends (or `max_rounds` submissions); then claim."""
+        spec = self.task.spec
+        x, y = load_npz(self.config.data_path, spec)
+        if self.config.label_transform is not None:
+            y = self.config.label_transform(y)
+        info = self.task.info()
+        self.protocol.ensure_stake(self.account, info.min_contributor_stake)
+        outcomes: list[RoundOutcome] = []
+        while max_rounds is None or len(outcomes) < max_rounds:
+            info = self.task.info()
+            if info.ended:
+                break
+            round_index = info.current_round
+            if self._already_submitted(round_index) or not self._open_now(round_index):
+                time.sleep(self.config.poll_interval)
+                continue
+            outcome = self.contribute_round(round_index, x, y)
+            if outcome is not None:
+                outcomes.append(outcome)
+        if self.config.claim_at_end:
+            self.wait_for_end()
+            self.claim()
+        return outcomes
+
+    def _already_submitted(self, round_index: int) -> bool:
+        # The chain is the truth after a crash: never submit twice.
+        return self.protocol.submission_of(self.config.task_id, round_index, self.account.address) != b"\x00" * 32
+
+    def _open_now(self, round_index: int) -> bool:
+        info = self.protocol.round(self.config.task_id, round_index)
+        # Anvil's view of "now" is its last block: also check the stored deadline against the wall clock.
+        return info.phase == RoundPhase.OPEN and time.time() < info.submission_deadline
+
+    def contribute_round(self, round_index: int, x: np.ndarray, y: np.ndarray) -> RoundOutcome | None:
+        spec = self.task.spec
+        base = self.task.global_model(round_index)
+        model = build_model(spec)
+        seed = self.config.seed * 1_000_003 + round_index
+        log.info("round %d: training on %d samples from %s", round_index, len(y), base.cid)
+        result: TrainResult = train_local(
+            model, base.state, x, y, spec.training, seed=seed, device=self.device, progress=self.config.progress
+        )
+        delta = result.delta
+        if self.config.update_transform is not None:
+            delta = self.config.update_transform(delta, seed)
+        payload = self.build_payload(round_index, base.cid, result.num_samples, delta)
+        cid = self.ipfs.add_bytes(payload)
+        try:
+            tx = self.protocol.submit_update(
+                self.account, self.config.task_id, round_index, cid_to_digest(cid), result.num_samples
+            )
+        except TransactionRevertedError as exc:
+            # The window closed (or the round filled up) while training: skip this round, nothing is lost.
+            log.warning("round %d: submission refused: %s", round_index, exc)
+            return None
+        self._save_progress(round_index, cid)
+        return RoundOutcome(round_index, cid, result.num_samples, result.seconds, tx.gas_used)
+
+    def build_payload(self, round_index: int, base_cid: str, num_samples: int, delta: dict[str, torch.Tensor]) -> bytes:
+        """The update envelope, sealed to the task's validators when the task says so."""
+        spec = self.task.spec
+        envelope = UpdateEnvelope(
+            task_id=self.config.task_id, round=round_index, base_model_cid=base_cid, num_samples=num_samples,
+            contributor=self.account.address, tensors=delta,
+        )
+        data = encode_update(envelope)
+        if not spec.sealed:
+            return data
+        recipients = [bytes.fromhex(k) for k in spec.validator_sealing_keys]
+        return seal(data, recipients, SealBinding(self.config.task_id, round_index, self.account.address))
+
+    def _save_progress(self, round_index: int, cid: str) -> None:
+        state = read_json(self._state_path, {"submitted": {}})
+        state["submitted"][str(round_index)] = cid
+        write_json_atomic(self._state_path, state)
+
+    # ─── rewards ───
+    def wait_for_end(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.task.info().ended:
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            time.sleep(self.config.poll_interval)
+
+    def claim(self) -> int:
+        """Claim every finalized round's reward not yet claimed, in one transaction. Returns the amount."""
+        claims = claimable_rewards(self.protocol, self.ipfs, self.config.task_id, self.account.address)
+        if not claims:
+            return 0
+        self.protocol.claim_many(self.account, self.config.task_id, [(c.round, c.amount, c.proof) for c in claims])
+        total = sum(c.amount for c in claims)
+        log.info("claimed %d over %d round(s)", total, len(claims))
+        return total

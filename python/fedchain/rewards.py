@@ -1,0 +1,55 @@
+"""Claims: an account's entitlements read from the round reports, with Merkle proofs rebuilt locally."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eth_utils import to_checksum_address
+
+from fedchain.chain.protocol import Protocol
+from fedchain.content.cid import digest_to_cid
+from fedchain.content.client import IpfsClient
+from fedchain.errors import FedchainError
+from fedchain.merkle import RewardTree
+from fedchain.report import RoundReport
+
+REPORT_MAX_BYTES = 16 << 20
+
+
+class RewardProofError(FedchainError):
+    """Raised when a round report does not rebuild the Merkle root posted on chain."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    round: int
+    amount: int
+    proof: list[bytes]
+
+
+def report_rewards(report: RoundReport) -> dict[str, int]:
+    return {to_checksum_address(u.contributor): int(u.reward) for u in report.updates if int(u.reward) > 0}
+
+
+def fetch_report(ipfs: IpfsClient, report_digest: bytes) -> RoundReport:
+    return RoundReport.from_json_bytes(ipfs.cat(digest_to_cid(report_digest), max_size=REPORT_MAX_BYTES))
+
+
+def claimable_rewards(protocol: Protocol, ipfs: IpfsClient, task_id: int, account: str) -> list[Claim]:
+    """Unclaimed, non-zero rewards of `account` in every finalized round of `task_id`, with proofs."""
+    account = to_checksum_address(account)
+    claims = []
+    for fin in protocol.finalizations(task_id):
+        if fin.total_rewards == 0 or protocol.has_claimed(task_id, fin.round, account):
+            continue
+        rewards = report_rewards(fetch_report(ipfs, fin.report_digest))
+        if account not in rewards:
+            continue
+        tree = RewardTree(task_id, fin.round, rewards)
+        if tree.root != fin.rewards_root:
+            raise RewardProofError(
+                f"round {fin.round}'s report does not rebuild the posted rewards root "
+                f"(0x{tree.root.hex()} != 0x{fin.rewards_root.hex()}); the validator published an inconsistent report"
+            )
+        claims.append(Claim(fin.round, rewards[account], tree.proof(account)))
+    return claims

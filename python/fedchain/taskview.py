@@ -1,0 +1,76 @@
+"""What contributors and validators both need to know about a task: its spec and each round's base model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+
+from fedchain.chain.protocol import Protocol, RoundPhase, TaskInfo
+from fedchain.content.cid import digest_to_cid
+from fedchain.content.client import IpfsClient
+from fedchain.envelope import decode_model
+from fedchain.errors import FedchainError
+from fedchain.models import ParamLayout, build_model
+from fedchain.spec import TaskSpec
+
+ZERO_DIGEST = b"\x00" * 32
+
+
+class TaskNotFoundError(FedchainError, LookupError):
+    """Raised when a task id does not exist on the chain."""
+
+
+@dataclass
+class GlobalModel:
+    round: int  # the round this model is the base of
+    cid: str
+    state: dict[str, torch.Tensor]
+
+
+class TaskView:
+    """A task's spec (from IPFS, verified) and its chain of global models."""
+
+    def __init__(self, protocol: Protocol, ipfs: IpfsClient, task_id: int) -> None:
+        self.protocol = protocol
+        self.ipfs = ipfs
+        self.task_id = task_id
+        count = protocol.task_count()
+        if not 0 <= task_id < count:
+            raise TaskNotFoundError(
+                f"task {task_id} does not exist on {protocol.chain.rpc_url} "
+                f"({count} task(s) there: ids 0..{count - 1})" if count else f"no task exists yet on {protocol.chain.rpc_url}"
+            )
+
+    def info(self) -> TaskInfo:
+        return self.protocol.task(self.task_id)
+
+    @cached_property
+    def spec(self) -> TaskSpec:
+        info = self.info()
+        return TaskSpec.from_json_bytes(self.ipfs.cat(digest_to_cid(info.spec_digest), max_size=1 << 20))
+
+    @cached_property
+    def layout(self) -> ParamLayout:
+        return ParamLayout.from_model(build_model(self.spec))
+
+    def base_model_cid(self, round_index: int) -> str:
+        """CID of the global model that round `round_index` trains from: the latest finalized model before it."""
+        for earlier in range(round_index - 1, -1, -1):
+            info = self.protocol.round(self.task_id, earlier)
+            if info.phase == RoundPhase.FINALIZED and info.model_digest != ZERO_DIGEST:
+                return digest_to_cid(info.model_digest)
+        return digest_to_cid(self.info().initial_model_digest)
+
+    def model_max_bytes(self) -> int:
+        return self.layout.total * 4 + (1 << 20)
+
+    def load_model(self, cid: str) -> dict[str, torch.Tensor]:
+        data = self.ipfs.cat(cid, max_size=self.model_max_bytes())
+        state, _metadata = decode_model(data, expected=self.layout.expected_tensors(), max_bytes=self.model_max_bytes())
+        return state
+
+    def global_model(self, round_index: int) -> GlobalModel:
+        cid = self.base_model_cid(round_index)
+        return GlobalModel(round_index, cid, self.load_model(cid))

@@ -1,0 +1,315 @@
+"""The validator: collect a round's updates, check them, merge, score, publish the model and report, post.
+
+    fedchain validate --task 0 --holdout test.npz --sealing-key validator.key --keystore validator.json
+
+Every step of a round is a deterministic function of the chain's submissions and IPFS content, and the
+computed result is checkpointed before it is posted: killed at any moment and restarted, the validator
+recomputes (or reloads) the same result, loses no update and counts none twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from eth_account.signers.local import LocalAccount
+
+from fedchain.aggregation import RuleConfig, aggregate, canonical_order
+from fedchain.chain.protocol import Protocol, RoundPhase, Submission
+from fedchain.content.cid import cid_to_digest, digest_to_cid
+from fedchain.content.client import ContentError, IpfsClient
+from fedchain.envelope import EnvelopeError, decode_update, encode_model
+from fedchain.merkle import RewardTree
+from fedchain.models import build_model
+from fedchain.report import RoundReport, UpdateRecord, canonical_json
+from fedchain.scoring import marginal_scores, rewards_from_scores, tmc_shapley
+from fedchain.screening import screen
+from fedchain.sealing import SealBinding, SealError, open_sealed, read_binding
+from fedchain.state import read_json, write_json_atomic
+from fedchain.taskview import TaskView
+from fedchain.training import LossEvaluator, evaluate, pick_device
+
+log = logging.getLogger(__name__)
+
+# Rejections that prove bad faith: the contributor is slashed with the update's digest as evidence.
+# Anything else (unavailable content, outliers, updates the robust rule discards, zero scores) only forfeits the reward.
+SLASHABLE_REASONS = frozenset(
+    {"malformed", "bad-metadata", "unexpected-tensor", "missing-tensor", "wrong-shape", "wrong-dtype",
+     "non-finite", "too-large", "replay", "duplicate", "wrong-base", "tampered", "not-a-recipient", "not-sealed"}
+)
+
+
+@dataclass(frozen=True)
+class ValidatorConfig:
+    task_id: int
+    holdout_path: Path                   # the validator's held-out data (.npz with x, y)
+    state_dir: Path                      # checkpoints, so a restart resumes
+    poll_interval: float = 0.5
+    fetch_timeout: float = 30.0          # seconds to fetch one update
+    device: str | None = None
+
+
+@dataclass
+class UpdateVerdict:
+    submission: Submission
+    cid: str
+    status: str = "accepted"            # accepted | rejected | discarded
+    reason: str | None = None
+    score: float = 0.0
+    reward: int = 0
+    slashed: bool = False
+
+
+@dataclass
+class RoundResult:
+    round: int
+    model_cid: str
+    report_cid: str
+    rewards_root: str
+    total_rewards: int
+    slashes: list[tuple[str, str]]
+    test_accuracy: float
+    test_loss: float
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class Validator:
+    def __init__(
+        self,
+        protocol: Protocol,
+        ipfs: IpfsClient,
+        account: LocalAccount,
+        sealing_key: X25519PrivateKey | None,
+        config: ValidatorConfig,
+    ) -> None:
+        from fedchain.data import load_npz
+
+        self.protocol = protocol
+        self.ipfs = ipfs
+        self.account = account
+        self.sealing_key = sealing_key
+        self.config = config
+        self.task = TaskView(protocol, ipfs, config.task_id)
+        self.device = torch.device(config.device) if config.device else pick_device()
+        self.x_test, self.y_test = load_npz(config.holdout_path, self.task.spec)
+        self.model = build_model(self.task.spec).to(self.device)
+        self._checkpoint_dir = config.state_dir / f"validator-task{config.task_id}"
+        if self.task.spec.sealed and sealing_key is None:
+            from fedchain.errors import ConfigError
+
+            raise ConfigError("this task's updates are sealed: pass the validator's --sealing-key")
+
+    # ─── the loop ───
+    def run(self, *, max_rounds: int | None = None) -> list[RoundResult]:
+        results: list[RoundResult] = []
+        while max_rounds is None or len(results) < max_rounds:
+            info = self.task.info()
+            if info.ended:
+                break
+            round_index = info.current_round
+            if not self._ready_to_aggregate(round_index):
+                time.sleep(self.config.poll_interval)
+                continue
+            results.append(self.finalize_round(round_index))
+        return results
+
+    def _ready_to_aggregate(self, round_index: int) -> bool:
+        info = self.protocol.round(self.config.task_id, round_index)
+        if info.phase == RoundPhase.AGGREGATING:
+            return True
+        # Anvil's view lags when no transaction arrives: judge the stored deadline by the wall clock.
+        return info.phase == RoundPhase.OPEN and time.time() >= info.submission_deadline + 1
+
+    def finalize_round(self, round_index: int) -> RoundResult:
+        """Compute (or reload) the round's result and post it unless it is already on chain."""
+        path = self._checkpoint_dir / f"round-{round_index}.json"
+        saved = read_json(path)
+        if saved is not None:
+            result = RoundResult(**{**saved, "slashes": [tuple(s) for s in saved["slashes"]]})
+            log.info("round %d: resuming from checkpoint", round_index)
+        else:
+            result = self.compute_round(round_index)
+            write_json_atomic(path, asdict(result))
+        if self.protocol.round(self.config.task_id, round_index).phase != RoundPhase.FINALIZED:
+            started = time.perf_counter()
+            tx = self.protocol.post_result(
+                self.account, self.config.task_id, round_index,
+                cid_to_digest(result.model_cid), cid_to_digest(result.report_cid),
+                bytes.fromhex(result.rewards_root[2:]), result.total_rewards,
+                [(addr, bytes.fromhex(evidence[2:])) for addr, evidence in result.slashes],
+            )
+            result.seconds["post"] = time.perf_counter() - started
+            result.seconds["post_gas"] = float(tx.gas_used)
+        return result
+
+    # ─── one round ───
+    def compute_round(self, round_index: int) -> RoundResult:
+        timer = _Timer()
+        task_id = self.config.task_id
+        spec = self.task.spec
+        layout = self.task.layout
+        base = self.task.global_model(round_index)
+        submissions = self.protocol.submissions(task_id, round_index)
+        # Rows in canonical order (by contributor address) so the result never depends on arrival order.
+        order = canonical_order([s.contributor for s in submissions])
+        submissions = [submissions[i] for i in order]
+        verdicts = [UpdateVerdict(s, digest_to_cid(s.digest)) for s in submissions]
+        earlier_digests = self._digests_before(round_index)
+        arrival = {(s.block_number, s.log_index): i for i, s in enumerate(submissions)}
+        arrival_rank = [sorted(arrival).index((s.block_number, s.log_index)) for s in submissions]
+
+        buffer = torch.zeros(len(submissions), layout.total, dtype=torch.float32)  # (K, D), rows filled in place
+        weights = torch.tensor([s.num_samples for s in submissions], dtype=torch.float64)
+        for row, verdict in enumerate(verdicts):
+            reason = self._load_update(verdict, round_index, base.cid, buffer[row], earlier_digests, submissions, row, arrival_rank)
+            if reason is not None:
+                verdict.status, verdict.reason = "rejected", reason
+        timer.lap("fetch_verify")
+
+        candidates = [i for i, v in enumerate(verdicts) if v.status == "accepted"]
+        screening = screen(buffer, weights, candidates, arrival_rank=arrival_rank, check_duplicates=not spec.sealed)
+        for row, reason in screening.rejected.items():
+            verdicts[row].status, verdicts[row].reason = "rejected", reason
+        accepted = list(screening.accepted)
+
+        rule = RuleConfig.from_dict(spec.aggregation)
+        delta = torch.zeros(layout.total, dtype=torch.float32)
+        selected: list[int] = []
+        if accepted:
+            sub = buffer[accepted]
+            agg = aggregate(rule, sub, weights[accepted])
+            delta = agg.vector
+            selected = [accepted[i] for i in agg.selected]
+            for i in agg.discarded:
+                verdicts[accepted[i]].status, verdicts[accepted[i]].reason = "discarded", f"discarded-by-{rule.name}"
+        timer.lap("aggregate")
+
+        scores, scoring_info = self._score(buffer, weights, selected, base.state)
+        timer.lap("score")
+        info = self.task.info()
+        budget = info.reward_per_round + info.carry
+        by_address = {verdicts[row].submission.contributor: s for row, s in scores.items()}
+        rewards = rewards_from_scores(by_address, budget) if by_address else {}
+        for row, verdict in enumerate(verdicts):
+            verdict.score = scores.get(row, 0.0)
+            verdict.reward = rewards.get(verdict.submission.contributor, 0)
+            verdict.slashed = verdict.status == "rejected" and verdict.reason in SLASHABLE_REASONS
+
+        new_state = _apply(base.state, delta, layout)
+        model_bytes = encode_model(new_state, {"task_id": task_id, "round": round_index, "base_model_cid": base.cid})
+        model_cid = self.ipfs.add_bytes(model_bytes)
+        metrics = evaluate(self.model, new_state, self.x_test, self.y_test, device=self.device)
+        timer.lap("evaluate")
+
+        entitled = {a: r for a, r in rewards.items() if r > 0}
+        tree = RewardTree(task_id, round_index, entitled)
+        report = RoundReport(
+            task_id=task_id, round=round_index, base_model_cid=base.cid, model_cid=model_cid,
+            aggregation=rule.to_dict(), scoring=scoring_info,
+            metrics={"test_accuracy": metrics.accuracy, "test_loss": metrics.loss, "eval_samples": metrics.samples},
+            budget=budget, total_rewards=sum(entitled.values()), rewards_root="0x" + tree.root.hex(),
+            updates=[
+                UpdateRecord(
+                    contributor=v.submission.contributor, cid=v.cid, num_samples=v.submission.num_samples,
+                    status=v.status, reason=v.reason, score=v.score, reward=v.reward, slashed=v.slashed,
+                )
+                for v in verdicts
+            ],
+        )
+        report_cid = self.ipfs.add_bytes(canonical_json(report))
+        timer.lap("publish")
+        slashes = [(v.submission.contributor, "0x" + v.submission.digest.hex()) for v in verdicts if v.slashed]
+        log.info(
+            "round %d: %d accepted, %d rejected, accuracy %.4f, rewards %d",
+            round_index, len(selected), len(verdicts) - len(accepted), metrics.accuracy, report.total_rewards,
+        )
+        return RoundResult(
+            round=round_index, model_cid=model_cid, report_cid=report_cid, rewards_root="0x" + tree.root.hex(),
+            total_rewards=report.total_rewards, slashes=slashes, test_accuracy=metrics.accuracy,
+            test_loss=metrics.loss, seconds=timer.laps,
+        )
+
+    def _digests_before(self, round_index: int) -> set[bytes]:
+        """Digests submitted in earlier rounds of this task: the same bytes again are a replay."""
+        return {s.digest for s in self.protocol.submissions(self.config.task_id) if s.round < round_index}
+
+    def _load_update(
+        self,
+        verdict: UpdateVerdict,
+        round_index: int,
+        base_cid: str,
+        row: torch.Tensor,
+        earlier_digests: set[bytes],
+        submissions: list[Submission],
+        index: int,
+        arrival_rank: list[int],
+    ) -> str | None:
+        """Fetch, verify, open and decode one update into `row`; the reason code if it is rejected."""
+        sub = verdict.submission
+        first_with_digest = min(
+            (arrival_rank[j] for j, other in enumerate(submissions) if other.digest == sub.digest), default=None
+        )
+        if sub.digest in earlier_digests or first_with_digest != arrival_rank[index]:
+            return "replay"
+        spec = self.task.spec
+        try:
+            data = self.ipfs.cat(verdict.cid, max_size=spec.max_update_bytes)
+        except ContentError as exc:
+            log.warning("update %s from %s unavailable: %s", verdict.cid, sub.contributor, exc)
+            return getattr(exc, "reason", None) or "unavailable"
+        try:
+            if spec.sealed:
+                binding = SealBinding(self.config.task_id, round_index, sub.contributor)
+                if read_binding(data) != binding:
+                    return "replay"
+                data = open_sealed(data, self.sealing_key, binding)
+            envelope = decode_update(data, self.task.layout.expected_tensors(), max_bytes=spec.max_update_bytes)
+        except (SealError, EnvelopeError) as exc:
+            return exc.reason
+        if (envelope.task_id, envelope.round) != (self.config.task_id, round_index) or envelope.contributor.lower() != sub.contributor.lower():
+            return "replay"
+        if envelope.base_model_cid != base_cid:
+            return "wrong-base"
+        if envelope.num_samples != sub.num_samples:
+            return "bad-metadata"
+        self.task.layout.flatten_into(envelope.tensors, row)
+        return None
+
+    def _score(self, buffer: torch.Tensor, weights: torch.Tensor, rows: list[int], base_state: dict) -> tuple[dict[int, float], dict]:
+        scoring = self.task.spec.scoring
+        params = {k: v for k, v in scoring.model_dump().items() if k != "method"}
+        if not rows:
+            return {}, {"method": scoring.method, **params, "evaluations": 0}
+        if scoring.method == "equal":
+            return {r: 1.0 / len(rows) for r in rows}, {"method": "equal", **params, "evaluations": 0}
+        n = min(scoring.eval_samples, len(self.y_test))
+        evaluator = LossEvaluator(self.model, self.task.layout, base_state, self.x_test[:n], self.y_test[:n], self.device)
+        if scoring.method == "marginal":
+            result = marginal_scores(buffer, weights, rows, evaluator)
+        else:
+            result = tmc_shapley(
+                buffer, weights, rows, evaluator, permutations=scoring.permutations,
+                truncation_tol=scoring.truncation_tol, seed=scoring.seed,
+            )
+        return dict(result.scores), {"method": result.method, **result.params, "evaluations": result.evaluations}
+
+
+def _apply(state: dict[str, torch.Tensor], delta: torch.Tensor, layout) -> dict[str, torch.Tensor]:
+    update = layout.unflatten(delta)
+    return {name: (tensor + update[name].to(tensor.dtype)) if name in update else tensor.clone() for name, tensor in state.items()}
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 4)
+        self._last = now

@@ -10,6 +10,8 @@ interface IStakeRegistry {
     event UnstakeRequested(address indexed account, uint256 amount, uint256 unbondingStake, uint64 releaseTime);
     event Withdrawn(address indexed account, uint256 amount);
     event StakeSlashed(address indexed account, address indexed slasher, uint256 amount, bytes32 evidence);
+    /// @notice The role minimums were set (at deployment) or changed by the admin.
+    event MinStakesUpdated(uint256 minContributorStake, uint256 minValidatorStake);
 
     // ─── LOGIC ───
     /// @notice Add `amount` of the stake token to the caller's active stake (needs an allowance).
@@ -26,11 +28,19 @@ interface IStakeRegistry {
     ///         the tokens go to the treasury. Only authorised slashers (task managers).
     function slash(address account, uint256 amount, bytes32 evidence) external returns (uint256 slashed);
 
+    /// @notice Admin: change the role minimums (tasks already created keep their own contributor minimum).
+    function setMinStakes(uint256 minContributorStake_, uint256 minValidatorStake_) external;
+
     // ─── VIEWS ───
+    /// @notice The token staked (FedToken).
     function stakeToken() external view returns (address);
+    /// @notice Where slashed tokens go.
     function treasury() external view returns (address);
+    /// @notice Seconds between an unstake request and its withdrawal.
     function unbondingPeriod() external view returns (uint64);
+    /// @notice The least a task may ask of its contributors.
     function minContributorStake() external view returns (uint256);
+    /// @notice Active stake a validator needs when a task naming it is created.
     function minValidatorStake() external view returns (uint256);
     /// @notice Active (slashable, usable) stake of `account`.
     function activeStake(address account) external view returns (uint256);

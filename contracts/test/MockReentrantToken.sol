@@ -1,0 +1,41 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
+
+/// @title MockReentrantToken
+/// @notice Test-only: once armed, a transfer out of `target` calls `target` again with `payload` (e.g. claim or
+///         withdraw) before moving the tokens, and bubbles up any revert of that call.
+contract MockReentrantToken is ERC20 {
+    address public target;
+    bytes public payload;
+    bool public armed;
+
+    constructor() ERC20("Reentrant Token", "REE") {}
+
+    /// @notice Mint `amount` to `to` (anyone; tests only).
+    function mint(address to, uint256 amount) external {
+        _mint(to, amount);
+    }
+
+    /// @notice Call `target_` with `payload_` on the next transfer out of `target_`.
+    function arm(address target_, bytes calldata payload_) external {
+        target = target_;
+        payload = payload_;
+        armed = true;
+    }
+
+    function _update(address from, address to, uint256 value) internal override {
+        if (armed && from == target) {
+            armed = false;
+            (bool ok, bytes memory ret) = target.call(payload);
+            if (!ok) {
+                // Bubble up the target's revert data (tests assert on its custom error).
+                assembly ("memory-safe") {
+                    revert(add(ret, 32), mload(ret))
+                }
+            }
+        }
+        super._update(from, to, value);
+    }
+}

@@ -1,0 +1,90 @@
+"""Shared fixtures for the contract tests (ape on Anvil).
+
+Run: ``.venv/bin/ape test --network ethereum:local:foundry tests/contracts`` after the shell set-up.
+Ape snapshots the chain around every test, so module-scoped deployments are cheap and tests stay isolated.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+UNBONDING = 7 * 24 * 3600
+CLAIM_PERIOD = 30 * 24 * 3600
+MIN_CONTRIBUTOR = 100 * 10**18
+MIN_VALIDATOR = 1_000 * 10**18
+MINT = 1_000_000 * 10**18
+
+
+@pytest.fixture(scope="session")
+def admin(accounts):
+    return accounts[0]
+
+
+@pytest.fixture(scope="session")
+def treasury(accounts):
+    return accounts[1]
+
+
+@pytest.fixture(scope="session")
+def owner(accounts):
+    """A task owner."""
+    return accounts[2]
+
+
+@pytest.fixture(scope="session")
+def validator(accounts):
+    return accounts[3]
+
+
+@pytest.fixture(scope="session")
+def alice(accounts):
+    return accounts[4]
+
+
+@pytest.fixture(scope="session")
+def bob(accounts):
+    return accounts[5]
+
+
+@pytest.fixture(scope="session")
+def carol(accounts):
+    return accounts[6]
+
+
+@pytest.fixture(scope="session")
+def outsider(accounts):
+    return accounts[7]
+
+
+@pytest.fixture(scope="session")
+def fed(project, admin, accounts):
+    token = project.FedToken.deploy(admin, sender=admin)
+    for acct in accounts[:8]:
+        token.mint(acct, MINT, sender=admin)
+    return token
+
+
+@pytest.fixture(scope="session")
+def registry(project, fed, admin, treasury):
+    return project.StakeRegistry.deploy(fed, treasury, UNBONDING, MIN_CONTRIBUTOR, MIN_VALIDATOR, admin, sender=admin)
+
+
+@pytest.fixture(scope="session")
+def manager(project, registry, admin):
+    tm = project.TaskManager.deploy(registry, CLAIM_PERIOD, admin, sender=admin)
+    registry.grantRole(registry.SLASHER_ROLE(), tm, sender=admin)
+    return tm
+
+
+@pytest.fixture(scope="module")
+def staked(fed, registry, validator, alice, bob, carol):
+    """Validator and three contributors with stakes above the minimums."""
+    for acct, amount in ((validator, MIN_VALIDATOR), (alice, 2 * MIN_CONTRIBUTOR), (bob, MIN_CONTRIBUTOR), (carol, MIN_CONTRIBUTOR)):
+        fed.approve(registry, amount, sender=acct)
+        registry.stake(amount, sender=acct)
+    return registry
+
+
+def events(tx, contract_event):
+    """Decoded logs of one event type in a receipt."""
+    return list(tx.decode_logs(contract_event))

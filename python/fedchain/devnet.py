@@ -15,12 +15,16 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from fedchain.errors import FedchainError
+
+if TYPE_CHECKING:
+    from fedchain.chain.client import Chain
+    from fedchain.chain.deployments import Deployments
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +111,25 @@ class Devnet:
     rpc_url: str
     ipfs_api: str
     deployments_path: Path
-    anvil: AnvilProcess | None
-    ipfs: object | None
+    deployments: "Deployments"
+    chain: "Chain"
 
-    def stop(self) -> None:
-        if self.ipfs is not None:
-            self.ipfs.stop()  # type: ignore[attr-defined]
-        if self.anvil is not None:
-            self.anvil.stop()
+
+DEV_FED_GRANT = 1_000_000 * 10**18  # FED minted to each funded development account
+
+
+def fund_dev_accounts(net: Devnet, count: int, amount: int = DEV_FED_GRANT) -> list[str]:
+    """Mint FED to the first `count` development accounts (Anvil already gave them ETH)."""
+    from fedchain.chain.protocol import Protocol
+
+    protocol = Protocol(net.chain, net.deployments)
+    deployer = dev_account(0)
+    funded = []
+    for index in range(count):
+        address = dev_account(index).address
+        net.chain.send(protocol.token.functions.mint(address, amount), deployer, action="mint")
+        funded.append(address)
+    return funded
 
 
 @contextlib.contextmanager
@@ -139,7 +154,7 @@ def running_devnet(
         deployments = deploy_all(chain, dev_account(0), network="local")
         path = deployments_path or workdir / "deployments.json"
         deployments.save(path)
-        yield Devnet(anvil.rpc_url, ipfs.api_url, path, anvil, ipfs)
+        yield Devnet(anvil.rpc_url, ipfs.api_url, path, deployments, chain)
     finally:
         if ipfs is not None:
             ipfs.stop()

@@ -1,0 +1,235 @@
+"""Commands that act on a chain and IPFS: devnet, account, task, contribute, validate, claim, status, model."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from fedchain.cli.common import (
+    DeploymentsOpt, IpfsApi, Keystore, PasswordEnv, RpcUrl, connect, console, friendly_errors, load_account,
+    setup_logging,
+)
+
+account_app = typer.Typer(help="Encrypted keystores for chain accounts.", no_args_is_help=True)
+task_app = typer.Typer(help="Create and inspect training tasks.", no_args_is_help=True)
+model_app = typer.Typer(help="Global models of a task.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("devnet")(devnet)
+    app.add_typer(account_app, name="account")
+    app.add_typer(task_app, name="task")
+    app.command("contribute")(contribute)
+    app.command("validate")(validate)
+    app.command("claim")(claim)
+    app.command("status")(status)
+    app.add_typer(model_app, name="model")
+
+
+@friendly_errors
+def devnet(
+    anvil_port: int = typer.Option(8545, help="Anvil's port on 127.0.0.1."),
+    ipfs_port: int = typer.Option(5001, help="The embedded IPFS node's API port on 127.0.0.1."),
+    workdir: Path = typer.Option(Path(".fedchain/devnet"), help="Where the node's blocks and logs go."),
+    deployments: Path = DeploymentsOpt,
+    fund_accounts: int = typer.Option(10, help="How many development accounts get FED tokens."),
+) -> None:
+    """Start Anvil and the embedded IPFS node, deploy the contracts, fund test accounts; Ctrl-C stops everything."""
+    from fedchain.devnet import dev_account, fund_dev_accounts, running_devnet
+
+    with running_devnet(workdir, anvil_port=anvil_port, ipfs_port=ipfs_port, deployments_path=deployments) as net:
+        funded = fund_dev_accounts(net, fund_accounts)
+        table = Table(title="fedchain devnet", show_header=False)
+        table.add_row("JSON-RPC", net.rpc_url)
+        table.add_row("IPFS API", net.ipfs_api)
+        table.add_row("deployments", str(net.deployments_path))
+        for name, address in net.deployments.contracts.items():
+            table.add_row(name, address)
+        table.add_row("funded accounts", f"{len(funded)} development accounts (mnemonic: Anvil's 'test … junk')")
+        table.add_row("deployer", dev_account(0).address)
+        console.print(table)
+        console.print("Ctrl-C stops the devnet.")
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            console.print("stopping…")
+
+
+@account_app.command("create")
+@friendly_errors
+def account_create(
+    out: Path = typer.Option(..., "--out", help="Keystore file to write (mode 0600)."),
+    password_env: str = PasswordEnv,
+) -> None:
+    """Create a new account in an encrypted keystore and print its address (never the key)."""
+    from fedchain.accounts import create_keystore, resolve_password
+
+    address = create_keystore(out, resolve_password(password_env, prompt="New keystore password: "))
+    typer.echo(address)
+
+
+@task_app.command("create")
+@friendly_errors
+def task_create(
+    spec: Path = typer.Option(..., "--spec", exists=True, dir_okay=False, help="Task spec JSON (see docs/PROTOCOL.md)."),
+    keystore: Path = Keystore,
+    rounds: int = typer.Option(5, min=1),
+    reward_per_round: int = typer.Option(10**21, help="Reward per round in the token's smallest unit."),
+    submission_window: int = typer.Option(300, help="Seconds a round accepts submissions."),
+    aggregation_window: int = typer.Option(300, help="Seconds the validator has after submissions close."),
+    min_stake: Optional[int] = typer.Option(None, help="Minimum contributor stake (default: the registry's minimum)."),
+    max_contributors: int = typer.Option(10, min=1),
+    validator: str = typer.Option(..., help="The validator's address."),
+    slash_fraction: float = typer.Option(0.5, min=0.0, max=1.0, help="Slash amount as a fraction of the minimum stake."),
+    reward_token: Optional[str] = typer.Option(None, help="ERC20 paying rewards (default: FedToken)."),
+    seed: int = typer.Option(0, help="Seed of the initial model's weights."),
+    rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt, password_env: str = PasswordEnv,
+) -> None:
+    """Publish a spec and initial model to IPFS and create and fund the task on chain; prints the task id."""
+    from fedchain.spec import load_spec_file
+    from fedchain.tasks import create_task_from_spec
+
+    protocol, ipfs = connect(rpc_url, ipfs_api, deployments)
+    owner = load_account(keystore, password_env)
+    task_id = create_task_from_spec(
+        protocol, ipfs, owner, load_spec_file(spec), rounds=rounds, reward_per_round=reward_per_round,
+        submission_window=submission_window, aggregation_window=aggregation_window, min_stake=min_stake,
+        max_contributors=max_contributors, validator=validator, slash_fraction=slash_fraction,
+        reward_token=reward_token, seed=seed,
+    )
+    typer.echo(task_id)
+
+
+@friendly_errors
+def contribute(
+    task: int = typer.Option(..., "--task", help="Task id."),
+    data: Path = typer.Option(..., "--data", help="Your private data: .npz with x (float32) and y (int64)."),
+    keystore: Path = Keystore,
+    state_dir: Path = typer.Option(Path(".fedchain/state"), help="Progress files, so a restart resumes."),
+    max_rounds: Optional[int] = typer.Option(None, help="Stop after this many submissions."),
+    seed: int = typer.Option(0),
+    attack: Optional[str] = typer.Option(None, hidden=True, help="Demo only: behave as this attacker."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the training progress bar."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt, password_env: str = PasswordEnv,
+) -> None:
+    """Train on your data in every round of a task, submit sealed updates, and claim rewards at the end."""
+    setup_logging(verbose)
+    from fedchain.contributor import Contributor, ContributorConfig
+
+    protocol, ipfs = connect(rpc_url, ipfs_api, deployments)
+    account = load_account(keystore, password_env)
+    config = ContributorConfig(task_id=task, data_path=data, state_dir=state_dir, seed=seed, progress=not no_progress)
+    contributor = Contributor(protocol, ipfs, account, config)
+    if attack:
+        from fedchain.attacks import configure_attacker
+
+        contributor = configure_attacker(contributor, attack)
+    outcomes = contributor.run(max_rounds=max_rounds)
+    console.print(f"submitted {len(outcomes)} update(s) to task {task}")
+
+
+@friendly_errors
+def validate(
+    task: int = typer.Option(..., "--task", help="Task id."),
+    holdout: Path = typer.Option(..., "--holdout", help="Held-out data (.npz with x and y) to evaluate and score on."),
+    keystore: Path = Keystore,
+    sealing_key: Optional[Path] = typer.Option(None, "--sealing-key", help="The validator's X25519 key (fedchain keys create)."),
+    sealing_password_env: Optional[str] = typer.Option(None, help="Environment variable with the sealing key's password."),
+    state_dir: Path = typer.Option(Path(".fedchain/state"), help="Checkpoints, so a restart resumes."),
+    max_rounds: Optional[int] = typer.Option(None, help="Stop after this many rounds."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt, password_env: str = PasswordEnv,
+) -> None:
+    """Aggregate, score and finalize every round of a task as its validator."""
+    import os
+
+    setup_logging(verbose)
+    from fedchain.keys import load_sealing_key
+    from fedchain.validator import Validator, ValidatorConfig
+
+    protocol, ipfs = connect(rpc_url, ipfs_api, deployments)
+    account = load_account(keystore, password_env)
+    key = None
+    if sealing_key is not None:
+        key = load_sealing_key(sealing_key, os.environ.get(sealing_password_env) if sealing_password_env else None)
+    config = ValidatorConfig(task_id=task, holdout_path=holdout, state_dir=state_dir)
+    results = Validator(protocol, ipfs, account, key, config).run(max_rounds=max_rounds)
+    for r in results:
+        console.print(f"round {r.round}: accuracy {r.test_accuracy:.4f}, rewards {r.total_rewards}, model {r.model_cid}")
+
+
+@friendly_errors
+def claim(
+    task: int = typer.Option(..., "--task", help="Task id."),
+    keystore: Path = Keystore,
+    rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt, password_env: str = PasswordEnv,
+) -> None:
+    """Claim every reward you are owed in a task (proofs rebuilt from the round reports)."""
+    from fedchain.rewards import claimable_rewards
+
+    protocol, ipfs = connect(rpc_url, ipfs_api, deployments)
+    account = load_account(keystore, password_env)
+    claims = claimable_rewards(protocol, ipfs, task, account.address)
+    if not claims:
+        console.print("nothing to claim")
+        return
+    result = protocol.claim_many(account, task, [(c.round, c.amount, c.proof) for c in claims])
+    total = sum(c.amount for c in claims)
+    console.print(f"claimed {total} over rounds {[c.round for c in claims]} (gas {result.gas_used})")
+
+
+@friendly_errors
+def status(
+    task: int = typer.Option(..., "--task", help="Task id."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt,
+) -> None:
+    """A table of the task's rounds: phase, updates, scores, rewards and model quality."""
+    from fedchain.status import task_status
+
+    protocol, ipfs = connect(rpc_url, ipfs_api, deployments)
+    summary = task_status(protocol, ipfs, task)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"task {task} ({summary['phase']})")
+    for col in ("round", "phase", "updates", "accepted", "accuracy", "loss", "rewards", "model"):
+        table.add_column(col)
+    for r in summary["rounds"]:
+        acc = f"{r['test_accuracy']:.4f}" if r.get("test_accuracy") is not None else "-"
+        loss = f"{r['test_loss']:.4f}" if r.get("test_loss") is not None else "-"
+        table.add_row(
+            str(r["round"]), r["phase"], str(r["submissions"]), str(r.get("accepted", "-")), acc, loss,
+            str(r["total_rewards"]), r.get("model_cid") or "-",
+        )
+    console.print(table)
+    if summary["contributors"]:
+        contrib = Table(title="contributors")
+        for col in ("contributor", "updates", "mean score", "rewards", "slashed"):
+            contrib.add_column(col)
+        for address, c in summary["contributors"].items():
+            contrib.add_row(address, str(c["updates"]), f"{c['mean_score']:.3f}", str(c["rewards"]), str(c["slashed"]))
+        console.print(contrib)
+
+
+@model_app.command("pull")
+@friendly_errors
+def model_pull(
+    task: int = typer.Option(..., "--task", help="Task id."),
+    round_index: Optional[int] = typer.Option(None, "--round", help="Round whose result to pull (default: the latest finalized)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the safetensors file."),
+    rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt,
+) -> None:
+    """Download a round's global model as safetensors, its CID checked against the chain."""
+    from fedchain.status import pull_model
+
+    protocol, ipfs = connect(rpc_url, ipfs_api, deployments)
+    cid, chosen = pull_model(protocol, ipfs, task, round_index, out)
+    console.print(f"wrote {out}: the global model after round {chosen} ({cid})")

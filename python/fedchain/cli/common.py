@@ -1,0 +1,83 @@
+"""Options and helpers shared by the commands that talk to a chain or IPFS."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import typer
+from rich.console import Console
+
+from fedchain.errors import FedchainError
+
+DEFAULT_RPC_URL = "http://127.0.0.1:8545"
+DEFAULT_IPFS_API = "http://127.0.0.1:5001"
+DEFAULT_DEPLOYMENTS = Path("deployments/local.json")
+
+console = Console(stderr=True)
+
+RpcUrl = typer.Option(DEFAULT_RPC_URL, "--rpc-url", envvar="FEDCHAIN_RPC_URL", help="JSON-RPC endpoint of the chain.")
+IpfsApi = typer.Option(DEFAULT_IPFS_API, "--ipfs-api", envvar="FEDCHAIN_IPFS_API", help="Kubo RPC API address (URL or multiaddr).")
+DeploymentsOpt = typer.Option(
+    DEFAULT_DEPLOYMENTS, "--deployments", envvar="FEDCHAIN_DEPLOYMENTS", help="Deployments file written by `fedchain devnet` or `ape run deploy`."
+)
+Keystore = typer.Option(..., "--keystore", help="Encrypted keystore of the account (password from $FEDCHAIN_PASSWORD or a prompt).")
+PasswordEnv = typer.Option("FEDCHAIN_PASSWORD", "--password-env", help="Environment variable holding the keystore password.")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(func: F) -> F:
+    """Show fedchain errors as one clear line (no traceback) and exit with status 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except FedchainError as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "httpcore", "web3", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def connect(rpc_url: str, ipfs_api: str, deployments: Path):
+    """The deployed protocol and an IPFS client; clear errors when either is unreachable."""
+    from fedchain.chain.client import Chain
+    from fedchain.chain.deployments import load_deployments
+    from fedchain.chain.errors import ChainError
+    from fedchain.chain.protocol import Protocol
+    from fedchain.content.client import IpfsClient
+
+    chain = Chain(rpc_url)
+    deployed = load_deployments(deployments)
+    if deployed.chain_id != chain.chain_id:
+        raise ChainError(
+            f"{deployments} is for chain {deployed.chain_id} but {rpc_url} is chain {chain.chain_id}: "
+            "pass the matching --deployments or --rpc-url"
+        )
+    if not chain.w3.eth.get_code(deployed.address("TaskManager")):
+        raise ChainError(
+            f"no TaskManager code at {deployed.address('TaskManager')} on {rpc_url}: the devnet was restarted "
+            f"since {deployments} was written; redeploy (`fedchain devnet`)"
+        )
+    return Protocol(chain, deployed), IpfsClient(ipfs_api)
+
+
+def load_account(keystore: Path, password_env: str):
+    from fedchain.accounts import load_keystore, resolve_password
+
+    return load_keystore(keystore, resolve_password(password_env))

@@ -128,7 +128,7 @@ def contribute(
     config = ContributorConfig(task_id=task, data_path=data, state_dir=state_dir, seed=seed, progress=not no_progress)
     contributor = Contributor(protocol, ipfs, account, config)
     if attack:
-        from fedchain.attacks import configure_attacker
+        from fedchain.adversary import configure_attacker
 
         contributor = configure_attacker(contributor, attack)
     outcomes = contributor.run(max_rounds=max_rounds)

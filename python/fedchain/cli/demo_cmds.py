@@ -1,0 +1,48 @@
+"""`fedchain demo`: the whole protocol on a local devnet with real MNIST data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from fedchain.cli.common import console, friendly_errors
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
+
+
+@friendly_errors
+def demo(
+    clients: int = typer.Option(5, min=1, help="Honest contributors (each a separate process with its own data shard)."),
+    rounds: int = typer.Option(5, min=1),
+    seed: int = typer.Option(0, help="Makes data splits, models and scoring repeatable."),
+    alpha: float = typer.Option(0.5, min=0.0, help="Dirichlet alpha of the non-IID split (smaller: more skewed)."),
+    iid: bool = typer.Option(False, "--iid", help="IID shards instead of Dirichlet."),
+    sized: bool = typer.Option(False, "--sized", help="Honest contributors hold different amounts of data."),
+    attack: str = typer.Option("", help="Attackers to add, e.g. label-flip:1,sign-flip:1,noise:1,free-rider:1,copycat:1."),
+    rule: str = typer.Option("fedavg", help="Aggregation rule: fedavg, median, trimmed-mean, multi-krum."),
+    scoring: str = typer.Option("tmc-shapley", help="Contribution scoring: tmc-shapley, marginal, equal."),
+    sealed: bool = typer.Option(True, "--sealed/--unsealed", help="Seal updates to the validator's key."),
+    architecture: str = typer.Option("cnn", help="Model architecture from the registry (cnn, mlp)."),
+    rpc_url: Optional[str] = typer.Option(None, "--rpc-url", help="Use this running chain instead of starting a devnet."),
+    ipfs_api: Optional[str] = typer.Option(None, "--ipfs-api", help="Use this IPFS API instead of starting a devnet."),
+    deployments: Optional[Path] = typer.Option(None, "--deployments", help="Deployments file for --rpc-url."),
+    report: Path = typer.Option(Path("report.json"), "--report", help="Where to write the JSON report."),
+    plot: Optional[Path] = typer.Option(Path("report.png"), "--plot", help="Where to write the PNG plot."),
+    workdir: Path = typer.Option(Path(".fedchain/demo"), help="Data shards, keys, logs and checkpoints."),
+    timeout: float = typer.Option(900.0, help="Seconds before the demo gives up."),
+) -> None:
+    """Run the protocol end to end: devnet, MNIST task, contributors and validator processes, rewards paid."""
+    from fedchain.attacks import parse_attack_mix
+    from fedchain.demo import DemoConfig, run_demo
+
+    config = DemoConfig(
+        clients=clients, rounds=rounds, seed=seed, alpha=None if iid else alpha, sized=sized,
+        architecture=architecture, rule=rule, scoring=scoring, attack=parse_attack_mix(attack) if attack else {},
+        sealed=sealed, rpc_url=rpc_url, ipfs_api=ipfs_api, deployments=deployments, workdir=workdir,
+        report=report, plot=plot, timeout=timeout,
+    )
+    run_demo(config, console=console)

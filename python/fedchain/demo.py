@@ -1,0 +1,407 @@
+"""The demo: a local devnet, an MNIST task, contributors and a validator as separate processes, rewards paid.
+
+    fedchain demo --clients 5 --rounds 5 --seed 0
+    fedchain demo --attack label-flip:1,sign-flip:1,noise:1 --rule trimmed-mean
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from eth_account.signers.local import LocalAccount
+from rich.console import Console
+from rich.table import Table
+
+from fedchain.errors import ConfigError, FedchainError
+
+log = logging.getLogger(__name__)
+FED = 10**18
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    clients: int = 5                       # honest contributors
+    rounds: int = 5
+    seed: int = 0
+    alpha: float | None = 0.5              # Dirichlet non-IID concentration; None for IID shards
+    sized: bool = False                    # honest contributors hold different amounts of data
+    architecture: str = "cnn"
+    rule: str = "fedavg"
+    scoring: str = "tmc-shapley"
+    attack: dict[str, int] = field(default_factory=dict)  # attack name -> number of attackers
+    sealed: bool = True
+    rpc_url: str | None = None             # use a running chain instead of starting a devnet
+    ipfs_api: str | None = None
+    deployments: Path | None = None
+    workdir: Path = Path(".fedchain/demo")
+    report: Path = Path("report.json")
+    plot: Path | None = Path("report.png")
+    reward_per_round: int = 1_000 * FED
+    submission_window: int = 180           # seconds; rounds close early once every contributor submitted
+    aggregation_window: int = 180
+    timeout: float = 900.0                 # give up (and stop every process) after this many seconds
+
+    @property
+    def total_clients(self) -> int:
+        return self.clients + sum(self.attack.values())
+
+
+@dataclass
+class Participant:
+    name: str
+    role: str                              # "honest" or the attack's name
+    account: LocalAccount
+    keystore: Path
+    data: Path | None = None
+    process: subprocess.Popen | None = None
+
+
+class DemoError(FedchainError):
+    """Raised when the demo cannot run to its end."""
+
+
+def run_demo(config: DemoConfig, console: Console | None = None) -> dict:
+    """Run the whole demo and return report.json's content."""
+    console = console or Console()
+    if (config.rpc_url is None) != (config.ipfs_api is None):
+        raise ConfigError("give both --rpc-url and --ipfs-api to use a running devnet, or neither to start one")
+    config.workdir.mkdir(parents=True, exist_ok=True)
+    with _network(config, console) as (chain_url, ipfs_api, deployments_path):
+        return _run_on_network(config, console, chain_url, ipfs_api, deployments_path)
+
+
+@contextlib.contextmanager
+def _network(config: DemoConfig, console: Console) -> Iterator[tuple[str, str, Path]]:
+    if config.rpc_url is not None:
+        deployments = config.deployments or Path("deployments/local.json")
+        yield config.rpc_url, config.ipfs_api, deployments  # type: ignore[misc]
+        return
+    from fedchain.devnet import running_devnet
+
+    run_dir = config.workdir / f"run-{int(time.time())}"
+    with console.status("starting the devnet (Anvil + IPFS node) and deploying the contracts…"):
+        net_cm = running_devnet(run_dir / "devnet", deployments_path=run_dir / "deployments.json")
+        net = net_cm.__enter__()
+    try:
+        console.print(f"devnet: chain {net.rpc_url}, IPFS {net.ipfs_api}, contracts {net.deployments.contracts}")
+        yield net.rpc_url, net.ipfs_api, net.deployments_path
+    finally:
+        net_cm.__exit__(None, None, None)
+
+
+def _run_on_network(config: DemoConfig, console: Console, rpc_url: str, ipfs_api: str, deployments_path: Path) -> dict:
+    from fedchain.chain.client import Chain
+    from fedchain.chain.deployments import load_deployments
+    from fedchain.chain.protocol import Protocol
+    from fedchain.content.client import IpfsClient
+
+    started = time.monotonic()
+    chain = Chain(rpc_url)
+    protocol = Protocol(chain, load_deployments(deployments_path))
+    ipfs = IpfsClient(ipfs_api)
+    run_dir = config.workdir / f"task-{int(time.time() * 1000)}"
+    password = secrets.token_hex(16)  # throwaway keystores; handed to children through their environment only
+
+    with console.status("preparing data, keys and accounts…"):
+        validator, participants, holdout = _prepare(config, run_dir, password)
+        _fund(protocol, [validator, *participants], config)
+        task_id = _create_task(config, protocol, ipfs, validator, run_dir)
+    console.print(
+        f"task {task_id}: {config.rounds} rounds, {config.total_clients} contributors "
+        f"({_describe_roles(participants)}), rule {config.rule}, {'sealed' if config.sealed else 'unsealed'} updates"
+    )
+    common = ["--rpc-url", rpc_url, "--ipfs-api", ipfs_api, "--deployments", str(deployments_path)]
+    env = {**os.environ, "FEDCHAIN_PASSWORD": password, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "FEDCHAIN_SEALING_PASSWORD": password}
+    logs = run_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    processes = []
+    try:
+        validator.process = _spawn(
+            ["validate", "--task", str(task_id), "--holdout", str(holdout), "--keystore", str(validator.keystore),
+             "--sealing-key", str(run_dir / "validator.key"), "--sealing-password-env", "FEDCHAIN_SEALING_PASSWORD",
+             "--state-dir", str(run_dir / "state"), *common],
+            env, logs / "validator.log",
+        )
+        processes.append(validator)
+        for i, p in enumerate(participants):
+            args = ["contribute", "--task", str(task_id), "--data", str(p.data), "--keystore", str(p.keystore),
+                    "--state-dir", str(run_dir / "state"), "--seed", str(config.seed * 100 + i), "--no-progress", *common]
+            if p.role != "honest":
+                args += ["--attack", p.role]
+            p.process = _spawn(args, env, logs / f"{p.name}.log")
+            processes.append(p)
+        rounds = _follow_rounds(config, console, protocol, ipfs, task_id, processes, run_dir, started)
+        _wait_for_exit(processes, timeout=120, logs=logs)
+    finally:
+        for p in processes:
+            if p.process is not None and p.process.poll() is None:
+                p.process.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.process.wait(timeout=5)
+    report = _build_report(config, protocol, rpc_url, ipfs_api, task_id, participants, rounds)
+    _write_outputs(config, report, console)
+    _print_rewards(console, report, participants)
+    console.print(f"demo finished in {time.monotonic() - started:.1f} s; report: {config.report}")
+    return report
+
+
+# ─── set-up ───
+def _prepare(config: DemoConfig, run_dir: Path, password: str) -> tuple[Participant, list[Participant], Path]:
+    from fedchain.accounts import create_keystore, load_keystore
+    from fedchain.data import dirichlet_shards, iid_shards, mnist_subset, save_npz, sized_shards, train_test_split
+    from fedchain.keys import generate_sealing_key
+
+    x, y = mnist_subset()
+    x_train, y_train, x_test, y_test = train_test_split(x, y, test_fraction=0.2, seed=config.seed)
+    n = config.total_clients
+    if config.sized:
+        shards = sized_shards(y_train, n, seed=config.seed)
+    elif config.alpha is None:
+        shards = iid_shards(y_train, n, seed=config.seed)
+    else:
+        shards = dirichlet_shards(y_train, n, alpha=config.alpha, seed=config.seed)
+    data_dir = run_dir / "data"
+    holdout = data_dir / "validator-holdout.npz"
+    save_npz(holdout, x_test, y_test)
+    public_key = generate_sealing_key(run_dir / "validator.key", password=password)
+    (run_dir / "validator.pub").write_text(public_key.hex() + "\n")
+
+    def make(name: str, role: str) -> Participant:
+        keystore = run_dir / "keys" / f"{name}.json"
+        create_keystore(keystore, password, light=True)
+        return Participant(name, role, load_keystore(keystore, password), keystore)
+
+    validator = make("validator", "validator")
+    roles = ["honest"] * config.clients + [name for name, count in sorted(config.attack.items()) for _ in range(count)]
+    participants = []
+    for i, (role, shard) in enumerate(zip(roles, shards)):
+        p = make(f"client-{i}", role)
+        p.data = data_dir / f"{p.name}.npz"
+        save_npz(p.data, x_train[shard], y_train[shard])
+        participants.append(p)
+    return validator, participants, holdout
+
+
+def _fund(protocol, accounts: list[Participant], config: DemoConfig) -> None:
+    from fedchain.devnet import dev_account
+
+    funder = dev_account(0)
+    min_validator = protocol.registry.functions.minValidatorStake().call()
+    min_contributor = protocol.registry.functions.minContributorStake().call()
+    chain = protocol.chain
+    for p in accounts:
+        tx = {"to": p.account.address, "value": 10 * FED}
+        chain.w3.eth.wait_for_transaction_receipt(_send_eth(chain, funder, tx))
+        grant = (min_validator if p.role == "validator" else min_contributor) * 2
+        chain.send(protocol.token.functions.mint(p.account.address, grant), funder, action="mint")
+    validator = accounts[0]
+    protocol.ensure_stake(validator.account, min_validator)
+    # The owner (the deployer) funds the task's budget.
+    budget = config.reward_per_round * config.rounds
+    chain.send(protocol.token.functions.mint(funder.address, budget), funder, action="mint")
+
+
+def _send_eth(chain, sender: LocalAccount, tx: dict):
+    nonce = chain._next_nonce(sender.address)
+    full = {**tx, "nonce": nonce, "gas": 21_000, "chainId": chain.chain_id,
+            "maxFeePerGas": chain.w3.eth.gas_price * 2 + 1, "maxPriorityFeePerGas": 1}
+    signed = sender.sign_transaction(full)
+    tx_hash = chain.w3.eth.send_raw_transaction(signed.raw_transaction)
+    chain._nonces[sender.address] = nonce + 1
+    return tx_hash
+
+
+def _create_task(config: DemoConfig, protocol, ipfs, validator: Participant, run_dir: Path) -> int:
+    from fedchain.devnet import dev_account
+    from fedchain.spec import mnist_spec
+    from fedchain.tasks import create_task_from_spec
+
+    spec = mnist_spec(
+        architecture=config.architecture,
+        sealing_keys=[_public_key_hex(run_dir)],
+        sealed=config.sealed,
+        aggregation={"rule": config.rule},
+        scoring_method=config.scoring,
+    )
+    return create_task_from_spec(
+        protocol, ipfs, dev_account(0), spec, rounds=config.rounds, reward_per_round=config.reward_per_round,
+        submission_window=config.submission_window, aggregation_window=config.aggregation_window,
+        max_contributors=config.total_clients, validator=validator.account.address, seed=config.seed,
+    )
+
+
+def _public_key_hex(run_dir: Path) -> str:
+    return (run_dir / "validator.pub").read_text().strip()
+
+
+# ─── running ───
+def _spawn(args: list[str], env: dict, log_path: Path) -> subprocess.Popen:
+    out = open(log_path, "wb")
+    return subprocess.Popen([sys.executable, "-m", "fedchain.cli.main", *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _follow_rounds(config, console, protocol, ipfs, task_id, processes, run_dir, started) -> list[dict]:
+    from fedchain.rewards import fetch_report
+
+    table = Table(title=f"task {task_id}")
+    for col in ("round", "accuracy", "loss", "accepted", "rejected", "gas", "seconds", "phases (s)"):
+        table.add_column(col)
+    rounds: list[dict] = []
+    cursor = 0
+    round_started = time.monotonic()
+    while True:
+        for fin in protocol.finalizations(task_id, from_block=cursor):
+            if any(r["round"] == fin.round for r in rounds):
+                continue
+            cursor = max(cursor, fin.block_number)
+            report = fetch_report(ipfs, fin.report_digest)
+            gas = _round_gas(protocol, task_id, fin)
+            phases = _validator_phases(run_dir, task_id, fin.round)
+            elapsed = time.monotonic() - round_started
+            round_started = time.monotonic()
+            row = {
+                "round": fin.round, "model_cid": report.model_cid,
+                "report_cid": _cid(fin.report_digest), "test_accuracy": report.metrics["test_accuracy"],
+                "test_loss": report.metrics["test_loss"], "seconds": round(elapsed, 2), "gas": gas,
+                "phases": phases, "report": report,
+            }
+            rounds.append(row)
+            accepted = sum(u.status == "accepted" for u in report.updates)
+            console.print(
+                f"round {fin.round}: accuracy {row['test_accuracy']:.4f}  loss {row['test_loss']:.4f}  "
+                f"accepted {accepted}/{len(report.updates)}  gas {gas:,}  {elapsed:.1f} s  "
+                + " ".join(f"{k} {v:.2f}" for k, v in phases.items())
+            )
+        info = protocol.task(task_id)
+        if info.ended and len(rounds) + _expired_count(protocol, task_id, info) >= info.num_rounds:
+            return sorted(rounds, key=lambda r: r["round"])
+        dead = [p for p in processes if p.process is not None and p.process.poll() not in (None, 0)]
+        if dead:
+            names = ", ".join(f"{p.name} (exit {p.process.returncode})" for p in dead)
+            tail = _tail(run_dir / "logs" / f"{dead[0].name}.log")
+            raise DemoError(f"{names} failed; last lines of its log:\n{tail}")
+        if time.monotonic() - started > config.timeout:
+            raise DemoError(f"the demo did not finish within {config.timeout:.0f} s; logs are in {run_dir / 'logs'}")
+        time.sleep(0.3)
+
+
+def _expired_count(protocol, task_id, info) -> int:
+    from fedchain.chain.protocol import RoundPhase
+
+    return sum(protocol.round(task_id, r).phase == RoundPhase.EXPIRED for r in range(info.num_rounds))
+
+
+def _round_gas(protocol, task_id: int, fin) -> int:
+    """Gas of every transaction of the round: the submissions and the validator's result."""
+    w3 = protocol.chain.w3
+    hashes = {e["transactionHash"] for e in protocol.events("UpdateSubmitted", taskId=task_id, round=fin.round)}
+    hashes |= {e["transactionHash"] for e in protocol.events("RoundFinalized", taskId=task_id, round=fin.round)}
+    return sum(w3.eth.get_transaction_receipt(h)["gasUsed"] for h in hashes)
+
+
+def _validator_phases(run_dir: Path, task_id: int, round_index: int) -> dict[str, float]:
+    path = run_dir / "state" / f"validator-task{task_id}" / f"round-{round_index}.json"
+    try:
+        seconds = json.loads(path.read_text()).get("seconds", {})
+    except (OSError, ValueError):
+        return {}
+    return {k: float(v) for k, v in seconds.items() if not k.endswith("_gas")}
+
+
+def _wait_for_exit(processes: list[Participant], timeout: float, logs: Path) -> None:
+    deadline = time.monotonic() + timeout
+    for p in processes:
+        if p.process is None:
+            continue
+        try:
+            p.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise DemoError(f"{p.name} did not finish (claiming) in time; see {logs / (p.name + '.log')}") from None
+        if p.process.returncode != 0:
+            raise DemoError(f"{p.name} exited with {p.process.returncode}:\n{_tail(logs / (p.name + '.log'))}")
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _cid(digest: bytes) -> str:
+    from fedchain.content.cid import digest_to_cid
+
+    return digest_to_cid(digest)
+
+
+# ─── outputs ───
+def _build_report(config, protocol, rpc_url, ipfs_api, task_id, participants, rounds) -> dict:
+    roles = {p.account.address: p.role for p in participants}
+    rewards: dict[str, int] = {p.account.address: 0 for p in participants}
+    out_rounds = []
+    for r in rounds:
+        report = r.pop("report")
+        updates = []
+        for u in report.updates:
+            rewards[u.contributor] = rewards.get(u.contributor, 0) + int(u.reward)
+            updates.append({
+                "contributor": u.contributor, "role": roles.get(u.contributor, "unknown"), "cid": u.cid,
+                "num_samples": u.num_samples, "status": u.status, "reason": u.reason, "score": u.score,
+                "reward": str(u.reward), "slashed": u.slashed,
+            })
+        out_rounds.append({**r, "updates": updates})
+    claimed: dict[str, int] = {p.account.address: 0 for p in participants}
+    for e in protocol.events("RewardClaimed", taskId=task_id):
+        claimed[e["args"]["contributor"]] = claimed.get(e["args"]["contributor"], 0) + int(e["args"]["amount"])
+    info = protocol.task(task_id)
+    return {
+        "chain_id": protocol.chain.chain_id, "rpc_url": rpc_url, "ipfs_api": ipfs_api,
+        "contracts": protocol.deployments.contracts, "token": protocol.token.address, "task_id": task_id,
+        "budget": str(info.funded), "rule": config.rule, "sealed": config.sealed,
+        "rounds": out_rounds,
+        "roles": roles,
+        "rewards": {a: str(v) for a, v in rewards.items()},
+        "claimed": {a: str(v) for a, v in claimed.items()},
+        "slashed": {e["args"]["account"]: str(e["args"]["amount"]) for e in protocol.events("Slashed", taskId=task_id)},
+    }
+
+
+def _write_outputs(config: DemoConfig, report: dict, console: Console) -> None:
+    config.report.parent.mkdir(parents=True, exist_ok=True)
+    config.report.write_text(json.dumps(report, indent=2) + "\n")
+    if config.plot is not None:
+        from fedchain.plots import plot_demo
+
+        plot_demo(report, config.plot)
+        console.print(f"plot: {config.plot}")
+
+
+def _print_rewards(console: Console, report: dict, participants: list[Participant]) -> None:
+    table = Table(title="rewards (FED)")
+    for col in ("contributor", "role", "earned", "claimed", "slashed"):
+        table.add_column(col)
+    for p in participants:
+        a = p.account.address
+        table.add_row(
+            f"{p.name} {a[:10]}…", p.role, f"{int(report['rewards'][a]) / FED:,.2f}",
+            f"{int(report['claimed'][a]) / FED:,.2f}", f"{int(report['slashed'].get(a, 0)) / FED:,.2f}",
+        )
+    console.print(table)
+
+
+def _describe_roles(participants: list[Participant]) -> str:
+    counts: dict[str, int] = {}
+    for p in participants:
+        counts[p.role] = counts.get(p.role, 0) + 1
+    return ", ".join(f"{n} {role}" for role, n in counts.items())

@@ -14,6 +14,8 @@ export OMP_NUM_THREADS ?= 1
 STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 SOLC_BIN := $(SOLCX_BINARY_PATH)/solc-v$(SOLC_VERSION)
+ARTIFACTS := .build/__local__.json
+CONTRACT_SOURCES := $(shell find contracts -name '*.sol' 2>/dev/null)
 
 .PHONY: help setup demo test test-contracts test-python bench bench-quick clean
 
@@ -23,7 +25,7 @@ help:
 	@echo "make bench        run every benchmark, write bench/results and BENCHMARKS.md"
 	@echo "make bench-quick  the reduced benchmark run (under a minute)"
 
-setup: $(STAMP_PY) $(STAMP_NPM) $(SOLC_BIN) .apt-installed
+setup: $(STAMP_PY) $(STAMP_NPM) $(SOLC_BIN) .apt-installed $(ARTIFACTS)
 
 # torch goes in first and alone so that nothing resolves a multi-GB CUDA build.
 $(STAMP_PY): requirements.lock
@@ -39,6 +41,11 @@ $(STAMP_NPM): package.json package-lock.json
 
 $(SOLC_BIN): $(STAMP_NPM) tools/install-solc-wrapper.sh
 	SOLC_VERSION=$(SOLC_VERSION) tools/install-solc-wrapper.sh
+
+# Compiled contracts (ABI + bytecode) that the Python package deploys and calls.
+$(ARTIFACTS): $(STAMP_PY) $(SOLC_BIN) $(CONTRACT_SOURCES) ape-config.yaml
+	$(VENV)/bin/ape compile
+	@touch $@
 
 # Debian's ipfs-cid: an independent CID implementation the content tests compare against (optional).
 .apt-installed:

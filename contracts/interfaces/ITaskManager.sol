@@ -56,21 +56,23 @@ interface ITaskManager {
         uint256 funded;
         uint256 paidOut;
         uint256 refunded;
-        uint256 carry;               // unallocated budget rolled over from earlier rounds
+        uint256 carry;               // unallocated budget rolled over from earlier rounds; once the task ended,
+                                     // the unallocated rest not yet refunded to the owner
         bool cancelled;
         bool ended;
         uint64 endedAt;
     }
 
     /// @notice A round as stored, with its phase derived at the current block time.
+    /// @dev The model and report digests are not stored (two more cold slots would put postResult over its gas
+    ///      budget); read them from the RoundFinalized log. Open on [openedAt, submissionDeadline), aggregating on
+    ///      [submissionDeadline, aggregationDeadline), expired from aggregationDeadline on if no result came.
     struct RoundView {
         RoundPhase phase;
         uint64 openedAt;
         uint64 submissionDeadline;   // moved to the closing time when maxContributors is reached
         uint64 aggregationDeadline;
         uint32 submissions;
-        bytes32 modelDigest;
-        bytes32 reportDigest;
         bytes32 rewardsRoot;
         uint256 totalRewards;
         uint256 claimed;
@@ -113,6 +115,7 @@ interface ITaskManager {
     function submitUpdate(uint256 taskId, uint256 round, bytes32 digest, uint256 numSamples) external;
 
     /// @notice The task's validator posts a round's result: new model, report, reward Merkle root and slashes.
+    /// @dev `slashes` must be sorted by account, strictly ascending (no duplicates): an O(n) duplicate check.
     function postResult(
         uint256 taskId,
         uint256 round,
@@ -145,12 +148,22 @@ interface ITaskManager {
     function withdrawRefund(uint256 taskId) external returns (uint256 amount);
 
     // ─── VIEWS ───
+    /// @notice The registry whose active stake gates submissions and which executes slashes.
     function stakeRegistry() external view returns (address);
+    /// @notice Seconds after a task ends during which rewards can still be claimed.
     function claimPeriod() external view returns (uint64);
+    /// @notice Number of tasks created; ids are 0 .. taskCount() - 1.
     function taskCount() external view returns (uint256);
+    /// @notice A task's parameters and accounting (reverts for an unknown id).
     function getTask(uint256 taskId) external view returns (TaskView memory);
+    /// @notice A round's clock and result, its phase derived at the current block time.
     function getRound(uint256 taskId, uint256 round) external view returns (RoundView memory);
     /// @notice Digest submitted by `account` in a round (zero if none).
     function submissionOf(uint256 taskId, uint256 round, address account) external view returns (bytes32);
+    /// @notice Whether `account` claimed its reward for a round.
     function hasClaimed(uint256 taskId, uint256 round, address account) external view returns (bool);
+    /// @notice Last time a claim is accepted (endedAt + claimPeriod), or 0 while the task runs (no limit yet).
+    function claimDeadline(uint256 taskId) external view returns (uint64);
+    /// @notice What withdrawRefund would pay the owner now.
+    function refundable(uint256 taskId) external view returns (uint256);
 }

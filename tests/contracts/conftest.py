@@ -88,3 +88,50 @@ def staked(fed, registry, validator, alice, bob, carol):
 def events(tx, contract_event):
     """Decoded logs of one event type in a receipt."""
     return list(tx.decode_logs(contract_event))
+
+
+# ─── tasks ───
+REWARD = 1_000 * 10**18
+SUBMISSION_WINDOW = 3_600
+AGGREGATION_WINDOW = 1_800
+SLASH = 10 * 10**18
+SPEC = b"\x5a" * 32
+MODEL0 = b"\x0a" * 32
+
+
+def task_params(token_, validator_, **overrides):
+    """TaskParams as the tuple createTask takes, with test defaults (3 rounds, 3 contributors max)."""
+    values = {
+        "rewardToken": token_.address if hasattr(token_, "address") else token_,
+        "specDigest": SPEC,
+        "initialModelDigest": MODEL0,
+        "numRounds": 3,
+        "rewardPerRound": REWARD,
+        "submissionWindow": SUBMISSION_WINDOW,
+        "aggregationWindow": AGGREGATION_WINDOW,
+        "minContributorStake": MIN_CONTRIBUTOR,
+        "maxContributors": 3,
+        "validator": validator_.address if hasattr(validator_, "address") else validator_,
+        "slashAmount": SLASH,
+    }
+    values.update(overrides)
+    return tuple(values.values())
+
+
+def create_task(manager, token, owner, validator, **overrides):
+    """Approve and create a task; returns (taskId, receipt)."""
+    params = task_params(token, validator, **overrides)
+    token.approve(manager, params[3] * params[4], sender=owner)
+    tx = manager.createTask(params, sender=owner)
+    return tx.return_value if tx.return_value is not None else manager.taskCount() - 1, tx
+
+
+@pytest.fixture
+def task(manager, fed, owner, validator, staked):
+    """A 3-round task in FedToken, round 0 open; returns its id."""
+    task_id, _ = create_task(manager, fed, owner, validator)
+    return task_id
+
+
+def digest(tag: int) -> bytes:
+    return tag.to_bytes(32, "big")

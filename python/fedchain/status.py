@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedchain.chain.protocol import Protocol, RoundPhase
+from fedchain.chain.protocol import Protocol
 from fedchain.content.cid import digest_to_cid
 from fedchain.content.client import IpfsClient
 from fedchain.errors import FedchainError
 from fedchain.rewards import fetch_report
 from fedchain.state import write_bytes_atomic
-from fedchain.taskview import ZERO_DIGEST, TaskView
+from fedchain.taskview import TaskView
 
 
 def task_status(protocol: Protocol, ipfs: IpfsClient, task_id: int) -> dict:
@@ -19,6 +19,7 @@ def task_status(protocol: Protocol, ipfs: IpfsClient, task_id: int) -> dict:
     last = min(info.current_round, info.num_rounds - 1)
     rounds = []
     contributors: dict[str, dict] = {}
+    finalized = {f.round: f for f in protocol.finalizations(task_id)}
     for index in range(last + 1):
         r = protocol.round(task_id, index)
         row: dict = {
@@ -26,10 +27,10 @@ def task_status(protocol: Protocol, ipfs: IpfsClient, task_id: int) -> dict:
             "total_rewards": str(r.total_rewards), "submission_deadline": r.submission_deadline,
             "aggregation_deadline": r.aggregation_deadline,
         }
-        if r.phase == RoundPhase.FINALIZED and r.report_digest != ZERO_DIGEST:
-            report = fetch_report(ipfs, r.report_digest)
+        if index in finalized:
+            report = fetch_report(ipfs, finalized[index].report_digest)
             row.update(
-                model_cid=report.model_cid, report_cid=digest_to_cid(r.report_digest),
+                model_cid=report.model_cid, report_cid=digest_to_cid(finalized[index].report_digest),
                 test_accuracy=report.metrics.get("test_accuracy"), test_loss=report.metrics.get("test_loss"),
                 accepted=sum(u.status == "accepted" for u in report.updates),
             )
@@ -62,10 +63,11 @@ def pull_model(protocol: Protocol, ipfs: IpfsClient, task_id: int, round_index: 
         round_index = max(finalized)
     if not 0 <= round_index < info.num_rounds:
         raise FedchainError(f"task {task_id} has rounds 0..{info.num_rounds - 1}; got --round {round_index}")
-    r = protocol.round(task_id, round_index)
-    if r.phase != RoundPhase.FINALIZED:
-        raise FedchainError(f"round {round_index} of task {task_id} is {r.phase.name.lower()}, not finalized")
-    cid = digest_to_cid(r.model_digest)
+    finalized = protocol.finalizations(task_id, round_index)
+    if not finalized:
+        phase = protocol.round(task_id, round_index).phase.name.lower()
+        raise FedchainError(f"round {round_index} of task {task_id} is {phase}, not finalized")
+    cid = digest_to_cid(finalized[0].model_digest)
     data = ipfs.cat(cid, max_size=view.model_max_bytes())  # the client verifies the bytes against the CID
     view.load_model(cid)  # and the file must decode as this task's model
     write_bytes_atomic(out, data)

@@ -7,7 +7,7 @@ from functools import cached_property
 
 import torch
 
-from fedchain.chain.protocol import Protocol, RoundPhase, TaskInfo
+from fedchain.chain.protocol import Protocol, TaskInfo
 from fedchain.content.cid import digest_to_cid
 from fedchain.content.client import IpfsClient
 from fedchain.envelope import decode_model
@@ -57,10 +57,9 @@ class TaskView:
 
     def base_model_cid(self, round_index: int) -> str:
         """CID of the global model that round `round_index` trains from: the latest finalized model before it."""
-        for earlier in range(round_index - 1, -1, -1):
-            info = self.protocol.round(self.task_id, earlier)
-            if info.phase == RoundPhase.FINALIZED and info.model_digest != ZERO_DIGEST:
-                return digest_to_cid(info.model_digest)
+        earlier = [f for f in self.protocol.finalizations(self.task_id) if f.round < round_index]
+        if earlier:
+            return digest_to_cid(max(earlier, key=lambda f: f.round).model_digest)
         return digest_to_cid(self.info().initial_model_digest)
 
     def model_max_bytes(self) -> int:

@@ -79,8 +79,6 @@ class RoundInfo:
     submission_deadline: int
     aggregation_deadline: int
     submissions: int
-    model_digest: bytes
-    report_digest: bytes
     rewards_root: bytes
     total_rewards: int
     claimed: int
@@ -183,9 +181,10 @@ class Protocol:
         total_rewards: int,
         slashes: Sequence[tuple[str, bytes]] = (),
     ) -> TxResult:
+        # The contract checks for duplicates in O(n): slashes must be sorted by address, strictly ascending.
+        ordered = sorted(((to_checksum_address(a), e) for a, e in slashes), key=lambda s: int(s[0], 16))
         fn = self.manager.functions.postResult(
-            task_id, round_index, model_digest, report_digest, rewards_root, total_rewards,
-            [(to_checksum_address(a), e) for a, e in slashes],
+            task_id, round_index, model_digest, report_digest, rewards_root, total_rewards, ordered
         )
         return self.chain.send(fn, validator, action="postResult")
 
@@ -222,9 +221,15 @@ class Protocol:
             key=lambda s: (s.block_number, s.log_index),
         )
 
-    def finalizations(self, task_id: int, from_block: int = 0, to_block: int | str = "latest") -> list[Finalization]:
+    def finalizations(
+        self, task_id: int, round_index: int | None = None, from_block: int = 0, to_block: int | str = "latest"
+    ) -> list[Finalization]:
+        """RoundFinalized logs: the model and report digests live only there (not in storage, to save gas)."""
+        filters: dict[str, Any] = {"taskId": task_id}
+        if round_index is not None:
+            filters["round"] = round_index
         logs = self.manager.events.RoundFinalized().get_logs(
-            from_block=from_block, to_block=to_block, argument_filters={"taskId": task_id}
+            from_block=from_block, to_block=to_block, argument_filters=filters
         )
         return [
             Finalization(

@@ -185,6 +185,24 @@ class Chain:
         raise TransactionRevertedError(action, "UnknownRevert", {"tx": receipt["transactionHash"].hex()})
 
     # ─── reads ───
+    def is_dev_chain(self) -> bool:
+        if not hasattr(self, "_is_dev"):
+            try:
+                self._is_dev = "anvil" in self.w3.client_version.lower()
+            except Exception:  # a node that does not answer web3_clientVersion is not Anvil
+                self._is_dev = False
+        return self._is_dev
+
+    def sync_clock(self, lag: float = 1.0) -> None:
+        """On Anvil, mine an empty block when the last one is older than `lag` seconds.
+
+        Anvil mines only when a transaction arrives, so its `block.timestamp` (what views and gas estimates see)
+        can lag the wall clock indefinitely; a deadline that has passed in reality would still look open.
+        Real chains produce blocks on their own and need nothing.
+        """
+        if self.is_dev_chain() and self.timestamp() < time.time() - lag:
+            self.w3.provider.make_request("evm_mine", [])
+
     def block_number(self) -> int:
         return self.w3.eth.block_number
 

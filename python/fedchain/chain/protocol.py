@@ -8,6 +8,7 @@ from typing import Any, Iterable, Sequence
 
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
+from web3.logs import DISCARD
 
 from fedchain.chain.client import Chain, TxResult
 from fedchain.chain.deployments import Deployments
@@ -145,7 +146,7 @@ class Protocol:
     def create_task(self, owner: LocalAccount, params: TaskParams) -> tuple[int, TxResult]:
         self.approve(owner, self.manager.address, params.budget, token=params.reward_token)
         result = self.chain.send(self.manager.functions.createTask(params.as_tuple()), owner, action="createTask")
-        (event,) = self.manager.events.TaskCreated().process_receipt(result.receipt)
+        (event,) = self.manager.events.TaskCreated().process_receipt(result.receipt, errors=DISCARD)
         return int(event["args"]["taskId"]), result
 
     def task(self, task_id: int) -> TaskInfo:

@@ -1,0 +1,271 @@
+"""The task spec: what a task trains, how, and how its contributions are merged and scored.
+
+A spec is a JSON document stored in IPFS. Its bytes are canonical (RFC 8785 via the `rfc8785` package), so the same
+spec always has the same CID:
+
+    spec = mnist_spec(sealing_keys=[validator_x25519_pub_hex])
+    data = spec.to_json_bytes()                  # canonical bytes, ready for IPFS
+    assert TaskSpec.from_json_bytes(data) == spec
+
+JSON layout (keys sorted by RFC 8785; `model_config` is the architecture's configuration; in Python it is the
+attribute `arch_config`, since pydantic reserves the name `model_config`):
+
+    {"aggregation": {"rule": "fedavg"}, "architecture": "cnn", "format": "fedchain-task-spec/1",
+     "input_shape": [1, 28, 28], "max_update_bytes": 8388608, "model_config": {...}, "name": "mnist-cnn",
+     "num_classes": 10, "scoring": {...}, "sealed": true, "training": {...}, "validator_sealing_keys": ["<64 hex>"]}
+
+Every validation failure is raised as `SpecError` naming the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import rfc8785
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fedchain.errors import FedchainError
+
+SPEC_FORMAT = "fedchain-task-spec/1"
+_HEX_KEY = re.compile(r"^[0-9a-f]{64}$")
+
+
+class SpecError(FedchainError, ValueError):
+    """Raised when a task spec (or one of its parts) is invalid or cannot be read.
+
+    `problems` lists (field path, message) pairs when the error comes from validation.
+    """
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """(field path, message) per problem; errors raised by nested fedchain models are flattened into their paths."""
+    out: list[tuple[str, str]] = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        inner = (err.get("ctx") or {}).get("error")
+        if isinstance(inner, ValidationError):
+            out += [(".".join(filter(None, (loc, sub))), msg) for sub, msg in validation_problems(inner)]
+            continue
+        if getattr(inner, "problems", None):
+            out += [(".".join(filter(None, (loc, sub))), msg) for sub, msg in inner.problems]
+            continue
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; extra fields are not allowed)"
+        elif err["type"] not in ("missing", "value_error") and "input" in err:
+            got = repr(err["input"])
+            msg += f" (got {got[:80] + '...' if len(got) > 80 else got})"
+        out.append((loc, msg))
+    return out
+
+
+def format_problems(problems: list[tuple[str, str]], what: str) -> str:
+    """`invalid {what}:` then one `  field.path: message` line per problem."""
+    return f"invalid {what}:\n" + "\n".join(f"  {loc or '(top level)'}: {msg}" for loc, msg in problems)
+
+
+def format_validation_error(exc: ValidationError, what: str) -> str:
+    return format_problems(validation_problems(exc), what)
+
+
+class _Strict(BaseModel):
+    """Frozen, no extra fields, and every validation error re-raised as SpecError."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, protected_namespaces=())
+    _what = "spec"
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            problems = validation_problems(exc)
+            raise SpecError(format_problems(problems, type(self).__name__), problems) from exc
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        try:
+            return super().model_validate(obj, **kwargs)
+        except ValidationError as exc:
+            problems = validation_problems(exc)
+            raise SpecError(format_problems(problems, cls.__name__), problems) from exc
+
+
+class TrainingConfig(_Strict):
+    """Local training settings. The defaults reach >= 93% on the MNIST subset with 5 non-IID shards in 5 rounds."""
+
+    local_epochs: int = Field(2, ge=1, le=1000)  # passes over the contributor's data per round
+    batch_size: int = Field(16, ge=1, le=1_000_000)
+    learning_rate: float = Field(0.1, gt=0, le=10)
+    momentum: float = Field(0.5, ge=0, lt=1)  # SGD momentum (ignored by adam)
+    fedprox_mu: float = Field(0.0, ge=0)  # FedProx proximal weight; 0 = plain local SGD
+    optimizer: Literal["sgd", "adam"] = "sgd"
+
+
+class ScoringConfig(_Strict):
+    """How the validator values each accepted update (see fedchain.scoring)."""
+
+    method: Literal["tmc-shapley", "marginal", "equal"] = "tmc-shapley"
+    permutations: int = Field(50, ge=1, le=100_000)  # Monte-Carlo permutation budget per round
+    truncation_tol: float = Field(0.01, ge=0)  # truncate a permutation when within this of the full coalition
+    seed: int = Field(0, ge=0, lt=2**63)
+    eval_samples: int = Field(500, ge=1)  # size of the fixed held-out subset used for scoring
+
+
+class TaskSpec(_Strict):
+    """A federated task: architecture, data shape, training, aggregation, scoring and sealing."""
+
+    format: Literal["fedchain-task-spec/1"] = SPEC_FORMAT
+    name: str = Field(min_length=1, max_length=200)
+    architecture: str = Field(min_length=1)
+    arch_config: dict[str, Any] = Field(default_factory=dict, alias="model_config")
+    input_shape: tuple[int, ...] = Field(min_length=1)
+    num_classes: int = Field(ge=2)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    aggregation: dict[str, Any] = Field(default_factory=lambda: {"rule": "fedavg"})  # checked by fedchain.aggregation
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    sealed: bool = True  # updates sealed to the validator's keys (False: anyone can read them)
+    validator_sealing_keys: list[str] = Field(default_factory=list)  # hex X25519 public keys, 64 hex chars each
+    max_update_bytes: int = Field(64 * 1024 * 1024, ge=1)
+
+    @field_validator("input_shape")
+    @classmethod
+    def _positive_dims(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(d < 1 for d in v):
+            raise ValueError(f"every dimension must be >= 1, got {list(v)}")
+        return v
+
+    @field_validator("validator_sealing_keys")
+    @classmethod
+    def _hex_keys(cls, v: list[str]) -> list[str]:
+        out = []
+        for i, key in enumerate(v):
+            k = key.lower().removeprefix("0x")
+            if not _HEX_KEY.match(k):
+                raise ValueError(f"key {i} must be a 32-byte X25519 public key as 64 hex characters, got {key!r}")
+            out.append(k)
+        if len(set(out)) != len(out):
+            raise ValueError("duplicate sealing key")
+        return out
+
+    @field_validator("aggregation")
+    @classmethod
+    def _has_rule(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(v.get("rule"), str) or not v["rule"]:
+            raise ValueError('must name its rule, e.g. {"rule": "fedavg"}')
+        return v
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_architecture(cls, v: str) -> str:
+        from fedchain.models import known_architectures  # late import: models imports torch
+
+        if v not in known_architectures():
+            raise ValueError(f"unknown architecture; known: {', '.join(known_architectures())}")
+        return v
+
+    @model_validator(mode="after")
+    def _sealed_needs_keys(self) -> TaskSpec:
+        if self.sealed and not self.validator_sealing_keys:
+            raise ValueError(
+                "a sealed task needs at least one validator_sealing_keys entry (or set sealed to false)"
+            )
+        return self
+
+    # -- serialization ------------------------------------------------------------------------------------------------
+
+    def to_json_obj(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+    def to_json_bytes(self) -> bytes:
+        """Canonical RFC 8785 JSON: the same spec always gives the same bytes (and CID)."""
+        try:
+            return rfc8785.dumps(self.to_json_obj())
+        except rfc8785.CanonicalizationError as exc:
+            raise SpecError(f"task spec cannot be written as canonical JSON: {exc}") from exc
+
+    @classmethod
+    def from_json_bytes(cls, data: bytes | str) -> TaskSpec:
+        """Parse and validate a spec (canonical or not); duplicate JSON keys are refused."""
+        try:
+            obj = json.loads(data, object_pairs_hook=_no_duplicate_keys)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SpecError(f"task spec is not valid JSON: {exc}") from exc
+        if not isinstance(obj, dict):
+            raise SpecError(f"task spec must be a JSON object, got {type(obj).__name__}")
+        return cls.model_validate(obj)
+
+    def num_parameters(self) -> int:
+        """D: the length of this task's flat update vector."""
+        from fedchain.models import ParamLayout, build_model
+
+        return ParamLayout.from_model(build_model(self)).total
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def load_spec_file(path: str | Path) -> TaskSpec:
+    """Read and validate a spec JSON file."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError as exc:
+        raise SpecError(f"task spec file {str(p)!r} not found") from exc
+    except OSError as exc:
+        raise SpecError(f"cannot read task spec file {str(p)!r}: {exc}") from exc
+    try:
+        return TaskSpec.from_json_bytes(data)
+    except SpecError as exc:
+        raise SpecError(f"{p}: {exc}") from exc
+
+
+MNIST_ARCH_CONFIGS: dict[str, dict[str, Any]] = {
+    "cnn": {"channels": [16, 32], "hidden": 128, "pool_to": 3},  # 43,082 parameters
+    "mlp": {"hidden": [128]},  # 101,770 parameters
+}
+
+
+def mnist_spec(
+    architecture: str = "cnn",
+    sealing_keys: list[str] | tuple[str, ...] = (),
+    *,
+    name: str | None = None,
+    sealed: bool | None = None,
+    training: TrainingConfig | None = None,
+    aggregation: dict[str, Any] | None = None,
+    scoring: ScoringConfig | None = None,
+    max_update_bytes: int = 8 * 1024 * 1024,
+    arch_config: dict[str, Any] | None = None,
+) -> TaskSpec:
+    """The demo's MNIST-subset task (1x28x28 images in [0, 1], 10 classes).
+
+    `sealed` defaults to True when sealing keys are given and False otherwise.
+    """
+    if architecture not in MNIST_ARCH_CONFIGS and arch_config is None:
+        raise SpecError(f"no MNIST preset for architecture {architecture!r}; presets: {', '.join(MNIST_ARCH_CONFIGS)}")
+    return TaskSpec(
+        name=name or f"mnist-{architecture}",
+        architecture=architecture,
+        model_config=dict(arch_config if arch_config is not None else MNIST_ARCH_CONFIGS[architecture]),
+        input_shape=(1, 28, 28),
+        num_classes=10,
+        training=training or TrainingConfig(),
+        aggregation=dict(aggregation or {"rule": "fedavg"}),
+        scoring=scoring or ScoringConfig(),
+        sealed=bool(sealing_keys) if sealed is None else sealed,
+        validator_sealing_keys=list(sealing_keys),
+        max_update_bytes=max_update_bytes,
+    )

@@ -29,9 +29,9 @@ contract TaskManager is ITaskManager, Ownable2Step, Pausable, ReentrancyGuardTra
     // ─── ERRORS ───
     /// @notice A required address was zero (`what` names it).
     error TaskManagerZeroAddress(string what);
-    /// @notice A task needs at least one round.
+    /// @notice A task needs at least one round and at most 2^24 - 1.
     error TaskManagerInvalidRounds(uint32 numRounds);
-    /// @notice rewardPerRound is zero, or the budget numRounds * rewardPerRound exceeds 2^128 - 1.
+    /// @notice rewardPerRound is zero, or the budget numRounds * rewardPerRound exceeds 2^120 - 1.
     error TaskManagerInvalidReward(uint256 rewardPerRound, uint32 numRounds);
     /// @notice Windows must be positive and below 2^32 seconds.
     error TaskManagerInvalidWindows(uint64 submissionWindow, uint64 aggregationWindow);
@@ -98,16 +98,19 @@ contract TaskManager is ITaskManager, Ownable2Step, Pausable, ReentrancyGuardTra
 
     // ─── STORAGE ───
     /// @dev Packed by access path: slot 0 for postResult/expire, slot 1 for submitUpdate, slot 2 the round budget,
-    ///      slots 3-4 for claim. Amounts fit uint128 (checked at creation), windows uint32, counts uint32.
+    ///      slots 3-4 for claim. Amounts fit uint128 (checked at creation), windows uint32, rounds uint24.
+    ///      The current round is not stored (postResult would rewrite it every round): rounds open in order, so
+    ///      getTask finds it by binary search over the round clocks. aggregationWindow is kept in slots 0 and 1
+    ///      so that neither postResult nor the submission that closes a round reads another slot.
     struct Task {
         address validator; // slot 0
-        uint32 currentRound;
-        uint32 numRounds;
+        uint24 numRounds;
+        bool cancelled;
         uint32 submissionWindow;
+        uint32 aggregationWindow;
         uint128 minContributorStake; // slot 1
         uint32 maxContributors;
-        uint32 aggregationWindow;
-        bool cancelled;
+        uint32 closeWindow; // == aggregationWindow
         uint128 rewardPerRound; // slot 2
         uint128 carry;
         IERC20 rewardToken; // slot 3
@@ -121,20 +124,21 @@ contract TaskManager is ITaskManager, Ownable2Step, Pausable, ReentrancyGuardTra
         bytes32 initialModelDigest; // slot 8
     }
 
-    /// @dev One slot: everything the phase is derived from, plus the submission count.
-    ///      `outcome` is Pending while the round is live, then Finalized or Expired (recorded).
+    /// @dev One slot, written when the round opens: its deadlines and the submission count.
     struct Clock {
         uint64 openedAt;
         uint64 submissionDeadline;
         uint64 aggregationDeadline;
         uint32 submissions;
-        RoundPhase outcome;
     }
 
-    /// @dev Written once by postResult; `claimed` grows with claims (same slot as the cap it is checked against).
+    /// @dev Written when the round ends. `outcome` is Pending while the round is live, then Finalized or Expired;
+    ///      it shares a slot with the totals postResult writes anyway (no rewrite of the clock), and `claimed`
+    ///      grows with claims beside the cap it is checked against. Budgets are < 2^120, so totals fit.
     struct Result {
         bytes32 rewardsRoot;
-        uint128 totalRewards;
+        uint120 totalRewards;
+        RoundPhase outcome;
         uint128 claimed;
     }
 
@@ -182,12 +186,13 @@ contract TaskManager is ITaskManager, Ownable2Step, Pausable, ReentrancyGuardTra
         taskId = _taskCount++;
         Task storage t = _tasks[taskId];
         t.validator = p.validator;
-        t.numRounds = p.numRounds;
+        t.numRounds = uint24(p.numRounds); // < 2^24, checked
         t.submissionWindow = uint32(p.submissionWindow); // < 2^32, checked
+        t.aggregationWindow = uint32(p.aggregationWindow); // < 2^32, checked
         t.minContributorStake = uint128(p.minContributorStake); // < 2^128, checked
         t.maxContributors = p.maxContributors;
-        t.aggregationWindow = uint32(p.aggregationWindow); // < 2^32, checked
-        t.rewardPerRound = uint128(p.rewardPerRound); // budget < 2^128, so each round's share is too
+        t.closeWindow = uint32(p.aggregationWindow);
+        t.rewardPerRound = uint128(p.rewardPerRound); // budget < 2^120, so each round's share is too
         t.rewardToken = p.rewardToken;
         t.funded = uint128(budget);
         t.owner = msg.sender;
@@ -205,7 +210,7 @@ contract TaskManager is ITaskManager, Ownable2Step, Pausable, ReentrancyGuardTra
     function submitUpdate(uint256 taskId, uint256 round, bytes32 digest, uint256 numSamples) external whenNotPaused {
         if (digest == bytes32(0)) revert TaskManagerZeroDigest();
         Clock storage c = _clocks[taskId][round];
-        RoundPhase phase = _phase(c);
+        RoundPhase phase = _phase(c, _results[taskId][round]); // reads only the clock while the round is open
         if (phase != RoundPhase.Open) revert TaskManagerRoundNotOpen(taskId, round, phase);
         mapping(address => bytes32) storage subs = _submissions[taskId][round];
         if (subs[msg.sender] != bytes32(0)) revert TaskManagerAlreadySubmitted(taskId, round, msg.sender);
@@ -221,7 +226,7 @@ contract TaskManager is ITaskManager, Ownable2Step, Pausable, ReentrancyGuardTra
         if (count == t.maxContributors) {
             // Close early: the validator gets its full aggregation window from now.
             uint64 nowTs = uint64(block.timestamp);
-            uint64 aggregationDeadline = nowTs + t.aggregationWindow;
+            uint64 aggregationDeadline = nowTs + t.closeWindow;
             c.submissionDeadline = nowTs;
             c.aggregationDeadline = aggregationDeadline;
             emit SubmissionsClosed(taskId, round, nowTs, aggregationDeadline);
@@ -244,8 +249,7 @@ contract TaskManager is ITaskManager, Ownable2Step, Pausable, ReentrancyGuardTra
         Task storage t = _tasks[taskId];
         address validator = t.validator;
         if (msg.sender != validator) revert TaskManagerNotValidator(taskId, msg.sender, validator);
-        Clock storage c = _clocks[taskId][round];
-        RoundPhase phase = _phase(c);
+        RoundPhase phase = _phase(_clocks[taskId][round], _results[taskId][round]);
         if (phase != RoundPhase.Aggregating) revert TaskManagerRoundNotAggregating(taskId, round, phase);
         uint256 available = uint256(t.rewardPerRound) + t.carry;
         if (totalRewards > available) revert TaskManagerRewardsExceedBudget(taskId, round, totalRewards, available);
@@ -254,9 +258,9 @@ contract TaskManager is ITaskManager, Ownable2Step, Pausable, ReentrancyGuardTra
         }
         if (slashes.length != 0) _checkSlashes(taskId, round, slashes);
 
-        c.outcome = RoundPhase.Finalized;
-        _results[taskId][round] = Result(rewardsRoot, uint128(totalRewards), 0); // <= available < 2^129: see carry
-        t.carry = uint128(available - totalRewards); // available - total <= funded < 2^128
+        // totalRewards <= available <= funded < 2^120 (rewardPerRound + carry never exceeds the budget)
+        _results[taskId][round] = Result(rewardsRoot, uint120(totalRewards), RoundPhase.Finalized, 0);
+        t.carry = uint128(available - totalRewards);
         emit RoundFinalized(taskId, round, modelDigest, reportDigest, rewardsRoot, totalRewards);
         _advance(t, taskId, round);
 
@@ -300,13 +304,13 @@ contract TaskManager is ITaskManager, Ownable2Step, Pausable, ReentrancyGuardTra
     /// @dev Its budget (plus carry) rolls over to the next round; the next round opens now, or the task ends.
     function expireRound(uint256 taskId, uint256 round) external {
         Task storage t = _tasks[taskId];
-        Clock storage c = _clocks[taskId][round];
-        RoundPhase phase = _phase(c);
-        if (phase != RoundPhase.Expired || c.outcome != RoundPhase.Pending) {
+        Result storage r = _results[taskId][round];
+        RoundPhase phase = _phase(_clocks[taskId][round], r);
+        if (phase != RoundPhase.Expired || r.outcome != RoundPhase.Pending) {
             revert TaskManagerRoundNotExpirable(taskId, round, phase);
         }
-        c.outcome = RoundPhase.Expired;
-        uint256 rolledOver = uint256(t.rewardPerRound) + t.carry; // <= funded < 2^128
+        r.outcome = RoundPhase.Expired;
+        uint256 rolledOver = uint256(t.rewardPerRound) + t.carry; // <= funded < 2^120
         t.carry = uint128(rolledOver);
         emit RoundExpired(taskId, round, rolledOver);
         _advance(t, taskId, round);
@@ -332,7 +336,7 @@ contract TaskManager is ITaskManager, Ownable2Step, Pausable, ReentrancyGuardTra
         amount = _refundable(t);
         if (amount == 0) revert TaskManagerNothingToRefund(taskId);
         t.carry = 0;
-        t.refunded += uint128(amount); // refunded + amount <= funded < 2^128
+        t.refunded += uint128(amount); // refunded + amount <= funded < 2^120
         emit RefundWithdrawn(taskId, msg.sender, amount);
         t.rewardToken.safeTransfer(msg.sender, amount);
     }
@@ -363,7 +367,7 @@ contract TaskManager is ITaskManager, Ownable2Step, Pausable, ReentrancyGuardTra
         v.specDigest = t.specDigest;
         v.initialModelDigest = t.initialModelDigest;
         v.numRounds = t.numRounds;
-        v.currentRound = t.currentRound;
+        v.currentRound = uint32(_currentRound(taskId, t.numRounds));
         v.maxContributors = t.maxContributors;
         v.submissionWindow = t.submissionWindow;
         v.aggregationWindow = t.aggregationWindow;
@@ -383,7 +387,7 @@ contract TaskManager is ITaskManager, Ownable2Step, Pausable, ReentrancyGuardTra
     function getRound(uint256 taskId, uint256 round) external view returns (RoundView memory v) {
         Clock storage c = _clocks[taskId][round];
         Result storage r = _results[taskId][round];
-        v.phase = _phase(c);
+        v.phase = _phase(c, r);
         v.openedAt = c.openedAt;
         v.submissionDeadline = c.submissionDeadline;
         v.aggregationDeadline = c.aggregationDeadline;
@@ -417,25 +421,39 @@ contract TaskManager is ITaskManager, Ownable2Step, Pausable, ReentrancyGuardTra
 
     // ─── INTERNAL ───
     /// @dev The one place a round's phase is derived: from its stored clock and outcome and the block time.
-    function _phase(Clock storage c) private view returns (RoundPhase) {
+    ///      Open is decided from the clock alone: an outcome is recorded only at or after the submission deadline
+    ///      (a result needs Aggregating, expiry needs the later aggregation deadline), and the deadline moves only
+    ///      while the round is open.
+    function _phase(Clock storage c, Result storage r) private view returns (RoundPhase) {
         if (c.openedAt == 0) return RoundPhase.Pending;
-        RoundPhase outcome = c.outcome;
-        if (outcome != RoundPhase.Pending) return outcome; // Finalized or Expired, recorded
         if (block.timestamp < c.submissionDeadline) return RoundPhase.Open;
+        RoundPhase outcome = r.outcome;
+        if (outcome != RoundPhase.Pending) return outcome; // Finalized or Expired, recorded
         if (block.timestamp < c.aggregationDeadline) return RoundPhase.Aggregating;
         return RoundPhase.Expired; // deadline passed without a result; expireRound records it
+    }
+
+    /// @dev The last opened round: rounds open in order, so binary search for the last non-zero openedAt.
+    function _currentRound(uint256 taskId, uint256 numRounds) private view returns (uint256 lo) {
+        mapping(uint256 => Clock) storage clocks = _clocks[taskId];
+        uint256 hi = numRounds; // invariant: round lo is opened, rounds >= hi are not
+        while (hi - lo > 1) {
+            uint256 mid = (lo + hi) / 2;
+            if (clocks[mid].openedAt != 0) lo = mid;
+            else hi = mid;
+        }
     }
 
     /// @dev Validates the parameters and the validator's stake; returns the budget.
     function _checkParams(TaskParams calldata p) private view returns (uint256 budget) {
         if (address(p.rewardToken) == address(0)) revert TaskManagerZeroAddress("rewardToken");
         if (p.validator == address(0)) revert TaskManagerZeroAddress("validator");
-        if (p.numRounds == 0) revert TaskManagerInvalidRounds(p.numRounds);
-        if (p.rewardPerRound == 0 || p.rewardPerRound > type(uint128).max) {
+        if (p.numRounds == 0 || p.numRounds > type(uint24).max) revert TaskManagerInvalidRounds(p.numRounds);
+        if (p.rewardPerRound == 0 || p.rewardPerRound > type(uint120).max) {
             revert TaskManagerInvalidReward(p.rewardPerRound, p.numRounds);
         }
-        budget = uint256(p.numRounds) * p.rewardPerRound; // < 2^32 * 2^128: no overflow
-        if (budget > type(uint128).max) revert TaskManagerInvalidReward(p.rewardPerRound, p.numRounds);
+        budget = uint256(p.numRounds) * p.rewardPerRound; // < 2^32 * 2^120: no overflow
+        if (budget > type(uint120).max) revert TaskManagerInvalidReward(p.rewardPerRound, p.numRounds);
         if (
             p.submissionWindow == 0 || p.aggregationWindow == 0 || p.submissionWindow > type(uint32).max
                 || p.aggregationWindow > type(uint32).max
@@ -458,7 +476,7 @@ contract TaskManager is ITaskManager, Ownable2Step, Pausable, ReentrancyGuardTra
         uint64 nowTs = uint64(block.timestamp);
         uint64 submissionDeadline = nowTs + t.submissionWindow;
         uint64 aggregationDeadline = submissionDeadline + t.aggregationWindow;
-        _clocks[taskId][round] = Clock(nowTs, submissionDeadline, aggregationDeadline, 0, RoundPhase.Pending);
+        _clocks[taskId][round] = Clock(nowTs, submissionDeadline, aggregationDeadline, 0);
         emit RoundOpened(taskId, round, submissionDeadline, aggregationDeadline);
     }
 
@@ -468,7 +486,6 @@ contract TaskManager is ITaskManager, Ownable2Step, Pausable, ReentrancyGuardTra
         uint256 next = round + 1;
         uint256 numRounds = t.numRounds;
         if (next < numRounds && !t.cancelled) {
-            t.currentRound = uint32(next); // next < numRounds <= 2^32 - 1
             _openRound(t, taskId, next);
             return;
         }
@@ -511,7 +528,7 @@ contract TaskManager is ITaskManager, Ownable2Step, Pausable, ReentrancyGuardTra
         Result storage r = _results[taskId][round];
         bytes32 root = r.rewardsRoot;
         if (root == bytes32(0)) {
-            RoundPhase phase = _phase(_clocks[taskId][round]);
+            RoundPhase phase = _phase(_clocks[taskId][round], r);
             if (phase != RoundPhase.Finalized) revert TaskManagerRoundNotFinalized(taskId, round, phase);
             revert TaskManagerInvalidProof(taskId, round, msg.sender, amount); // finalized with no rewards
         }
@@ -527,7 +544,7 @@ contract TaskManager is ITaskManager, Ownable2Step, Pausable, ReentrancyGuardTra
         uint256 newClaimed = uint256(r.claimed) + amount;
         if (newClaimed > total) revert TaskManagerClaimExceedsRound(taskId, round, newClaimed, total);
         claimed[msg.sender] = true;
-        r.claimed = uint128(newClaimed); // <= totalRewards < 2^128
+        r.claimed = uint128(newClaimed); // <= totalRewards < 2^120
         emit RewardClaimed(taskId, round, msg.sender, amount);
     }
 

@@ -1,0 +1,145 @@
+"""Run a per-chunk body over the D axis on a few worker threads, and the reproducible reductions built on it.
+
+Every body touches only its own slice [start, end) of the output and computes it with element-wise torch ops,
+so the bytes it writes do not depend on which thread ran it, how many threads there are, or the CPU's vector
+width. Chunks are at most `CHUNK` elements so that each op stays below ATen's intra-op grain size (32,768) and
+runs on the calling worker thread alone: parallelism comes from the workers, never from nested OpenMP teams.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import torch
+
+CHUNK = 16_384  # elements of D per chunk: K rows of it stay in a core's L2 cache for K up to ~30
+LANES = 4_096  # reproducible Gram: products accumulate element-wise into this many float64 lanes, fixed forever
+NORM_LANES = 32_768  # reproducible squared norms: likewise, with more lanes (one row's lanes fit in L2)
+PARTS = 2  # ... in this many independent partial sums over D (fixed, so the bytes never depend on thread count)
+
+S = TypeVar("S")
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    # One long-lived pool: creating threads per call would cost more than a small aggregation.
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size < workers:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fedchain-agg")
+            _pool_size = workers
+        return _pool
+
+
+def workers_for(total: int, chunk: int) -> int:
+    """How many worker threads a run over `total` elements uses: torch's thread setting, at most one per chunk."""
+    return max(1, min(torch.get_num_threads(), math.ceil(total / chunk)))
+
+
+def run_chunks(
+    total: int,
+    chunk: int,
+    make_scratch: Callable[[], S],
+    body: Callable[[int, int, S], None],
+) -> list[S]:
+    """Call `body(start, end, scratch)` for consecutive chunks of [0, total), split among worker threads.
+
+    Each worker gets a contiguous run of chunks and its own scratch (returned, one per worker, in order, so that
+    callers can combine per-worker integer counters). Exceptions propagate.
+    """
+    n_chunks = math.ceil(total / chunk)
+    workers = workers_for(total, chunk)
+    bounds = [(w * n_chunks // workers) * chunk for w in range(workers + 1)]
+
+    def work(lo: int, hi: int) -> S:
+        scratch = make_scratch()
+        for start in range(lo, min(hi, total), chunk):
+            body(start, min(start + chunk, total), scratch)
+        return scratch
+
+    if workers == 1:
+        return [work(0, total)]
+    futures = [_executor(workers).submit(work, bounds[w], bounds[w + 1]) for w in range(workers)]
+    return [f.result() for f in futures]
+
+
+def tree_sum_lanes(acc: torch.Tensor) -> torch.Tensor:
+    """Sum the last axis (a power of two long) by repeated halving with element-wise adds: a fixed order."""
+    n = acc.shape[-1]
+    assert n & (n - 1) == 0, "lane count must be a power of two"
+    acc = acc.clone()
+    while n > 1:
+        n //= 2
+        acc[..., :n].add_(acc[..., n : 2 * n])
+    return acc[..., 0]
+
+
+def _part_bounds(d: int, lanes: int) -> list[int]:
+    blocks = math.ceil(d / lanes)
+    return [min(d, (p * blocks // PARTS) * lanes) for p in range(PARTS + 1)]
+
+
+def _run_parts(one_part: Callable[[int], torch.Tensor]) -> torch.Tensor:
+    # The PARTS partial sums are fixed by D alone; threads only decide who computes them.
+    workers = min(PARTS, torch.get_num_threads())
+    if workers <= 1:
+        parts = [one_part(p) for p in range(PARTS)]
+    else:
+        parts = [fut.result() for fut in [_executor(workers).submit(one_part, p) for p in range(PARTS)]]
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
+
+
+def reproducible_gram(buffer: torch.Tensor, rows: list[int] | None = None) -> torch.Tensor:
+    """The (R, R) float64 Gram matrix of `buffer[rows]`, the same bytes on every CPU and thread count.
+
+    Float32 products are exact in float64 (24 + 24 bits < 53), so fused or separate multiply-add give the same
+    result; each product is added into a fixed lane (element index mod LANES, within one of PARTS fixed spans of
+    D) in index order, then lanes and parts are summed in a fixed tree. Entry (i, j) depends only on rows i and j.
+    Cost: R(R+1)/2 * D multiply-adds, element-wise (slower than BLAS; use it where the bytes must agree).
+    """
+    index = torch.arange(buffer.shape[0]) if rows is None else torch.tensor(list(rows), dtype=torch.long)
+    r, d = index.numel(), buffer.shape[1]
+    bounds = _part_bounds(d, LANES)
+
+    def one_part(p: int) -> torch.Tensor:
+        acc = torch.zeros(r, r, LANES, dtype=torch.float64)
+        block = torch.empty(r, LANES, dtype=torch.float64)
+        for start in range(bounds[p], bounds[p + 1], LANES):
+            n = min(LANES, bounds[p + 1] - start)
+            block[:, :n].copy_(buffer[:, start : start + n].index_select(0, index))
+            for a in range(r):
+                acc[a, a:, :n].addcmul_(block[a:, :n], block[a, :n])
+        return tree_sum_lanes(acc)
+
+    upper = torch.triu(_run_parts(one_part))
+    return upper + torch.triu(upper, diagonal=1).T
+
+
+def reproducible_sq_norms(buffer: torch.Tensor) -> torch.Tensor:
+    """Squared L2 norm of each row as float64, the same bytes on every CPU (same scheme, NORM_LANES lanes)."""
+    k, d = buffer.shape
+    bounds = _part_bounds(d, NORM_LANES)
+
+    def one_part(p: int) -> torch.Tensor:
+        acc = torch.zeros(k, NORM_LANES, dtype=torch.float64)
+        block = torch.empty(NORM_LANES, dtype=torch.float64)
+        for start in range(bounds[p], bounds[p + 1], NORM_LANES):
+            n = min(NORM_LANES, bounds[p + 1] - start)
+            for a in range(k):
+                block[:n].copy_(buffer[a, start : start + n])
+                acc[a, :n].addcmul_(block[:n], block[:n])
+        return tree_sum_lanes(acc)
+
+    return _run_parts(one_part)

@@ -1,0 +1,406 @@
+"""The aggregation rules: (K, D) float32 buffer of update deltas in, (D,) float32 aggregate out.
+
+Reproducibility contract: for a given buffer (rows in canonical address order) and weights, every function here
+returns the same bytes on every CPU, vector width and thread count. They use only element-wise torch ops, each
+rounding once in IEEE arithmetic, in a fixed order; every reduction across rows is written out row by row, never
+left to a BLAS or library reduction whose order depends on the machine. The one exception, Multi-Krum's pairwise
+distances, is computed fast by BLAS and then *certified* (see `multi_krum`), so that its discrete selection, and
+so its output bytes, are reproducible too.
+
+Inputs are assumed finite (fedchain.screening rejects non-finite rows first): with NaN or infinity the output is
+defined by IEEE arithmetic but not meaningful.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from fedchain.aggregation._chunks import CHUNK, reproducible_gram, reproducible_sq_norms, run_chunks
+from fedchain.aggregation._sortnet import pruned_network, sort_rows
+from fedchain.aggregation.config import AggregationError, AggregationResult, RuleConfig
+
+MAX_WEIGHT = 2**29  # weights * float32 values stay exact in float64 (24 + 29 bits <= 53)
+GRAM_CHUNK = 65_536  # columns per BLAS call in Multi-Krum's fast Gram matrix
+F64_EPS = 2.0**-53  # unit roundoff of float64
+
+Weights = torch.Tensor | Sequence[int]
+
+
+# ---------------------------------------------------------------- VALIDATION
+
+
+def _check_buffer(buffer: torch.Tensor) -> tuple[int, int]:
+    if not isinstance(buffer, torch.Tensor):
+        raise AggregationError(f"buffer must be a torch.Tensor, got {type(buffer).__name__}")
+    if buffer.dim() != 2 or buffer.shape[0] < 1 or buffer.shape[1] < 1:
+        raise AggregationError(f"buffer must have shape (K, D) with K, D >= 1, got {tuple(buffer.shape)}")
+    if buffer.dtype != torch.float32:
+        raise AggregationError(f"buffer must be float32, got {buffer.dtype}: receive updates as float32 deltas")
+    return int(buffer.shape[0]), int(buffer.shape[1])
+
+
+def check_weights(weights: Weights | None, k: int) -> list[int]:
+    """Validate per-row sample counts: K integers in [0, 2**29) with a positive sum. None means all ones."""
+    if weights is None:
+        return [1] * k
+    if isinstance(weights, torch.Tensor):
+        if weights.dtype.is_floating_point or weights.dtype.is_complex or weights.dtype == torch.bool:
+            raise AggregationError(f"weights must be an integer tensor (sample counts), got {weights.dtype}")
+        values = [int(v) for v in weights.reshape(-1).tolist()]
+    else:
+        values = []
+        for v in weights:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise AggregationError(f"weights must be integers (sample counts), got {v!r}")
+            values.append(int(v))
+    if len(values) != k:
+        raise AggregationError(f"got {len(values)} weights for {k} rows: give one sample count per row")
+    for v in values:
+        if not 0 <= v < MAX_WEIGHT:
+            raise AggregationError(f"weight {v} out of range [0, {MAX_WEIGHT}): sample counts must be non-negative")
+    if sum(values) == 0:
+        raise AggregationError("all weights are zero: at least one row must carry samples")
+    return values
+
+
+# ---------------------------------------------------------------- FEDAVG
+
+
+def fedavg(buffer: torch.Tensor, weights: Weights | None, *, rows: Sequence[int] | None = None) -> torch.Tensor:
+    """Sample-weighted mean of the rows (all, or `rows`), reproducible to the byte.
+
+    Per chunk of D, a float64 accumulator takes w_0 * x_0, then adds w_i * x_i row by row in ascending row order
+    (the products are exact: an integer below 2**29 times a float32 fits in float64's 53 bits, so a fused
+    multiply-add and a separate one agree), is divided by the total weight and rounded once to float32.
+    Rows with weight 0 are skipped.
+
+    Raises:
+        AggregationError: on a malformed buffer or weights, or if the chosen rows carry no weight.
+    """
+    k, d = _check_buffer(buffer)
+    w = check_weights(weights, k)
+    chosen = sorted(set(range(k) if rows is None else rows))
+    if any(not 0 <= r < k for r in chosen):
+        raise AggregationError(f"rows {chosen} out of range for {k} rows")
+    used = [r for r in chosen if w[r] > 0]
+    if not used:
+        raise AggregationError(f"rows {chosen} carry no weight: nothing to average")
+    total = float(sum(w[r] for r in used))
+    out = torch.empty(d, dtype=torch.float32)
+
+    def scratch() -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.empty(CHUNK, dtype=torch.float64), torch.empty(CHUNK, dtype=torch.float64)
+
+    def body(start: int, end: int, s: tuple[torch.Tensor, torch.Tensor]) -> None:
+        acc, tmp = s[0][: end - start], s[1][: end - start]
+        acc.copy_(buffer[used[0], start:end])
+        if w[used[0]] != 1:
+            acc.mul_(w[used[0]])
+        for r in used[1:]:
+            tmp.copy_(buffer[r, start:end])
+            acc.add_(tmp, alpha=w[r])
+        acc.div_(total)
+        out[start:end].copy_(acc)
+
+    run_chunks(d, CHUNK, scratch, body)
+    return out
+
+
+# ---------------------------------------------------------------- MEDIAN AND TRIMMED MEAN
+
+
+@dataclass
+class _SortScratch:
+    work: torch.Tensor  # (K + 1, CHUNK) float32: the chunk's rows plus one spare for the sorting network
+    acc: torch.Tensor  # (CHUNK,) float64
+    tmp: torch.Tensor  # (CHUNK,) float64
+    outside: list[int]  # per row: coordinates where it fell outside the kept band (trimmed mean only)
+    flags: torch.Tensor  # (2, CHUNK) bool
+
+
+def _sorted_chunk(buffer: torch.Tensor, start: int, end: int, s: _SortScratch, steps: tuple[tuple[int, int], ...]):
+    k, n = buffer.shape[0], end - start
+    rows = [s.work[i, :n] for i in range(k)]
+    for i in range(k):
+        rows[i].copy_(buffer[i, start:end])
+    return sort_rows(rows, s.work[k, :n], steps)[0]
+
+
+def _mean_of_ranks(ranked: list[torch.Tensor], lo: int, hi: int, s: _SortScratch, out: torch.Tensor) -> None:
+    # Sum ranks lo..hi in rank order in float64 (order-free: ranks do not depend on row order), divide, round once.
+    n = out.numel()
+    acc, tmp = s.acc[:n], s.tmp[:n]
+    acc.copy_(ranked[lo])
+    for r in range(lo + 1, hi + 1):
+        tmp.copy_(ranked[r])
+        acc.add_(tmp)
+    if hi > lo:
+        acc.div_(hi - lo + 1)
+    acc.add_(0.0)  # -0.0 + 0.0 = +0.0: which signed zero reached a rank is the one thing sorting leaves open
+    out.copy_(acc)
+
+
+def _sort_scratch(k: int) -> _SortScratch:
+    return _SortScratch(
+        work=torch.empty(k + 1, CHUNK, dtype=torch.float32),
+        acc=torch.empty(CHUNK, dtype=torch.float64),
+        tmp=torch.empty(CHUNK, dtype=torch.float64),
+        outside=[0] * k,
+        flags=torch.empty(2, CHUNK, dtype=torch.bool),
+    )
+
+
+def coordinate_median(buffer: torch.Tensor) -> torch.Tensor:
+    """Coordinate-wise median (unweighted; for even K the mean of the two middle values, as numpy's median).
+
+    Each chunk of K rows is sorted column-wise by a sorting network of element-wise min/max passes, pruned to the
+    steps that reach the middle ranks. The output does not depend on the order of the rows at all.
+    """
+    k, d = _check_buffer(buffer)
+    lo, hi = (k - 1) // 2, k // 2
+    steps = pruned_network(k, tuple(range(lo, hi + 1)))
+    out = torch.empty(d, dtype=torch.float32)
+
+    def body(start: int, end: int, s: _SortScratch) -> None:
+        ranked = _sorted_chunk(buffer, start, end, s, steps)
+        _mean_of_ranks(ranked, lo, hi, s, out[start:end])
+
+    run_chunks(d, CHUNK, lambda: _sort_scratch(k), body)
+    return out
+
+
+def trimmed_cut(k: int, beta: float) -> int:
+    """Rows cut at each end per coordinate: int(beta * K), as Flower and scipy's trim_mean."""
+    if not 0.0 <= beta < 0.5:
+        raise AggregationError(f"beta={beta} must be in [0, 0.5)")
+    return int(beta * k)
+
+
+def _trimmed_mean(buffer: torch.Tensor, beta: float, count_outside: bool) -> tuple[torch.Tensor, list[int]]:
+    k, d = _check_buffer(buffer)
+    cut = trimmed_cut(k, beta)
+    lo, hi = cut, k - 1 - cut
+    steps = pruned_network(k, tuple(range(lo, hi + 1)))
+    out = torch.empty(d, dtype=torch.float32)
+
+    def body(start: int, end: int, s: _SortScratch) -> None:
+        ranked = _sorted_chunk(buffer, start, end, s, steps)
+        if count_outside and cut > 0:
+            below, above = s.flags[0, : end - start], s.flags[1, : end - start]
+            for i in range(k):
+                torch.lt(buffer[i, start:end], ranked[lo], out=below)
+                torch.gt(buffer[i, start:end], ranked[hi], out=above)
+                s.outside[i] += int(below.sum()) + int(above.sum())
+        _mean_of_ranks(ranked, lo, hi, s, out[start:end])
+
+    scratches = run_chunks(d, CHUNK, lambda: _sort_scratch(k), body)
+    outside = [sum(s.outside[i] for s in scratches) for i in range(k)]
+    return out, outside
+
+
+def trimmed_mean(buffer: torch.Tensor, beta: float) -> torch.Tensor:
+    """Coordinate-wise trimmed mean: drop the int(beta * K) lowest and highest values per coordinate, average the rest.
+
+    Unweighted, as Flower's `aggregate_trimmed_avg`. Sorted by a sorting network per chunk; the kept ranks are
+    summed in rank order in float64, so the output does not depend on the order of the rows at all.
+    """
+    return _trimmed_mean(buffer, beta, count_outside=False)[0]
+
+
+def trimmed_discards(outside: list[int], d: int) -> list[int]:
+    """Rows the trimmed mean discards: those outside the kept band (strictly below the lowest kept value or above
+    the highest) in more than half of the coordinates. An honest row is cut in about 2 * beta of them."""
+    return [i for i, c in enumerate(outside) if 2 * c > d]
+
+
+# ---------------------------------------------------------------- MULTI-KRUM
+
+
+def fast_gram(buffer: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """(K, K) float64 Gram matrix by BLAS on float64 copies of column chunks, and its error factor gamma.
+
+    Products of float32 values are exact in float64, so the only error is summation order: for any order,
+    |G_ij - exact| <= gamma * sum_l |x_il x_jl| <= gamma * |x_i| |x_j| with gamma = D u / (1 - D u)
+    (u = 2**-53; Higham, Accuracy and Stability, eq. 3.5). Which order a BLAS uses differs by machine; the bound
+    holds for all of them.
+    """
+    k, d = buffer.shape
+    gram = torch.zeros(k, k, dtype=torch.float64)
+    block = torch.empty(k, min(GRAM_CHUNK, d), dtype=torch.float64)
+    for start in range(0, d, GRAM_CHUNK):
+        n = min(GRAM_CHUNK, d - start)
+        b = block[:, :n]
+        b.copy_(buffer[:, start : start + n])
+        gram.addmm_(b, b.T)
+    du = d * F64_EPS
+    return gram, du / (1.0 - du)
+
+
+def sq_distances(gram: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distances from a Gram matrix: G_ii + G_jj - 2 G_ij, clamped at 0, zero diagonal."""
+    diag = torch.diagonal(gram)
+    dist = (diag[:, None] + diag[None, :]) - 2.0 * gram
+    dist.clamp_(min=0.0)
+    dist.fill_diagonal_(0.0)
+    return dist
+
+
+def krum_scores(dist: torch.Tensor, n_closest: int) -> list[float]:
+    """Krum score of each row: the sum of its `n_closest` smallest squared distances to the other rows.
+
+    Written in plain Python floats over sorted lists, so that it is the same on every machine.
+    """
+    k = dist.shape[0]
+    d = dist.tolist()
+    scores = []
+    for i in range(k):
+        nearest = sorted(d[i][j] for j in range(k) if j != i)[:n_closest]
+        total = 0.0
+        for v in nearest:
+            total += v
+        scores.append(total)
+    return scores
+
+
+def _select(scores: list[float], m: int) -> list[int]:
+    # The m lowest scores; equal scores go to the lower row index (the earlier address).
+    return sorted(sorted(range(len(scores)), key=lambda i: (scores[i], i))[:m])
+
+
+def _certified(scores: list[float], bounds: list[float], selected: list[int]) -> bool:
+    # The selection is the same for every score vector within `bounds` of these ones.
+    rest = [j for j in range(len(scores)) if j not in set(selected)]
+    if not rest:
+        return True
+    worst_in = max(scores[i] + bounds[i] for i in selected)
+    best_out = min(scores[j] - bounds[j] for j in rest)
+    return worst_in < best_out
+
+
+def krum_parameters(k: int, f: int, m: int | None) -> tuple[int, int]:
+    """(n_closest, m) for K rows: n_closest = max(1, K - f - 2) capped at K - 1; m defaults to K - f and is capped
+    at K (a round where fewer contributors turned up than the spec's m still aggregates)."""
+    if f < 0:
+        raise AggregationError(f"f={f} must be >= 0")
+    m = max(1, k - f) if m is None else m
+    if m < 1:
+        raise AggregationError(f"m={m} must be >= 1: Multi-Krum averages m of the K rows")
+    return min(max(1, k - f - 2), max(k - 1, 0)), min(m, k)
+
+
+def multi_krum(
+    buffer: torch.Tensor, f: int, m: int | None = None, weights: Weights | None = None
+) -> tuple[torch.Tensor, list[int]]:
+    """Multi-Krum (Blanchard et al. 2017): average the m rows with the lowest Krum scores.
+
+    Returns the (weighted, if `weights`) FedAvg of the selected rows and the selected row indices, ascending.
+    Equal scores go to the lower row index. Guarantees need K >= 2f + 3; smaller K still runs (as Flower's).
+
+    Reproducible selection: pairwise distances come from a fast float64 BLAS Gram matrix whose error is bounded
+    for any summation order (`fast_gram`). Each score sums `n_closest` distances, each within
+    e_ij = gamma (|x_i| + |x_j|)**2 of exact, so a score is within E_i = n_closest max_j e_ij (+ rounding).
+    If the chosen set is separated from the rest by more than 3 E (in-set score + 3 E_i < out-of-set score - 3
+    E_j), every machine, whatever its BLAS, selects the same set. Otherwise (a near-tie, e.g. identical rows)
+    the distances are recomputed with `reproducible_gram`, element-wise and identical to the byte everywhere,
+    and the selection is made from those. The output is then the reproducible `fedavg` of the selected rows.
+    """
+    k, _ = _check_buffer(buffer)
+    w = check_weights(weights, k)
+    n_closest, m = krum_parameters(k, f, m)
+    if k == 1:
+        return fedavg(buffer, w), [0]
+    gram, gamma = fast_gram(buffer)
+    dist = sq_distances(gram)
+    scores = krum_scores(dist, n_closest)
+    selected = _select(scores, m)
+    norms = torch.sqrt(torch.diagonal(gram).clamp(min=0.0)).tolist()
+    # x2 margin covers the norms themselves coming from this Gram matrix; + 4u the rounding of G_ii + G_jj - 2 G_ij
+    pair_err = [2.0 * (gamma + 4.0 * F64_EPS) * max((norms[i] + norms[j]) ** 2 for j in range(k) if j != i) for i in range(k)]
+    bounds = [n_closest * e + 4.0 * n_closest * F64_EPS * abs(s) for e, s in zip(pair_err, scores)]
+    if not _certified(scores, [3.0 * b for b in bounds], selected):
+        scores = krum_scores(sq_distances(reproducible_gram(buffer)), n_closest)
+        selected = _select(scores, m)
+    return fedavg(buffer, w, rows=selected), selected
+
+
+# ---------------------------------------------------------------- NORM CLIPPING
+
+
+def row_norms(buffer: torch.Tensor) -> list[float]:
+    """L2 norm of each row, reproducible to the byte (float64 lanes, fixed order; see `reproducible_sq_norms`)."""
+    _check_buffer(buffer)
+    return torch.sqrt(reproducible_sq_norms(buffer)).tolist()
+
+
+def median_of(values: Sequence[float]) -> float:
+    """Median of floats (mean of the middle two for an even count), computed the same everywhere."""
+    s = sorted(values)
+    n = len(s)
+    if n == 0:
+        raise AggregationError("median of no values")
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2.0
+
+
+def clip_to_median_norm(buffer: torch.Tensor, multiple: float) -> torch.Tensor:
+    """Scale, IN PLACE, every row whose L2 norm exceeds `multiple` x the median row norm down to about that bound.
+
+    Returns the (K,) float32 factors applied (1.0 for rows within the bound). Norms are reproducible; each factor
+    is bound / norm rounded to float32 and multiplied in float32, one rounding per element. Clone the buffer
+    first to keep the original rows.
+    """
+    k, _ = _check_buffer(buffer)
+    if not (math.isfinite(multiple) and multiple > 0):
+        raise AggregationError(f"clip multiple {multiple} must be a finite number > 0")
+    norms = row_norms(buffer)
+    bound = multiple * median_of(norms)
+    factors = torch.ones(k, dtype=torch.float32)
+    for i, norm in enumerate(norms):
+        if norm > bound:
+            factors[i] = bound / norm
+            buffer[i].mul_(factors[i].item())
+    return factors
+
+
+# ---------------------------------------------------------------- ENTRY POINT
+
+
+def aggregate(
+    config: RuleConfig, buffer: torch.Tensor, weights: Weights | None, *, clip_in_place: bool = True
+) -> AggregationResult:
+    """Apply the configured rule (after norm clipping, if configured) to the rows of `buffer`.
+
+    Weights (sample counts) weight FedAvg and the final average of Multi-Krum; median and trimmed mean are
+    unweighted, as in Flower. `discarded`: FedAvg, rows with weight 0; median, none (it never sets a whole row
+    aside); trimmed mean, rows outside the kept band in more than half of the coordinates; Multi-Krum, the rows
+    not selected. Clipping scales rows of `buffer` in place unless `clip_in_place=False` (then it works on one
+    copy of the buffer, the most extra memory any rule uses).
+    """
+    k, d = _check_buffer(buffer)
+    w = check_weights(weights, k)
+    factors: list[float] | None = None
+    if config.clip_multiple is not None:
+        if not clip_in_place:
+            buffer = buffer.clone()
+        factors = clip_to_median_norm(buffer, config.clip_multiple).tolist()
+    everyone = list(range(k))
+    if config.name == "fedavg":
+        vector = fedavg(buffer, w)
+        discarded = [i for i in everyone if w[i] == 0]
+    elif config.name == "median":
+        vector, discarded = coordinate_median(buffer), []
+    elif config.name == "trimmed-mean":
+        vector, outside = _trimmed_mean(buffer, config.beta, count_outside=True)
+        discarded = trimmed_discards(outside, d)
+    else:
+        vector, selected = multi_krum(buffer, config.f, config.m, w)
+        discarded = [i for i in everyone if i not in set(selected)]
+    return AggregationResult(
+        vector=vector,
+        selected=[i for i in everyone if i not in set(discarded)],
+        discarded=discarded,
+        clip_factors=factors,
+    )

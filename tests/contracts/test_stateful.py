@@ -1,0 +1,210 @@
+"""Hypothesis stateful test: random sequences of stake, unstake, withdraw, submit, post (with slashes), claim, expire,
+cancel, refund and time travel against the real contracts on Anvil, checking the accounting invariants after every step.
+
+Invariants:
+- the registry's token balance equals the sum of active plus unbonding stake;
+- per round, claimed never exceeds the posted totalRewards, and equals what the claim transactions paid;
+- per task, claimed + refunded + still held == funded, with "held" measured as the manager's token balance.
+
+Slow on a live chain, so: no deadline, a chain snapshot restored after every example, few examples by default.
+FEDCHAIN_HYPOTHESIS_PROFILE=long runs a longer search.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from ape.exceptions import ContractLogicError
+from collections import Counter
+
+from hypothesis import HealthCheck, settings
+from hypothesis import event as hypothesis_event
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+
+from conftest import MIN_CONTRIBUTOR, create_task, digest
+from rewards_tree import RewardsTree
+
+settings.register_profile(
+    "default", max_examples=8, stateful_step_count=14, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "long", max_examples=150, stateful_step_count=40, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+PROFILE = os.environ.get("FEDCHAIN_HYPOTHESIS_PROFILE", "default")
+
+REWARD = 1_000
+WINDOW = 100
+SEEN: Counter[str] = Counter()  # successful actions, printed at the end (pytest -s) to show what was exercised
+
+
+def event(name: str) -> None:
+    hypothesis_event(name)
+    SEEN[name] += 1
+
+
+def test_accounting_invariants(chain, fed, registry, manager, owner, validator, alice, bob, carol, outsider, admin):
+    people = [alice, bob, carol, outsider]
+    # Everyone who may ever hold stake, for the registry invariant.
+    stakers = people + [validator]
+    for who in stakers:
+        fed.approve(registry, 2**255, sender=who)
+    fed.approve(manager, 2**255, sender=owner)
+    registry.stake(10**21, sender=validator)
+
+    class Machine(RuleBasedStateMachine):
+        @initialize(num_rounds=st.integers(1, 3), max_contributors=st.integers(1, 3))
+        def start(self, num_rounds, max_contributors):
+            self.snapshot = chain.snapshot()
+            self.task_id, _ = create_task(
+                manager, fed, owner, validator, numRounds=num_rounds, rewardPerRound=REWARD,
+                submissionWindow=WINDOW, aggregationWindow=WINDOW, maxContributors=max_contributors,
+                minContributorStake=MIN_CONTRIBUTOR, slashAmount=MIN_CONTRIBUTOR // 2,
+            )
+            for who in people[:3]:  # three start staked; the outsider must stake first
+                registry.stake(2 * MIN_CONTRIBUTOR, sender=who)
+            self.trees: dict[int, RewardsTree] = {}
+            self.paid: dict[int, int] = {}  # round -> sum of claims seen
+            self.refunded = 0
+
+        def teardown(self):
+            if hasattr(self, "snapshot"):
+                chain.restore(self.snapshot)
+
+        def _current(self):
+            t = manager.getTask(self.task_id)
+            return t, t.currentRound
+
+        # ─── registry ───
+        @rule(who=st.sampled_from(range(4)), amount=st.sampled_from([MIN_CONTRIBUTOR // 2, MIN_CONTRIBUTOR, 3 * MIN_CONTRIBUTOR]))
+        def stake(self, who, amount):
+            registry.stake(amount, sender=people[who])
+
+        @rule(who=st.sampled_from(range(4)), fraction=st.sampled_from([1, 2, 4]))
+        def request_unstake(self, who, fraction):
+            active = registry.activeStake(people[who])
+            if active:
+                registry.requestUnstake(max(1, active // fraction), sender=people[who])
+
+        @rule(who=st.sampled_from(range(4)))
+        def withdraw(self, who):
+            try:
+                registry.withdraw(sender=people[who])
+                event("withdraw")
+            except ContractLogicError:
+                pass  # nothing unbonding, or still unbonding
+
+        # ─── rounds ───
+        @rule(seconds=st.sampled_from([1, WINDOW // 2, WINDOW, 2 * WINDOW, 7 * 24 * 3600, 40 * 24 * 3600]))
+        def wait(self, seconds):
+            chain.pending_timestamp += seconds
+            chain.mine()
+
+        @rule(who=st.sampled_from(range(4)), tag=st.integers(1, 1000))
+        def submit(self, who, tag):
+            _, r = self._current()
+            try:
+                manager.submitUpdate(self.task_id, r, digest(tag), 1, sender=people[who])
+                event("submit")
+            except ContractLogicError:
+                pass  # late, full, unstaked, twice: rejected, and the invariants still hold
+
+        @rule(shares=st.lists(st.integers(0, 600), min_size=4, max_size=4), slash_first=st.booleans())
+        def post(self, shares, slash_first):
+            t, r = self._current()
+            info = manager.getRound(self.task_id, r)
+            if info.phase == 1:  # Open: let the submission window run out first
+                chain.pending_timestamp = max(chain.pending_timestamp, info.submissionDeadline)
+            elif info.phase != 2:  # only an aggregating round takes a result
+                return
+            available = REWARD + t.carry
+            entries = {p.address: s for p, s in zip(people, shares) if s}
+            if sum(entries.values()) > available:
+                entries = {}
+            tree = RewardsTree(self.task_id, r, entries) if entries else None
+            submitters = sorted(
+                (p.address for p in people if manager.submissionOf(self.task_id, r, p) != b"\x00" * 32), key=lambda a: int(a, 16)
+            )
+            slashes = [(submitters[0], manager.submissionOf(self.task_id, r, submitters[0]))] if slash_first and submitters else []
+            manager.postResult(self.task_id, r, digest(1), digest(2), tree.root if tree else b"\x00" * 32,
+                               tree.total if tree else 0, slashes, sender=validator)
+            if tree:
+                self.trees[r] = tree
+            event(f"post (slashes: {len(slashes)})")
+
+        @rule(who=st.sampled_from(range(4)), pick=st.integers(0, 2))
+        def claim(self, who, pick):
+            rounds = sorted(self.trees)
+            if not rounds:
+                return
+            r = rounds[pick % len(rounds)]
+            tree, acct = self.trees[r], people[who]
+            if acct.address not in tree.entries:
+                return
+            amount = tree.entries[acct.address]
+            try:
+                manager.claim(self.task_id, r, amount, tree.proof(acct.address), sender=acct)
+            except ContractLogicError:
+                return  # twice, or after the claim period
+            self.paid[r] = self.paid.get(r, 0) + amount
+            event("claim")
+
+        @rule(who=st.sampled_from(range(4)))
+        def expire(self, who):
+            _, r = self._current()
+            try:
+                manager.expireRound(self.task_id, r, sender=people[who])
+                event("expire")
+            except ContractLogicError:
+                pass
+
+        @rule()
+        def cancel(self):
+            try:
+                manager.cancelTask(self.task_id, sender=owner)
+            except ContractLogicError:
+                pass
+
+        @rule()
+        def refund(self):
+            expected = manager.refundable(self.task_id)
+            try:
+                tx = manager.withdrawRefund(self.task_id, sender=owner)
+            except ContractLogicError:
+                assert expected == 0 or not manager.getTask(self.task_id).ended
+                return
+            [log] = tx.decode_logs(manager.RefundWithdrawn)
+            assert log.amount == expected
+            self.refunded += log.amount
+            event("refund")
+
+        # ─── invariants ───
+        @invariant()
+        def registry_balance_matches_stakes(self):
+            total = sum(registry.activeStake(p) + registry.unbonding(p)[0] for p in stakers)
+            assert fed.balanceOf(registry) == total
+
+        @invariant()
+        def rounds_never_overpay(self):
+            if not hasattr(self, "task_id"):
+                return
+            for r, tree in self.trees.items():
+                info = manager.getRound(self.task_id, r)
+                assert info.claimed <= info.totalRewards == tree.total
+                assert info.claimed == self.paid.get(r, 0)
+
+        @invariant()
+        def task_accounting_balances(self):
+            if not hasattr(self, "task_id"):
+                return
+            t = manager.getTask(self.task_id)
+            held = fed.balanceOf(manager)  # the only task in this snapshot holds all of the manager's FED
+            assert t.paidOut == sum(self.paid.values())
+            assert t.refunded == self.refunded
+            assert t.paidOut + t.refunded + held == t.funded
+
+    run_state_machine_as_test(Machine, settings=settings.get_profile(PROFILE))
+    print(f"stateful actions that succeeded ({PROFILE} profile): {dict(sorted(SEEN.items()))}")

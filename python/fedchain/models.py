@@ -135,13 +135,15 @@ class CNN(nn.Module):
     """Small CNN for (C, H, W) images: [Conv3x3 (-> BN) -> ReLU -> MaxPool2] per channel entry, then a 2-layer head.
 
     model_config: channels (default [16, 32]), hidden (default 128), pool_to (spatial size before the head via
-    adaptive max pooling, default 3), batch_norm (default False), dropout (default 0.0).
+    adaptive max pooling, default 3), batch_norm (default False), dropout (default 0.0), init ("torch": PyTorch's
+    default, the default; "kaiming": He-normal weights and zero biases for the ReLU layers, which starts learning
+    faster but, at the default learning rate, made 5-round FedAvg on non-IID shards less stable in our runs).
     For 1x28x28 and 10 classes the defaults give 43,082 parameters.
     """
 
     def __init__(
         self, input_shape: tuple[int, ...], num_classes: int, channels: list[int] | tuple[int, ...] = (16, 32),
-        hidden: int = 128, pool_to: int = 3, batch_norm: bool = False, dropout: float = 0.0,
+        hidden: int = 128, pool_to: int = 3, batch_norm: bool = False, dropout: float = 0.0, init: str = "torch",
     ) -> None:
         super().__init__()
         if len(input_shape) != 3:
@@ -161,10 +163,24 @@ class CNN(nn.Module):
             head.append(nn.Dropout(dropout))
         head.append(nn.Linear(hidden, num_classes))
         self.head = nn.Sequential(*head)
+        _init_relu_layers(self, init, last=head[-1])
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.features(x)  # (B, C, H, W) -> (B, channels[-1], pool_to, pool_to)
         return self.head(x)  # -> (B, num_classes)
+
+
+def _init_relu_layers(model: nn.Module, init: str, last: nn.Module) -> None:
+    """He-normal init for conv/linear layers followed by ReLU (all but `last`); "torch" keeps PyTorch's default."""
+    if init == "torch":
+        return
+    if init != "kaiming":
+        raise ValueError(f"init must be 'kaiming' or 'torch', got {init!r}")
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and m is not last:
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def count_parameters(model: nn.Module) -> int:

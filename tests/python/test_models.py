@@ -125,3 +125,11 @@ def test_initial_state_leaves_global_rng_alone(spec):
     torch.manual_seed(0)
     initial_state(spec, 9)
     assert torch.equal(torch.rand(1), expected)
+
+
+def test_cnn_kaiming_init_option_changes_weights():
+    torch.manual_seed(0)
+    a = build_architecture("cnn", (1, 28, 28), 10, {"init": "kaiming"})
+    assert torch.count_nonzero(a.features[0].bias) == 0
+    with pytest.raises(ModelError, match="init must be"):
+        build_architecture("cnn", (1, 28, 28), 10, {"init": "xavier"})

@@ -1,0 +1,298 @@
+"""Contribution scoring: each accepted update's value on the validator's held-out data, and rewards from scores.
+
+Everything works through one callback, `evaluate(vector) -> float`: the validation LOSS of the previous global
+model plus the (D,) delta `vector` (the caller builds the model; nothing here touches models or files). The value
+of a coalition S of accepted rows is
+
+    v(S) = loss(base) - loss(base + combine(S)),   v(empty) = 0,
+
+with `combine` the aggregation of the coalition (default: sample-weighted FedAvg). Two estimators:
+
+- `marginal_scores`: leave-one-out, v(A) - v(A minus i): exact, |A| + 2 evaluations, blind to redundancy (two
+  similar helpful updates each look useless without the other).
+- `tmc_shapley`: truncated Monte-Carlo Shapley (Ghorbani & Zou, ICML 2019), with antithetic pairs (each
+  permutation is followed by its reverse, which roughly halves the error here). Permutations come from
+  SHA-256 of (seed, pair index, row): the same on every machine and Python version. Along each permutation the
+  prefix values are walked in order; once |v(A) - v(prefix)| <= truncation_tol * |v(A)| the remaining players
+  get marginal 0. The estimate is the mean marginal; its standard error is the standard deviation of the
+  pair means / sqrt(pairs). Coalition values are cached, so small rounds cost at most 2**|A| evaluations.
+
+  Error, as tested (tests/python/test_scoring.py: 5-player quadratic games, exact Shapley by enumeration): at
+  the default budget (64 permutations, tolerance 0.01) every player's raw estimate was within 0.15 x
+  sum_i |exact_i| of its exact value (worst seen 0.11 over 40 games), normalised scores within 0.15 of the
+  exact normalised ones, and within 3 reported standard errors + truncation_tol x |v(A)|.
+
+Scores are clipped at 0 and normalised to sum 1 per round (all zero stays all zero); `raw` keeps the unclipped,
+unnormalised estimates (loss units), and `stderr` is in the units of `scores`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import torch
+
+from fedchain.aggregation import AggregationError, check_weights, fedavg
+from fedchain.errors import FedchainError
+
+DEFAULT_PERMUTATIONS = 64
+DEFAULT_TRUNCATION_TOL = 0.01
+
+Evaluate = Callable[[torch.Tensor], float]
+Combine = Callable[[torch.Tensor, Sequence[int], list[int]], torch.Tensor]
+
+
+class ScoringError(FedchainError, ValueError):
+    """Raised when scoring inputs are invalid (no rows, bad budget, a non-finite loss from `evaluate`)."""
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """Scores of the accepted rows (row index -> share of the round, summing to 1 or all 0) and how they were made."""
+
+    scores: dict[int, float]
+    method: str  # "leave-one-out" | "tmc-shapley"
+    params: dict[str, Any]  # the estimator's parameters, for the round report
+    evaluations: int  # calls of `evaluate`
+    stderr: dict[int, float]  # standard error of each score (0 for the exact leave-one-out)
+    raw: dict[int, float] = field(default_factory=dict)  # unclipped, unnormalised values (loss decrease)
+
+
+def fedavg_combine(buffer: torch.Tensor, weights: Sequence[int], rows: list[int]) -> torch.Tensor:
+    """Default coalition aggregate: sample-weighted FedAvg of `rows`; zeros if they carry no samples."""
+    if sum(weights[r] for r in rows) == 0:
+        return torch.zeros(buffer.shape[1], dtype=torch.float32)
+    return fedavg(buffer, weights, rows=rows)
+
+
+class _Game:
+    """Cached coalition values v(S) = loss(base) - loss(base + combine(S))."""
+
+    def __init__(self, buffer: torch.Tensor, weights: Sequence[int], evaluate: Evaluate, combine: Combine) -> None:
+        self.buffer, self.weights, self.evaluate, self.combine = buffer, weights, evaluate, combine
+        self.evaluations = 0
+        self.base_loss = self._loss(torch.zeros(buffer.shape[1], dtype=torch.float32))
+        self.cache: dict[tuple[int, ...], float] = {(): 0.0}
+
+    def _loss(self, vector: torch.Tensor) -> float:
+        self.evaluations += 1
+        loss = float(self.evaluate(vector))
+        if not math.isfinite(loss):
+            raise ScoringError(f"evaluate returned a non-finite loss {loss}: check the model and validation data")
+        return loss
+
+    def value(self, coalition: Sequence[int]) -> float:
+        key = tuple(sorted(coalition))
+        if key not in self.cache:
+            self.cache[key] = self.base_loss - self._loss(self.combine(self.buffer, self.weights, list(key)))
+        return self.cache[key]
+
+
+def _prepare(buffer: torch.Tensor, weights: Any, accepted: Sequence[int]) -> tuple[list[int], list[int]]:
+    if not isinstance(buffer, torch.Tensor) or buffer.dim() != 2:
+        raise ScoringError("buffer must be a (K, D) tensor")
+    k = buffer.shape[0]
+    try:
+        w = check_weights(weights, k)
+    except AggregationError as exc:
+        raise ScoringError(str(exc)) from exc
+    rows = sorted(set(int(r) for r in accepted))
+    if any(not 0 <= r < k for r in rows):
+        raise ScoringError(f"accepted rows {rows} out of range for {k} rows")
+    return w, rows
+
+
+def normalise(raw: Mapping[int, float]) -> tuple[dict[int, float], float]:
+    """Clip at 0 and scale to sum 1; returns the scores and the divisor (0 when everything clipped to 0)."""
+    clipped = {r: max(0.0, v) for r, v in raw.items()}
+    total = math.fsum(clipped.values())
+    if total <= 0.0:
+        return {r: 0.0 for r in raw}, 0.0
+    return {r: v / total for r, v in clipped.items()}, total
+
+
+def marginal_scores(
+    buffer: torch.Tensor,
+    weights: Any,
+    accepted: Sequence[int],
+    evaluate: Evaluate,
+    combine: Combine = fedavg_combine,
+) -> ScoreResult:
+    """Leave-one-out: row i's raw value is v(A) - v(A minus i), its marginal effect on the loss of the round's
+    aggregate against the previous global model. |A| + 2 evaluations (|A| + 1 when |A| = 1)."""
+    w, rows = _prepare(buffer, weights, accepted)
+    if not rows:
+        return ScoreResult({}, "leave-one-out", {}, 0, {}, {})
+    game = _Game(buffer, w, evaluate, combine)
+    full = game.value(rows)
+    raw = {r: full - game.value([q for q in rows if q != r]) for r in rows}
+    scores, _ = normalise(raw)
+    return ScoreResult(scores, "leave-one-out", {}, game.evaluations, {r: 0.0 for r in rows}, raw)
+
+
+def permutation(players: Sequence[int], seed: int, index: int) -> list[int]:
+    """The `index`-th seeded permutation of `players`: sorted by SHA-256("fedchain-tmc:seed:index:player")."""
+
+    def key(player: int) -> bytes:
+        return hashlib.sha256(f"fedchain-tmc:{seed}:{index}:{player}".encode()).digest()
+
+    return sorted(players, key=lambda p: (key(p), p))
+
+
+def _walk(game: _Game, order: list[int], full: float, tol: float) -> list[tuple[int, float]]:
+    # Marginal contributions along one permutation; 0 for everyone after the prefix is within tol of v(A).
+    out: list[tuple[int, float]] = []
+    previous = 0.0
+    for j, player in enumerate(order):
+        if abs(full - previous) <= tol * abs(full):
+            out.extend((p, 0.0) for p in order[j:])
+            break
+        current = game.value(order[: j + 1])
+        out.append((player, current - previous))
+        previous = current
+    return out
+
+
+def tmc_shapley(
+    buffer: torch.Tensor,
+    weights: Any,
+    accepted: Sequence[int],
+    evaluate: Evaluate,
+    permutations: int = DEFAULT_PERMUTATIONS,
+    truncation_tol: float = DEFAULT_TRUNCATION_TOL,
+    seed: int = 0,
+    combine: Combine = fedavg_combine,
+) -> ScoreResult:
+    """Truncated Monte-Carlo Shapley values of the accepted rows (see the module docstring).
+
+    At most 1 + permutations x |A| evaluations, far fewer in practice (cache, truncation).
+
+    Raises:
+        ScoringError: if permutations is not an even integer >= 4 (pairs; two pairs give a standard error),
+            truncation_tol is not in [0, 1), or a loss is not finite.
+    """
+    if isinstance(permutations, bool) or not isinstance(permutations, int) or permutations < 4 or permutations % 2:
+        raise ScoringError(f"permutations={permutations!r} must be an even integer >= 4 (antithetic pairs)")
+    if not 0.0 <= truncation_tol < 1.0:
+        raise ScoringError(f"truncation_tol={truncation_tol} must be in [0, 1)")
+    w, rows = _prepare(buffer, weights, accepted)
+    params = {"permutations": permutations, "truncation_tol": truncation_tol, "seed": int(seed)}
+    if not rows:
+        return ScoreResult({}, "tmc-shapley", params, 0, {}, {})
+    game = _Game(buffer, w, evaluate, combine)
+    full = game.value(rows)
+    units: dict[int, list[float]] = {r: [] for r in rows}  # per antithetic pair: the mean of its two marginals
+    for pair in range(permutations // 2):
+        forward = permutation(rows, seed, pair)
+        marginal = {r: 0.0 for r in rows}
+        for order in (forward, forward[::-1]):
+            for player, value in _walk(game, order, full, truncation_tol):
+                marginal[player] += value / 2.0
+        for r in rows:
+            units[r].append(marginal[r])
+    n_units = permutations // 2
+    raw = {r: math.fsum(v) / n_units for r, v in units.items()}
+    raw_se = {
+        r: math.sqrt(math.fsum((x - raw[r]) ** 2 for x in v) / (n_units - 1) / n_units) if n_units > 1 else math.inf
+        for r, v in units.items()
+    }
+    scores, total = normalise(raw)
+    stderr = {r: (se / total if total > 0 else se) for r, se in raw_se.items()}
+    return ScoreResult(scores, "tmc-shapley", params, game.evaluations, stderr, raw)
+
+
+def exact_shapley(
+    buffer: torch.Tensor, weights: Any, accepted: Sequence[int], evaluate: Evaluate, combine: Combine = fedavg_combine
+) -> dict[int, float]:
+    """Exact Shapley values (raw, loss units) by enumerating all 2**|A| coalitions: for checking, |A| <= ~12."""
+    w, rows = _prepare(buffer, weights, accepted)
+    n = len(rows)
+    if n > 16:
+        raise ScoringError(f"exact Shapley over {n} players needs 2**{n} evaluations: use tmc_shapley")
+    game = _Game(buffer, w, evaluate, combine)
+    result = {}
+    for i, r in enumerate(rows):
+        others = rows[:i] + rows[i + 1 :]
+        total = 0.0
+        for mask in range(1 << (n - 1)):
+            subset = [others[b] for b in range(n - 1) if mask >> b & 1]
+            s = len(subset)
+            coeff = math.factorial(s) * math.factorial(n - s - 1) / math.factorial(n)
+            total += coeff * (game.value(subset + [r]) - game.value(subset))
+        result[r] = total
+    return result
+
+
+# ---------------------------------------------------------------- REWARDS
+
+
+def rewards_from_scores(scores: Mapping[str, float], budget: int) -> dict[str, int]:
+    """Split an integer `budget` in proportion to `scores` (address -> non-negative score), exactly.
+
+    Each address gets floor(budget * score / total) in exact rational arithmetic (scores are read as the exact
+    binary fractions they are); the units left over go one each to the largest remainders, ties to the lower
+    address (case-insensitive). The amounts sum to `budget` exactly when any score is positive, else all are 0.
+
+    Raises:
+        ScoringError: on a negative or non-integer budget, a negative or non-finite score, or two keys that are
+            the same address in another case.
+    """
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
+        raise ScoringError(f"budget={budget!r} must be a non-negative integer (smallest token unit)")
+    keys = {str(a).lower(): a for a in scores}
+    if len(keys) != len(scores):
+        raise ScoringError("the same address appears twice in different letter case")
+    exact: dict[str, Fraction] = {}
+    for address, score in scores.items():
+        if not isinstance(score, (int, float)) or isinstance(score, bool) or not math.isfinite(score) or score < 0:
+            raise ScoringError(f"score {score!r} of {address} must be a finite number >= 0")
+        exact[address] = Fraction(score)
+    total = sum(exact.values(), Fraction(0))
+    if total == 0:
+        return {a: 0 for a in scores}
+    shares = {a: budget * s / total for a, s in exact.items()}
+    amounts = {a: math.floor(v) for a, v in shares.items()}
+    left = budget - sum(amounts.values())
+    by_remainder = sorted(shares, key=lambda a: (-(shares[a] - amounts[a]), str(a).lower()))
+    for a in by_remainder[:left]:
+        amounts[a] += 1
+    return amounts
+
+
+# ---------------------------------------------------------------- ROUND
+
+
+def score_round(
+    buffer: torch.Tensor,
+    weights: Any,
+    accepted: Sequence[int],
+    evaluate: Evaluate,
+    method: str = "tmc-shapley",
+    *,
+    permutations: int = DEFAULT_PERMUTATIONS,
+    truncation_tol: float = DEFAULT_TRUNCATION_TOL,
+    seed: int = 0,
+    combine: Combine = fedavg_combine,
+) -> ScoreResult:
+    """Score every row of the round: `accepted` rows by `method` ("tmc-shapley" | "leave-one-out"), all other
+    rows (rejected by screening, discarded by the robust rule) 0."""
+    k = buffer.shape[0]
+    if method == "tmc-shapley":
+        res = tmc_shapley(buffer, weights, accepted, evaluate, permutations, truncation_tol, seed, combine)
+    elif method == "leave-one-out":
+        res = marginal_scores(buffer, weights, accepted, evaluate, combine)
+    else:
+        raise ScoringError(f"unknown scoring method {method!r}: use 'tmc-shapley' or 'leave-one-out'")
+    return ScoreResult(
+        scores={r: res.scores.get(r, 0.0) for r in range(k)},
+        method=res.method,
+        params=res.params,
+        evaluations=res.evaluations,
+        stderr={r: res.stderr.get(r, 0.0) for r in range(k)},
+        raw={r: res.raw.get(r, 0.0) for r in range(k)},
+    )

@@ -279,8 +279,7 @@ def test_crash_in_the_middle_of_an_add_leaves_no_half_written_block(tmp_path: Pa
 _WORKER = textwrap.dedent(
     """
     import random, sys
-    from fedchain.content.cid import cid_to_digest
-from fedchain.content.client import IpfsClient
+    from fedchain.content.client import IpfsClient
     api, seed = sys.argv[1], int(sys.argv[2])
     shared = random.Random(1234).randbytes(3 * 262144 + 17)
     own = random.Random(seed).randbytes(262144 + seed)

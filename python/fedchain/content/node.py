@@ -241,6 +241,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing
 
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes: without NODELAY, Nagle holds the body until the client's
+        # delayed ACK (40 ms) for every small answer.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s " + format, self.address_string(), *args)
 

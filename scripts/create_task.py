@@ -1,0 +1,93 @@
+"""Create and fund a task from a JSON file of task parameters.
+
+    ape run create_task --spec task.json [--deployments deployments/local.json] [--account ALIAS] [--mint]
+
+The file (amounts as integers or decimal strings in the token's smallest unit; digests as 0x-hex of 32 bytes or as
+CIDv0 strings, from which the 32-byte sha2-256 digest is taken):
+
+    {
+      "spec": "Qm...",                  # model spec document (carries the validator's sealing key)
+      "initial_model": "Qm...",         # global model of round 0
+      "num_rounds": 3,
+      "reward_per_round": "1000000000000000000000",
+      "submission_window": 600,         # seconds
+      "aggregation_window": 300,        # seconds
+      "max_contributors": 10,
+      "validator": "0x...",
+      "slash_amount": "10000000000000000000",
+      "min_contributor_stake": "...",   # optional: default the registry's minimum
+      "reward_token": "0x..."           # optional: default FedToken from the deployments file
+    }
+
+The caller approves the TaskManager for the budget (num_rounds * reward_per_round) and creates the task; the new
+task id is printed. On a local network, --mint first mints the budget in FedToken to the caller (devnets only).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from ape import accounts, project
+from ape.cli import ConnectedProviderCommand
+
+
+def _digest(value: str) -> bytes:
+    """32-byte digest from 0x-hex or a CIDv0 string."""
+    if value.startswith("0x"):
+        raw = bytes.fromhex(value[2:])
+        if len(raw) != 32:
+            raise click.BadParameter(f"digest {value} is not 32 bytes")
+        return raw
+    from fedchain.content.cid import cid_to_digest  # the project's CID code (CIDv0: sha2-256 multihash)
+
+    return cid_to_digest(value)
+
+
+def _account(network, alias: str | None):
+    if alias:
+        return accounts.load(alias)
+    if network.is_local:
+        return accounts.test_accounts[0]
+    raise click.UsageError(f"--account ALIAS is required on {network.name}")
+
+
+@click.command(cls=ConnectedProviderCommand)
+@click.option("--spec", "spec_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Task parameters (JSON).")
+@click.option("--deployments", "deployments_path", default=None, type=click.Path(dir_okay=False),
+              help="Deployments file (default: deployments/<network>.json).")
+@click.option("--account", "alias", default=None, help="Account alias (required off local networks).")
+@click.option("--mint", is_flag=True, help="Local networks: mint the budget in FedToken to the caller first.")
+def cli(network, spec_path, deployments_path, alias, mint):
+    """Create and fund a task; print its id."""
+    spec = json.loads(Path(spec_path).read_text())
+    deployments = json.loads(Path(deployments_path or f"deployments/{network.name}.json").read_text())
+    contracts = deployments["contracts"]
+    owner = _account(network, alias)
+    manager = project.TaskManager.at(contracts["TaskManager"])
+    registry = project.StakeRegistry.at(contracts["StakeRegistry"])
+    token_address = spec.get("reward_token", contracts["FedToken"])
+    num_rounds, reward = int(spec["num_rounds"]), int(spec["reward_per_round"])
+    budget = num_rounds * reward
+    if mint:
+        if not network.is_local or token_address != contracts["FedToken"]:
+            raise click.UsageError("--mint works only on a local network with the FedToken reward token")
+        project.FedToken.at(token_address).mint(owner, budget, sender=owner)
+    params = (
+        token_address,
+        _digest(spec["spec"]),
+        _digest(spec["initial_model"]),
+        num_rounds,
+        reward,
+        int(spec["submission_window"]),
+        int(spec["aggregation_window"]),
+        int(spec.get("min_contributor_stake", registry.minContributorStake())),
+        int(spec["max_contributors"]),
+        spec["validator"],
+        int(spec["slash_amount"]),
+    )
+    project.FedToken.at(token_address).approve(manager, budget, sender=owner)  # any ERC20: same approve ABI
+    tx = manager.createTask(params, sender=owner)
+    [created] = tx.decode_logs(manager.TaskCreated)
+    click.echo(f"task {created.taskId} created: budget {created.budget} of {token_address}, tx {tx.txn_hash}")

@@ -231,7 +231,7 @@ def _create_task(config: DemoConfig, protocol, ipfs, validator: Participant, run
         architecture=config.architecture,
         sealing_keys=[_public_key_hex(run_dir)],
         sealed=config.sealed,
-        aggregation={"rule": config.rule},
+        aggregation={"name": config.rule},
         scoring_method=config.scoring,
     )
     return create_task_from_spec(

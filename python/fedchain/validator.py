@@ -14,18 +14,18 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account.signers.local import LocalAccount
 
 from fedchain.aggregation import RuleConfig, aggregate, canonical_order
-from fedchain.chain.protocol import Protocol, RoundPhase, Submission
+from fedchain.chain.protocol import Protocol, RoundPhase
 from fedchain.content.cid import cid_to_digest, digest_to_cid
-from fedchain.content.client import ContentError, IpfsClient
+from fedchain.content.client import IpfsClient
+from fedchain.content.errors import ContentError, ContentTooLargeError
 from fedchain.envelope import EnvelopeError, decode_update, encode_model
 from fedchain.merkle import RewardTree
-from fedchain.models import build_model
+from fedchain.models import apply_delta, build_model
 from fedchain.report import RoundReport, UpdateRecord, canonical_json
 from fedchain.scoring import marginal_scores, rewards_from_scores, tmc_shapley
 from fedchain.screening import screen
@@ -155,25 +155,26 @@ class Validator:
         spec = self.task.spec
         layout = self.task.layout
         base = self.task.global_model(round_index)
-        submissions = self.protocol.submissions(task_id, round_index)
-        # Rows in canonical order (by contributor address) so the result never depends on arrival order.
-        order = canonical_order([s.contributor for s in submissions])
-        submissions = [submissions[i] for i in order]
-        verdicts = [UpdateVerdict(s, digest_to_cid(s.digest)) for s in submissions]
-        earlier_digests = self._digests_before(round_index)
-        arrival = {(s.block_number, s.log_index): i for i, s in enumerate(submissions)}
-        arrival_rank = [sorted(arrival).index((s.block_number, s.log_index)) for s in submissions]
+        on_chain = self.protocol.submissions(task_id, round_index)  # in chain order (block, log index)
+        # Rows in canonical order (by contributor address): the result never depends on arrival order.
+        rows = [on_chain[i] for i in canonical_order([s.contributor for s in on_chain])]
+        row_of = {s.contributor: i for i, s in enumerate(rows)}
+        submission_order = [row_of[s.contributor] for s in on_chain]
+        verdicts = [UpdateVerdict(s, digest_to_cid(s.digest)) for s in rows]
 
-        buffer = torch.zeros(len(submissions), layout.total, dtype=torch.float32)  # (K, D), rows filled in place
-        weights = torch.tensor([s.num_samples for s in submissions], dtype=torch.float64)
-        for row, verdict in enumerate(verdicts):
-            reason = self._load_update(verdict, round_index, base.cid, buffer[row], earlier_digests, submissions, row, arrival_rank)
+        buffer = torch.zeros(len(rows), layout.total, dtype=torch.float32)  # (K, D), each update decoded into its row
+        weights = [s.num_samples for s in rows]
+        pre_rejected: dict[int, str] = {}
+        seen = self._digests_before(round_index)
+        for sub in on_chain:  # chain order, so that the first of identical bytes is the original
+            row = row_of[sub.contributor]
+            reason = "replay" if sub.digest in seen else self._load_update(verdicts[row], round_index, base.cid, buffer[row])
+            seen.add(sub.digest)
             if reason is not None:
-                verdict.status, verdict.reason = "rejected", reason
+                pre_rejected[row] = reason
         timer.lap("fetch_verify")
 
-        candidates = [i for i, v in enumerate(verdicts) if v.status == "accepted"]
-        screening = screen(buffer, weights, candidates, arrival_rank=arrival_rank, check_duplicates=not spec.sealed)
+        screening = screen(buffer, submission_order, pre_rejected=pre_rejected)
         for row, reason in screening.rejected.items():
             verdicts[row].status, verdicts[row].reason = "rejected", reason
         accepted = list(screening.accepted)
@@ -182,12 +183,13 @@ class Validator:
         delta = torch.zeros(layout.total, dtype=torch.float32)
         selected: list[int] = []
         if accepted:
-            sub = buffer[accepted]
-            agg = aggregate(rule, sub, weights[accepted])
+            kept = buffer if len(accepted) == len(rows) else buffer[accepted]
+            agg = aggregate(rule, kept, [weights[i] for i in accepted], clip_in_place=False)
             delta = agg.vector
             selected = [accepted[i] for i in agg.selected]
             for i in agg.discarded:
-                verdicts[accepted[i]].status, verdicts[accepted[i]].reason = "discarded", f"discarded-by-{rule.name}"
+                verdicts[accepted[i]].status = "discarded"
+                verdicts[accepted[i]].reason = f"discarded-by-{rule.name}"
         timer.lap("aggregate")
 
         scores, scoring_info = self._score(buffer, weights, selected, base.state)
@@ -201,7 +203,7 @@ class Validator:
             verdict.reward = rewards.get(verdict.submission.contributor, 0)
             verdict.slashed = verdict.status == "rejected" and verdict.reason in SLASHABLE_REASONS
 
-        new_state = _apply(base.state, delta, layout)
+        new_state = apply_delta(base.state, delta, layout)
         model_bytes = encode_model(new_state, {"task_id": task_id, "round": round_index, "base_model_cid": base.cid})
         model_cid = self.ipfs.add_bytes(model_bytes)
         metrics = evaluate(self.model, new_state, self.x_test, self.y_test, device=self.device)
@@ -226,8 +228,9 @@ class Validator:
         timer.lap("publish")
         slashes = [(v.submission.contributor, "0x" + v.submission.digest.hex()) for v in verdicts if v.slashed]
         log.info(
-            "round %d: %d accepted, %d rejected, accuracy %.4f, rewards %d",
-            round_index, len(selected), len(verdicts) - len(accepted), metrics.accuracy, report.total_rewards,
+            "round %d: %d selected, %d rejected, accuracy %.4f, rewards %d",
+            round_index, len(selected), len(pre_rejected) + len(screening.rejected) - len(pre_rejected),
+            metrics.accuracy, report.total_rewards,
         )
         return RoundResult(
             round=round_index, model_cid=model_cid, report_cid=report_cid, rewards_root="0x" + tree.root.hex(),
@@ -239,40 +242,27 @@ class Validator:
         """Digests submitted in earlier rounds of this task: the same bytes again are a replay."""
         return {s.digest for s in self.protocol.submissions(self.config.task_id) if s.round < round_index}
 
-    def _load_update(
-        self,
-        verdict: UpdateVerdict,
-        round_index: int,
-        base_cid: str,
-        row: torch.Tensor,
-        earlier_digests: set[bytes],
-        submissions: list[Submission],
-        index: int,
-        arrival_rank: list[int],
-    ) -> str | None:
+    def _load_update(self, verdict: UpdateVerdict, round_index: int, base_cid: str, row: torch.Tensor) -> str | None:
         """Fetch, verify, open and decode one update into `row`; the reason code if it is rejected."""
         sub = verdict.submission
-        first_with_digest = min(
-            (arrival_rank[j] for j, other in enumerate(submissions) if other.digest == sub.digest), default=None
-        )
-        if sub.digest in earlier_digests or first_with_digest != arrival_rank[index]:
-            return "replay"
         spec = self.task.spec
         try:
             data = self.ipfs.cat(verdict.cid, max_size=spec.max_update_bytes)
         except ContentError as exc:
-            log.warning("update %s from %s unavailable: %s", verdict.cid, sub.contributor, exc)
-            return getattr(exc, "reason", None) or "unavailable"
+            log.warning("update %s from %s rejected: %s", verdict.cid, sub.contributor, exc)
+            return "too-large" if isinstance(exc, ContentTooLargeError) else "unavailable"
         try:
             if spec.sealed:
                 binding = SealBinding(self.config.task_id, round_index, sub.contributor)
                 if read_binding(data) != binding:
-                    return "replay"
+                    return "replay"  # sealed for another sender or round
                 data = open_sealed(data, self.sealing_key, binding)
             envelope = decode_update(data, self.task.layout.expected_tensors(), max_bytes=spec.max_update_bytes)
         except (SealError, EnvelopeError) as exc:
             return exc.reason
-        if (envelope.task_id, envelope.round) != (self.config.task_id, round_index) or envelope.contributor.lower() != sub.contributor.lower():
+        if (envelope.task_id, envelope.round) != (self.config.task_id, round_index):
+            return "replay"
+        if envelope.contributor.lower() != sub.contributor.lower():
             return "replay"
         if envelope.base_model_cid != base_cid:
             return "wrong-base"
@@ -281,15 +271,17 @@ class Validator:
         self.task.layout.flatten_into(envelope.tensors, row)
         return None
 
-    def _score(self, buffer: torch.Tensor, weights: torch.Tensor, rows: list[int], base_state: dict) -> tuple[dict[int, float], dict]:
+    def _score(self, buffer: torch.Tensor, weights: list[int], rows: list[int], base_state: dict) -> tuple[dict[int, float], dict]:
         scoring = self.task.spec.scoring
         params = {k: v for k, v in scoring.model_dump().items() if k != "method"}
         if not rows:
             return {}, {"method": scoring.method, **params, "evaluations": 0}
         if scoring.method == "equal":
             return {r: 1.0 / len(rows) for r in rows}, {"method": "equal", **params, "evaluations": 0}
-        n = min(scoring.eval_samples, len(self.y_test))
-        evaluator = LossEvaluator(self.model, self.task.layout, base_state, self.x_test[:n], self.y_test[:n], self.device)
+        evaluator = LossEvaluator(
+            self.model, self.task.layout, base_state, self.x_test, self.y_test, self.device,
+            max_samples=scoring.eval_samples, seed=scoring.seed,
+        )
         if scoring.method == "marginal":
             result = marginal_scores(buffer, weights, rows, evaluator)
         else:
@@ -298,11 +290,6 @@ class Validator:
                 truncation_tol=scoring.truncation_tol, seed=scoring.seed,
             )
         return dict(result.scores), {"method": result.method, **result.params, "evaluations": result.evaluations}
-
-
-def _apply(state: dict[str, torch.Tensor], delta: torch.Tensor, layout) -> dict[str, torch.Tensor]:
-    update = layout.unflatten(delta)
-    return {name: (tensor + update[name].to(tensor.dtype)) if name in update else tensor.clone() for name, tensor in state.items()}
 
 
 class _Timer:

@@ -138,22 +138,22 @@ def test_fedavg_matches_float64_reference_across_chunks():
 def test_rule_config_round_trips_through_dict():
     cfg = RuleConfig("multi-krum", f=2, m=5, clip_multiple=3.0)
     assert RuleConfig.from_dict(cfg.to_dict()) == cfg
-    assert RuleConfig.from_dict({"name": "median"}).to_dict() == {
-        "name": "median", "beta": 0.1, "f": 1, "m": None, "clip_multiple": None,
+    assert RuleConfig.from_dict({"rule": "median"}).to_dict() == {
+        "rule": "median", "beta": 0.1, "f": 1, "m": None, "clip_multiple": None,
     }
 
 
 @pytest.mark.parametrize(
     "spec",
     [
-        {"name": "mean"},
-        {"name": "fedavg", "betta": 0.1},
+        {"rule": "mean"},
+        {"rule": "fedavg", "betta": 0.1},
         {"beta": 0.1},
-        {"name": "trimmed-mean", "beta": 0.5},
-        {"name": "multi-krum", "f": -1},
-        {"name": "multi-krum", "m": 0},
-        {"name": "fedavg", "clip_multiple": 0},
-        {"name": "fedavg", "clip_multiple": float("inf")},
+        {"rule": "trimmed-mean", "beta": 0.5},
+        {"rule": "multi-krum", "f": -1},
+        {"rule": "multi-krum", "m": 0},
+        {"rule": "fedavg", "clip_multiple": 0},
+        {"rule": "fedavg", "clip_multiple": float("inf")},
     ],
 )
 def test_rule_config_refuses_bad_specs(spec):

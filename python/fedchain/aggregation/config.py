@@ -55,20 +55,25 @@ class RuleConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RuleConfig:
-        """Build from the task spec's JSON object; unknown keys are refused so that typos do not pass silently."""
+        """Build from the task spec's JSON object, e.g. {"rule": "trimmed-mean", "beta": 0.2}.
+
+        Unknown keys are refused so that typos do not pass silently.
+        """
         if not isinstance(data, Mapping):
             raise AggregationError(f"aggregation spec must be a JSON object, got {type(data).__name__}")
-        known = {"name", "beta", "f", "m", "clip_multiple"}
+        known = {"rule", "beta", "f", "m", "clip_multiple"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise AggregationError(f"unknown aggregation spec keys {unknown}: allowed keys are {sorted(known)}")
-        if "name" not in data:
-            raise AggregationError("aggregation spec needs a 'name' (one of " + ", ".join(RULES) + ")")
-        return cls(**dict(data))
+        if "rule" not in data:
+            raise AggregationError("aggregation spec needs a 'rule' (one of " + ", ".join(RULES) + ")")
+        fields = {k: v for k, v in data.items() if k != "rule"}
+        return cls(name=data["rule"], **fields)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object for the task spec and the round report (every field, so a report is self-contained)."""
-        return asdict(self)
+        fields = asdict(self)
+        return {"rule": fields.pop("name"), **fields}
 
 
 @dataclass(frozen=True)

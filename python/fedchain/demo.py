@@ -224,15 +224,15 @@ def _send_eth(chain, sender: LocalAccount, tx: dict):
 
 def _create_task(config: DemoConfig, protocol, ipfs, validator: Participant, run_dir: Path) -> int:
     from fedchain.devnet import dev_account
-    from fedchain.spec import mnist_spec
+    from fedchain.spec import ScoringConfig, mnist_spec
     from fedchain.tasks import create_task_from_spec
 
     spec = mnist_spec(
         architecture=config.architecture,
         sealing_keys=[_public_key_hex(run_dir)],
         sealed=config.sealed,
-        aggregation={"name": config.rule},
-        scoring_method=config.scoring,
+        aggregation={"rule": config.rule},
+        scoring=ScoringConfig(method=config.scoring),
     )
     return create_task_from_spec(
         protocol, ipfs, dev_account(0), spec, rounds=config.rounds, reward_per_round=config.reward_per_round,

@@ -1,0 +1,345 @@
+"""Benchmark: fedchain's aggregation rules against the memory-bandwidth floor and Flower's own functions.
+
+    python -m bench.aggregation [--quick] [--json OUT.json]
+
+First a STREAM-like copy measures the memory bandwidth (bytes read + written per second, best of repeats). Then,
+for each rule at K in {10, 50} and D in {1M, 10M} float32 (quick: K=10, D=1M), fedchain's function runs on a
+(K, D) buffer and Flower's equivalent (flwr[simulation]==1.41.0, in .venv-flower, driven through
+bench/flower_side.py) runs on the same rows, alternately, pair by pair; the ratio is taken per pair.
+
+    fedavg        fedavg(buffer, weights)           aggregate, aggregate_inplace (Flower's FedAvg default)
+    median        coordinate_median(buffer)         aggregate_median
+    trimmed-mean  trimmed_mean(buffer, 0.1)         aggregate_trimmed_avg(proportiontocut=0.1)
+    multi-krum    multi_krum(buffer, 1, K-1, w)     aggregate_krum(num_malicious=1, to_keep=K-1)
+
+Reported per rule and size: milliseconds (median, min, max of the repeats), GB/s counting the K*D*4 bytes read
+and D*4 written, that as a fraction of the copy bandwidth, peak extra resident memory (kernel VmHWM, reset
+before each call, minus the resident set before it; allocations above 64 KiB are forced to mmap so that freed
+memory leaves the resident set), and the ratio Flower ms / fedchain ms. Both sides use every core the process
+may run on (torch.set_num_threads; Flower's numpy as it comes). Targets (issue 5), judged at K=10, D=10M:
+FedAvg >= 50% of the copy bandwidth and >= 5x Flower's aggregate; median and trimmed mean >= 3x Flower's;
+Multi-Krum >= 5x Flower's Krum; peak extra memory of any rule <= one copy of the buffer.
+If .venv-flower is missing it is created with bench/setup-flower-venv.sh, except in quick mode, where Flower is
+reported as skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+try:
+    import fedchain
+except ImportError:  # run from a checkout without PYTHONPATH=python
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
+    import fedchain
+from fedchain.aggregation import coordinate_median, fedavg, multi_krum, trimmed_mean
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOWER_VENV = ROOT / ".venv-flower"
+FLOWER_PY = FLOWER_VENV / "bin" / "python"
+SETUP = ROOT / "bench" / "setup-flower-venv.sh"
+M = 1_000_000
+BETA = 0.1
+TARGETS = {"fedavg_bandwidth_fraction": 0.5, "fedavg_vs_aggregate": 5.0, "median_vs_flower": 3.0,
+           "trimmed_mean_vs_flower": 3.0, "multi_krum_vs_flower": 5.0, "peak_extra_buffer_copies": 1.0}
+FLOWER_SECONDS_PER_SEQUENCE = 40.0  # repeats shrink for slow Flower calls (K=50, D=10M Krum takes minutes)
+
+
+# ---------------------------------------------------------------- measurement
+
+
+def _force_mmap_for_large_allocations() -> None:
+    # glibc otherwise raises its mmap threshold after frees, and freed buffers stay resident: peaks would hide.
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 65536)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def measure(fn: Callable[[], Any]) -> tuple[Any, float, int]:
+    """Run fn() once: (result, milliseconds, peak extra resident bytes)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    before = _status_kb("VmRSS")
+    start = time.perf_counter()
+    result = fn()
+    ms = (time.perf_counter() - start) * 1e3
+    return result, ms, max(0, _status_kb("VmHWM") - before) * 1024
+
+
+def copy_bandwidth(n: int, repeats: int) -> dict[str, float]:
+    """STREAM-like copy of n float32: bytes read + written per second (GB/s), best and median of repeats."""
+    src, dst = torch.ones(n), torch.empty(n)
+    dst.copy_(src)
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dst.copy_(src)
+        rates.append(2 * n * 4 / (time.perf_counter() - start) / 1e9)
+    return {"best_GBps": max(rates), "median_GBps": statistics.median(rates), "bytes": 2 * n * 4}
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+# ---------------------------------------------------------------- Flower's side
+
+
+class FlowerSide:
+    """bench/flower_side.py in .venv-flower, spoken to in JSON lines."""
+
+    def __init__(self) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "PYTHONPATH")}
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+        self.proc = subprocess.Popen(
+            [str(FLOWER_PY), str(ROOT / "bench" / "flower_side.py")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        )
+        self.info = self.ask({"cmd": "hello"})
+
+    def ask(self, msg: dict[str, Any]) -> dict[str, Any]:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("Flower's side exited: run bench/flower_side.py by hand in .venv-flower to see why")
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            raise RuntimeError(f"Flower's side failed: {reply.get('error')}")
+        return reply
+
+    def close(self) -> None:
+        try:
+            self.ask({"cmd": "quit"})
+        except (RuntimeError, BrokenPipeError, OSError):
+            pass
+        self.proc.wait(timeout=30)
+
+
+def flower_side(quick: bool) -> tuple[FlowerSide | None, str | None]:
+    """Start Flower's side, installing its venv first when missing (not in quick mode)."""
+    if not FLOWER_PY.exists():
+        if quick:
+            return None, "skipped: .venv-flower missing (quick mode does not install it; run bench/setup-flower-venv.sh)"
+        subprocess.run(["bash", str(SETUP)], check=True)
+    try:
+        return FlowerSide(), None
+    except (RuntimeError, OSError) as exc:
+        return None, f"skipped: {exc}"
+
+
+# ---------------------------------------------------------------- rules
+
+
+def rules(k: int) -> list[tuple[str, Callable[[torch.Tensor, list[int]], torch.Tensor], list[tuple[str, dict]]]]:
+    return [
+        ("fedavg", lambda b, w: fedavg(b, w), [("aggregate", {}), ("aggregate_inplace", {})]),
+        ("median", lambda b, w: coordinate_median(b), [("aggregate_median", {})]),
+        ("trimmed-mean", lambda b, w: trimmed_mean(b, BETA), [("aggregate_trimmed_avg", {"proportiontocut": BETA})]),
+        ("multi-krum", lambda b, w: multi_krum(b, 1, k - 1, w)[0],
+         [("aggregate_krum", {"num_malicious": 1, "to_keep": k - 1})]),
+    ]
+
+
+def bench_case(k: int, d: int, flower: FlowerSide | None, tmp: Path, repeats: int, bandwidth: float) -> list[dict]:
+    g = torch.Generator().manual_seed(k * 1_000_003 + d)
+    buffer = torch.randn(k, d, generator=g).mul_(0.01)
+    weights = [int(v) for v in torch.randint(100, 2_000, (k,), generator=g)]
+    moved = (k * d + d) * 4
+    if flower is not None:
+        path = tmp / f"x_{k}_{d}.npy"
+        np.save(path, buffer.numpy())
+        flower.ask({"cmd": "load", "path": str(path), "weights": weights})
+    rows = []
+    for name, ours, theirs in rules(k):
+        out, _, _ = measure(lambda: ours(buffer, weights))  # warm-up
+        times, peaks = [], []
+        comparisons = {}
+        sequences = theirs if flower is not None else [(None, {})]
+        for fn, args in sequences:
+            agrees, diff, reps = None, None, repeats
+            if fn is not None:
+                save = tmp / "flower_out.npy"
+                warm = flower.ask({"cmd": "run", "fn": fn, "args": args, "save": str(save)})
+                theirs_out = torch.from_numpy(np.load(save))
+                diff = float((theirs_out.double() - out.double()).abs().max())
+                agrees = diff <= 1e-5 * max(1e-30, float(out.abs().max()))
+                reps = max(1, min(repeats, int(FLOWER_SECONDS_PER_SEQUENCE * 1e3 // max(warm["ms"], 1.0))))
+            ratios, their_ms, their_peak = [], [], []
+            for _ in range(reps):
+                _, ms, peak = measure(lambda: ours(buffer, weights))
+                times.append(ms)
+                peaks.append(peak)
+                if fn is not None:
+                    reply = flower.ask({"cmd": "run", "fn": fn, "args": args, "save": None})
+                    their_ms.append(reply["ms"])
+                    their_peak.append(reply["peak_extra_bytes"])
+                    ratios.append(reply["ms"] / ms)
+            if fn is not None:
+                comparisons[fn] = {"ms": summary(their_ms), "peak_extra_bytes": max(their_peak),
+                                   "ratio": summary(ratios), "agrees": agrees, "max_abs_diff": diff}
+        ms = summary(times)
+        gbps = moved / (ms["median"] / 1e3) / 1e9
+        rows.append({
+            "rule": name, "k": k, "d": d,
+            "fedchain": {"ms": ms, "GBps": gbps, "bandwidth_fraction": gbps / bandwidth,
+                         "peak_extra_bytes": max(peaks), "peak_extra_buffer_copies": max(peaks) / (k * d * 4)},
+            "flower": comparisons,
+        })
+    del buffer
+    return rows
+
+
+# ---------------------------------------------------------------- report
+
+
+def _target_checks(rows: list[dict], copy_best: float) -> list[dict]:
+    at = {r["rule"]: r for r in rows if r["k"] == 10 and r["d"] == 10 * M}
+    if not at:
+        return [{"target": "all", "note": "K=10, D=10M not measured in quick mode"}]
+    checks = []
+
+    def add(target: str, measured: float | None, goal: float, lower_is_better: bool = False) -> None:
+        met = None if measured is None else (measured <= goal if lower_is_better else measured >= goal)
+        checks.append({"target": target, "goal": goal, "measured": measured, "met": met})
+
+    def ratio(rule: str, fn: str) -> float | None:
+        c = at[rule]["flower"].get(fn)
+        return c["ratio"]["median"] if c else None
+
+    add("fedavg_bandwidth_fraction", at["fedavg"]["fedchain"]["bandwidth_fraction"], TARGETS["fedavg_bandwidth_fraction"])
+    add("fedavg_vs_aggregate", ratio("fedavg", "aggregate"), TARGETS["fedavg_vs_aggregate"])
+    checks.append({"target": "fedavg_vs_aggregate_inplace", "goal": None,
+                   "measured": ratio("fedavg", "aggregate_inplace"), "met": None})
+    add("median_vs_flower", ratio("median", "aggregate_median"), TARGETS["median_vs_flower"])
+    add("trimmed_mean_vs_flower", ratio("trimmed-mean", "aggregate_trimmed_avg"), TARGETS["trimmed_mean_vs_flower"])
+    add("multi_krum_vs_flower", ratio("multi-krum", "aggregate_krum"), TARGETS["multi_krum_vs_flower"])
+    worst = max(r["fedchain"]["peak_extra_buffer_copies"] for r in rows)
+    add("peak_extra_buffer_copies (all sizes)", worst, TARGETS["peak_extra_buffer_copies"], lower_is_better=True)
+    return checks
+
+
+def markdown(result: dict) -> str:
+    bw = result["copy_bandwidth"]
+    lines = [
+        f"Aggregation, float32, {result['threads']} threads; copy bandwidth {bw['best_GBps']:.1f} GB/s "
+        f"(best; median {bw['median_GBps']:.1f}). `{result['command']}`",
+        "",
+        "| rule | K | D | fedchain ms (min-max) | GB/s | of bandwidth | peak extra (buffer copies) "
+        "| Flower function | Flower ms | ratio (min-max) | same result |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["cases"]:
+        fc = r["fedchain"]
+        ours = f"{fc['ms']['median']:.1f} ({fc['ms']['min']:.1f}-{fc['ms']['max']:.1f})"
+        head = (f"| {r['rule']} | {r['k']} | {r['d'] // M}M | {ours} | {fc['GBps']:.1f} | "
+                f"{fc['bandwidth_fraction']:.0%} | {fc['peak_extra_buffer_copies']:.2f} |")
+        if not r["flower"]:
+            lines.append(head + " (skipped) | | | |")
+        for fn, c in r["flower"].items():
+            lines.append(head + f" `{fn}` | {c['ms']['median']:.1f} | {c['ratio']['median']:.1f}x "
+                         f"({c['ratio']['min']:.1f}-{c['ratio']['max']:.1f}) | {'yes' if c['agrees'] else 'NO'} |")
+    if result.get("flower_status"):
+        lines += ["", f"Flower: {result['flower_status']}"]
+    checks = [c for c in result["targets"] if "goal" in c]
+    if checks:
+        lines += ["", "| target (K=10, D=10M) | goal | measured | met |", "|---|---|---|---|"]
+        for c in checks:
+            m = "n/a" if c["measured"] is None else f"{c['measured']:.2f}"
+            met = "n/a" if c["met"] is None else ("yes" if c["met"] else "NO")
+            goal = "-" if c["goal"] is None else c["goal"]
+            lines.append(f"| {c['target']} | {goal} | {m} | {met} |")
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "memory_GB": round(
+        os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1), "platform": platform.platform()}
+
+
+def run(quick: bool) -> dict:
+    """Run the benchmark; returns JSON-serialisable figures with a "markdown" table (see the module docstring)."""
+    _force_mmap_for_large_allocations()
+    threads = len(os.sched_getaffinity(0))
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    cases = [(10, 1 * M)] if quick else [(10, 1 * M), (10, 10 * M), (50, 1 * M), (50, 10 * M)]
+    repeats = 3 if quick else 7
+    flower, status = flower_side(quick)
+    try:
+        bandwidth = copy_bandwidth(16 * M if quick else 64 * M, 5 if quick else 10)
+        rows: list[dict] = []
+        with tempfile.TemporaryDirectory(prefix="fedchain-bench-agg-") as tmp:
+            for k, d in cases:
+                rows += bench_case(k, d, flower, Path(tmp), repeats, bandwidth["best_GBps"])
+        info = flower.info if flower else {}
+    finally:
+        if flower is not None:
+            flower.close()
+        torch.set_num_threads(previous_threads)
+    result: dict[str, Any] = {
+        "name": "aggregation",
+        "quick": quick,
+        "command": "python -m bench.aggregation" + (" --quick" if quick else ""),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+                     "fedchain": fedchain.__version__, "flwr": info.get("flwr"), "flower_numpy": info.get("numpy")},
+        "threads": threads,
+        "copy_bandwidth": bandwidth,
+        "flower_status": status,
+        "cases": rows,
+    }
+    result["targets"] = _target_checks(rows, bandwidth["best_GBps"])
+    result["markdown"] = markdown(result)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="K=10, D=1M only; Flower skipped if not installed")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = parser.parse_args()
+    result = run(args.quick)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    print(result["markdown"])
+
+
+if __name__ == "__main__":
+    main()

@@ -18,6 +18,7 @@ from fedchain.cli.common import (
 account_app = typer.Typer(help="Encrypted keystores for chain accounts.", no_args_is_help=True)
 task_app = typer.Typer(help="Create and inspect training tasks.", no_args_is_help=True)
 model_app = typer.Typer(help="Global models of a task.", no_args_is_help=True)
+stake_app = typer.Typer(help="Stake in the registry (one stake serves every task).", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -29,6 +30,7 @@ def register(app: typer.Typer) -> None:
     app.command("claim")(claim)
     app.command("status")(status)
     app.add_typer(model_app, name="model")
+    app.add_typer(stake_app, name="stake")
 
 
 @friendly_errors
@@ -65,13 +67,40 @@ def devnet(
 @friendly_errors
 def account_create(
     out: Path = typer.Option(..., "--out", help="Keystore file to write (mode 0600)."),
+    dev_index: Optional[int] = typer.Option(
+        None, "--dev-index", min=0, help="Devnet only: store the development mnemonic's account N (funded by `fedchain devnet`)."
+    ),
     password_env: str = PasswordEnv,
 ) -> None:
     """Create a new account in an encrypted keystore and print its address (never the key)."""
     from fedchain.accounts import create_keystore, resolve_password
 
-    address = create_keystore(out, resolve_password(password_env, prompt="New keystore password: "))
+    key = None
+    if dev_index is not None:
+        from fedchain.devnet import dev_account
+
+        key = dev_account(dev_index).key
+    address = create_keystore(out, resolve_password(password_env, prompt="New keystore password: "), private_key=key)
     typer.echo(address)
+
+
+@task_app.command("init-spec")
+@friendly_errors
+def task_init_spec(
+    out: Path = typer.Option(..., "--out", help="Where to write the spec JSON."),
+    sealing_key: list[str] = typer.Option([], "--sealing-key", help="A validator's public sealing key (hex; `fedchain keys public`). Repeatable."),
+    architecture: str = typer.Option("cnn", help="Model architecture from the registry (cnn, mlp)."),
+    rule: str = typer.Option("fedavg", help="Aggregation rule: fedavg, median, trimmed-mean, multi-krum."),
+    scoring: str = typer.Option("tmc-shapley", help="Contribution scoring: tmc-shapley, marginal, equal."),
+) -> None:
+    """Write a starting task spec for the MNIST preset: edit it, then `fedchain task create --spec`."""
+    from fedchain.spec import ScoringConfig, mnist_spec
+
+    spec = mnist_spec(architecture, list(sealing_key), aggregation={"rule": rule}, scoring=ScoringConfig(method=scoring))
+    if out.exists():
+        raise typer.BadParameter(f"{out} exists; choose another path or delete it")
+    out.write_text(json.dumps(spec.to_json_obj(), indent=2) + "\n")
+    console.print(f"wrote {out} ({'sealed' if spec.sealed else 'unsealed'} updates, rule {rule})")
 
 
 @task_app.command("create")
@@ -199,23 +228,25 @@ def status(
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
-    table = Table(title=f"task {task} ({summary['phase']})")
+    table = Table(title=f"task {task} ({summary['phase']}); rewards in FED")
     for col in ("round", "phase", "updates", "accepted", "accuracy", "loss", "rewards", "model"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for r in summary["rounds"]:
         acc = f"{r['test_accuracy']:.4f}" if r.get("test_accuracy") is not None else "-"
         loss = f"{r['test_loss']:.4f}" if r.get("test_loss") is not None else "-"
         table.add_row(
             str(r["round"]), r["phase"], str(r["submissions"]), str(r.get("accepted", "-")), acc, loss,
-            str(r["total_rewards"]), r.get("model_cid") or "-",
+            f"{int(r['total_rewards']) / FED:,.2f}", r.get("model_cid") or "-",
         )
     console.print(table)
     if summary["contributors"]:
         contrib = Table(title="contributors")
-        for col in ("contributor", "updates", "mean score", "rewards", "slashed"):
-            contrib.add_column(col)
+        for col in ("contributor", "updates", "mean score", "rewards (FED)", "slashed"):
+            contrib.add_column(col, overflow="fold")
         for address, c in summary["contributors"].items():
-            contrib.add_row(address, str(c["updates"]), f"{c['mean_score']:.3f}", str(c["rewards"]), str(c["slashed"]))
+            contrib.add_row(
+                address, str(c["updates"]), f"{c['mean_score']:.3f}", f"{int(c['rewards']) / FED:,.2f}", str(c["slashed"])
+            )
         console.print(contrib)
 
 
@@ -233,3 +264,69 @@ def model_pull(
     protocol, ipfs = connect(rpc_url, ipfs_api, deployments)
     cid, chosen = pull_model(protocol, ipfs, task, round_index, out)
     console.print(f"wrote {out}: the global model after round {chosen} ({cid})")
+
+
+FED = 10**18
+
+
+def _fed(amount: float) -> int:
+    return int(round(amount * FED))
+
+
+@stake_app.command("add")
+@friendly_errors
+def stake_add(
+    amount: float = typer.Option(..., "--amount", min=0.0, help="FED to add to your active stake."),
+    keystore: Path = Keystore,
+    rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt, password_env: str = PasswordEnv,
+) -> None:
+    """Stake FED (approve + stake)."""
+    protocol, _ = connect(rpc_url, ipfs_api, deployments)
+    account = load_account(keystore, password_env)
+    units = _fed(amount)
+    protocol.approve(account, protocol.registry.address, units)
+    protocol.chain.send(protocol.registry.functions.stake(units), account, action="stake")
+    console.print(f"active stake of {account.address}: {protocol.active_stake(account.address) / FED:,.4f} FED")
+
+
+@stake_app.command("unstake")
+@friendly_errors
+def stake_unstake(
+    amount: float = typer.Option(..., "--amount", min=0.0, help="FED to move from active to unbonding stake."),
+    keystore: Path = Keystore,
+    rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt, password_env: str = PasswordEnv,
+) -> None:
+    """Request an unstake: the amount unbonds (still slashable) until the unbonding period is over."""
+    protocol, _ = connect(rpc_url, ipfs_api, deployments)
+    account = load_account(keystore, password_env)
+    protocol.chain.send(protocol.registry.functions.requestUnstake(_fed(amount)), account, action="requestUnstake")
+    unbonding, release = protocol.registry.functions.unbonding(account.address).call()
+    console.print(f"unbonding {unbonding / FED:,.4f} FED, withdrawable from unix time {release}")
+
+
+@stake_app.command("withdraw")
+@friendly_errors
+def stake_withdraw(
+    keystore: Path = Keystore,
+    rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt, password_env: str = PasswordEnv,
+) -> None:
+    """Withdraw unbonded stake whose period is over."""
+    protocol, _ = connect(rpc_url, ipfs_api, deployments)
+    account = load_account(keystore, password_env)
+    protocol.chain.send(protocol.registry.functions.withdraw(), account, action="withdraw")
+    console.print(f"balance of {account.address}: {protocol.balance_of(account.address) / FED:,.4f} FED")
+
+
+@stake_app.command("show")
+@friendly_errors
+def stake_show(
+    account: str = typer.Option(..., "--account", help="Address to show."),
+    rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt,
+) -> None:
+    """Active and unbonding stake and token balance of an address."""
+    protocol, _ = connect(rpc_url, ipfs_api, deployments)
+    unbonding, release = protocol.registry.functions.unbonding(account).call()
+    console.print(
+        f"{account}: active {protocol.active_stake(account) / FED:,.4f} FED, unbonding {unbonding / FED:,.4f} FED "
+        f"(release at {release}), balance {protocol.balance_of(account) / FED:,.4f} FED"
+    )

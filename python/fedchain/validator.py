@@ -156,6 +156,7 @@ class Validator:
         layout = self.task.layout
         base = self.task.global_model(round_index)
         on_chain = self.protocol.submissions(task_id, round_index)  # in chain order (block, log index)
+        log.info("round %d: aggregating %d submission(s)", round_index, len(on_chain))
         # Rows in canonical order (by contributor address): the result never depends on arrival order.
         rows = [on_chain[i] for i in canonical_order([s.contributor for s in on_chain])]
         row_of = {s.contributor: i for i, s in enumerate(rows)}

@@ -14,7 +14,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
-from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted
+from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted, Web3RPCError
 from web3.types import TxReceipt
 
 from fedchain.chain.artifacts import load_artifact
@@ -134,9 +134,10 @@ class Chain:
             except TRANSIENT_ERRORS as exc:
                 last_error = exc
                 log.warning("%s: transient error %s (attempt %d)", action, type(exc).__name__, attempt + 1)
-            except ValueError as exc:  # JSON-RPC errors arrive as ValueError with a dict payload
+            except (Web3RPCError, ValueError) as exc:  # JSON-RPC error responses
                 if "nonce" not in str(exc).lower():
                     raise ChainError(f"{action} failed: {exc}") from exc
+                # Another process (or Chain object) sent from this account: re-read the nonce and retry.
                 last_error = exc
                 self._resync_nonce(account.address)
             time.sleep(min(2.0, 0.2 * 2**attempt))

@@ -1,0 +1,33 @@
+"""Shared fixtures: a real devnet (Anvil + the embedded IPFS node, contracts deployed) for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="module")
+def devnet(tmp_path_factory):
+    """Anvil and the embedded IPFS node with fresh deployments; stopped after the module."""
+    from fedchain.devnet import running_devnet
+
+    workdir = tmp_path_factory.mktemp("devnet")
+    with running_devnet(workdir) as net:
+        yield net
+
+
+@pytest.fixture(scope="module")
+def protocol(devnet):
+    from fedchain.chain.protocol import Protocol
+
+    return Protocol(devnet.chain, devnet.deployments)
+
+
+@pytest.fixture(scope="module")
+def ipfs(devnet):
+    from fedchain.content.client import IpfsClient
+
+    return IpfsClient(devnet.ipfs_api)

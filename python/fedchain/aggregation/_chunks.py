@@ -1,48 +1,26 @@
-"""Run a per-chunk body over the D axis on a few worker threads, and the reproducible reductions built on it.
+"""Walk the D axis in chunks, and the reproducible reductions built on element-wise ops.
 
 Every body touches only its own slice [start, end) of the output and computes it with element-wise torch ops,
-so the bytes it writes do not depend on which thread ran it, how many threads there are, or the CPU's vector
-width. Chunks are at most `CHUNK` elements so that each op stays below ATen's intra-op grain size (32,768) and
-runs on the calling worker thread alone: parallelism comes from the workers, never from nested OpenMP teams.
+so the bytes it writes do not depend on how many threads ATen's intra-op pool splits each op over, or on the
+CPU's vector width. Chunks of CHUNK elements are large enough that each op is split over the intra-op threads
+and the per-op overhead is small, and small enough that a chunk's working set stays in cache. (Worker threads
+of our own were tried: with one op per few microseconds they fight over the GIL and ran slower than one.)
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import torch
 
-CHUNK = 16_384  # elements of D per chunk: K rows of it stay in a core's L2 cache for K up to ~30
+CHUNK = 65_536  # elements of D per chunk
 LANES = 4_096  # reproducible Gram: products accumulate element-wise into this many float64 lanes, fixed forever
-NORM_LANES = 32_768  # reproducible squared norms: likewise, with more lanes (one row's lanes fit in L2)
-PARTS = 2  # ... in this many independent partial sums over D (fixed, so the bytes never depend on thread count)
+NORM_LANES = 32_768  # reproducible squared norms: likewise, with more lanes
+PARTS = 2  # ... in this many partial sums over spans of D (part of the definition of the result; keep it)
 
 S = TypeVar("S")
-
-_pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-
-
-def _executor(workers: int) -> ThreadPoolExecutor:
-    # One long-lived pool: creating threads per call would cost more than a small aggregation.
-    global _pool, _pool_size
-    with _pool_lock:
-        if _pool is None or _pool_size < workers:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fedchain-agg")
-            _pool_size = workers
-        return _pool
-
-
-def workers_for(total: int, chunk: int) -> int:
-    """How many worker threads a run over `total` elements uses: torch's thread setting, at most one per chunk."""
-    return max(1, min(torch.get_num_threads(), math.ceil(total / chunk)))
 
 
 def run_chunks(
@@ -51,25 +29,11 @@ def run_chunks(
     make_scratch: Callable[[], S],
     body: Callable[[int, int, S], None],
 ) -> list[S]:
-    """Call `body(start, end, scratch)` for consecutive chunks of [0, total), split among worker threads.
-
-    Each worker gets a contiguous run of chunks and its own scratch (returned, one per worker, in order, so that
-    callers can combine per-worker integer counters). Exceptions propagate.
-    """
-    n_chunks = math.ceil(total / chunk)
-    workers = workers_for(total, chunk)
-    bounds = [(w * n_chunks // workers) * chunk for w in range(workers + 1)]
-
-    def work(lo: int, hi: int) -> S:
-        scratch = make_scratch()
-        for start in range(lo, min(hi, total), chunk):
-            body(start, min(start + chunk, total), scratch)
-        return scratch
-
-    if workers == 1:
-        return [work(0, total)]
-    futures = [_executor(workers).submit(work, bounds[w], bounds[w + 1]) for w in range(workers)]
-    return [f.result() for f in futures]
+    """Call `body(start, end, scratch)` for consecutive chunks of [0, total); returns [scratch]."""
+    scratch = make_scratch()
+    for start in range(0, total, chunk):
+        body(start, min(start + chunk, total), scratch)
+    return [scratch]
 
 
 def tree_sum_lanes(acc: torch.Tensor) -> torch.Tensor:
@@ -89,15 +53,10 @@ def _part_bounds(d: int, lanes: int) -> list[int]:
 
 
 def _run_parts(one_part: Callable[[int], torch.Tensor]) -> torch.Tensor:
-    # The PARTS partial sums are fixed by D alone; threads only decide who computes them.
-    workers = min(PARTS, torch.get_num_threads())
-    if workers <= 1:
-        parts = [one_part(p) for p in range(PARTS)]
-    else:
-        parts = [fut.result() for fut in [_executor(workers).submit(one_part, p) for p in range(PARTS)]]
-    total = parts[0]
-    for part in parts[1:]:
-        total = total + part
+    # The PARTS partial sums are fixed by D alone, and added in a fixed order.
+    total = one_part(0)
+    for p in range(1, PARTS):
+        total = total + one_part(p)
     return total
 
 

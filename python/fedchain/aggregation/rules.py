@@ -1,9 +1,10 @@
 """The aggregation rules: (K, D) float32 buffer of update deltas in, (D,) float32 aggregate out.
 
 Reproducibility contract: for a given buffer (rows in canonical address order) and weights, every function here
-returns the same bytes on every CPU, vector width and thread count. They use only element-wise torch ops, each
-rounding once in IEEE arithmetic, in a fixed order; every reduction across rows is written out row by row, never
-left to a BLAS or library reduction whose order depends on the machine. The one exception, Multi-Krum's pairwise
+returns the same bytes on every CPU, vector width and thread count (FedAvg: on every platform where torch fuses
+multiply-add, see `fused_multiply_add`). They use only element-wise torch ops, each rounding once in IEEE
+arithmetic, in a fixed order; every reduction across rows is written out row by row, never left to a BLAS or
+library reduction whose order depends on the machine. The one exception, Multi-Krum's pairwise
 distances, is computed fast by BLAS and then *certified* (see `multi_krum`), so that its discrete selection, and
 so its output bytes, are reproducible too.
 
@@ -13,9 +14,11 @@ defined by IEEE arithmetic but not meaningful.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -26,9 +29,11 @@ from fedchain.aggregation.config import AggregationError, AggregationResult, Rul
 
 MAX_WEIGHT = 2**29  # weights * float32 values stay exact in float64 (24 + 29 bits <= 53)
 GRAM_CHUNK = 8_192  # columns per BLAS call in Multi-Krum's fast Gram matrix
+FEDAVG_CHUNK = 262_144  # FedAvg: the output chunk (1 MB) stays in cache while each row streams through it
 F64_EPS = 2.0**-53  # unit roundoff of float64
 
 Weights = torch.Tensor | Sequence[int]
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- VALIDATION
@@ -71,13 +76,48 @@ def check_weights(weights: Weights | None, k: int) -> list[int]:
 # ---------------------------------------------------------------- FEDAVG
 
 
+# (start, end, weight, result with one rounding): lerp cases, weight < 0.5 and >= 0.5, where two roundings differ
+_LERP_PROBES = (
+    (0.8442233800888062, 0.6944606900215149, 0.10403860360383987, 0.8286423087120056),
+    (0.5141826868057251, 0.8596099019050598, 0.5563966631889343, 0.7063772082328796),
+)
+
+
+@lru_cache(maxsize=1)
+def fused_multiply_add() -> bool:
+    """Whether torch's float32 `lerp_` rounds once (a fused multiply-add) at every element position.
+
+    ATen's vectorised lerp is fmadd(coeff, end - start, base): one rounding on AVX2/AVX512 x86-64 (every x86-64
+    CPU since 2013) and ARM64, and the scalar tails are contracted likewise. Probed with values where one and two
+    roundings differ, at lengths and offsets that cover vector bodies and tails.
+    """
+    for start, end, weight, fused in _LERP_PROBES:
+        for n, offset in ((1, 0), (7, 1), (64, 0), (1031, 3), (70_001, 5)):
+            out = torch.full((n + offset,), start, dtype=torch.float32)[offset:]
+            out.lerp_(torch.full((n,), end, dtype=torch.float32), weight)
+            if not bool((out == fused).all()):
+                return False
+    return True
+
+
+def fedavg_steps(weights: Sequence[int], rows: Sequence[int]) -> list[float]:
+    """The lerp weight of each row after the first: w_i / (w_0 + ... + w_i), rounded once to float32."""
+    steps, seen = [], weights[rows[0]]
+    for r in rows[1:]:
+        seen += weights[r]
+        steps.append(float(np.float32(weights[r] / seen)))
+    return steps
+
+
 def fedavg(buffer: torch.Tensor, weights: Weights | None, *, rows: Sequence[int] | None = None) -> torch.Tensor:
     """Sample-weighted mean of the rows (all, or `rows`), reproducible to the byte.
 
-    Per chunk of D, a float64 accumulator takes w_0 * x_0, then adds w_i * x_i row by row in ascending row order
-    (the products are exact: an integer below 2**29 times a float32 fits in float64's 53 bits, so a fused
-    multiply-add and a separate one agree), is divided by the total weight and rounded once to float32.
-    Rows with weight 0 are skipped.
+    A running weighted mean, one pass over each row: per chunk of D, out = x_0, then for each further row in
+    ascending row order out = lerp(out, x_i, w_i / (w_0 + ... + w_i)) in float32, one rounding per element per
+    row. Identical rows give back that row exactly (lerp(x, x, t) = x). Rows with weight 0 are skipped. On the
+    rare platform whose torch kernel does not fuse (`fused_multiply_add()` False: no FMA, or
+    ATEN_CPU_CAPABILITY=default) the mean is formed from exact float64 products w_i * x_i instead, which can
+    differ in the last bit: a warning is logged.
 
     Raises:
         AggregationError: on a malformed buffer or weights, or if the chosen rows carry no weight.
@@ -90,8 +130,29 @@ def fedavg(buffer: torch.Tensor, weights: Weights | None, *, rows: Sequence[int]
     used = [r for r in chosen if w[r] > 0]
     if not used:
         raise AggregationError(f"rows {chosen} carry no weight: nothing to average")
-    total = float(sum(w[r] for r in used))
     out = torch.empty(d, dtype=torch.float32)
+    if not fused_multiply_add():
+        log.warning("torch's float32 lerp is not fused here: FedAvg bytes may differ from FMA machines in the last bit")
+        _fedavg_exact(buffer, w, used, out)
+        return out
+    steps = fedavg_steps(w, used)
+
+    def body(start: int, end: int, _: None) -> None:
+        o = out[start:end]
+        if len(used) == 1:
+            o.copy_(buffer[used[0], start:end])
+            return
+        torch.lerp(buffer[used[0], start:end], buffer[used[1], start:end], steps[0], out=o)
+        for r, t in zip(used[2:], steps[1:]):
+            o.lerp_(buffer[r, start:end], t)
+
+    run_chunks(d, FEDAVG_CHUNK, lambda: None, body)
+    return out
+
+
+def _fedavg_exact(buffer: torch.Tensor, w: list[int], used: list[int], out: torch.Tensor) -> None:
+    # float64 accumulation of exact products w_i * x_i (24 + 29 bits <= 53), divided once, rounded once.
+    total = float(sum(w[r] for r in used))
 
     def scratch() -> tuple[torch.Tensor, torch.Tensor]:
         return torch.empty(CHUNK, dtype=torch.float64), torch.empty(CHUNK, dtype=torch.float64)
@@ -99,16 +160,14 @@ def fedavg(buffer: torch.Tensor, weights: Weights | None, *, rows: Sequence[int]
     def body(start: int, end: int, s: tuple[torch.Tensor, torch.Tensor]) -> None:
         acc, tmp = s[0][: end - start], s[1][: end - start]
         acc.copy_(buffer[used[0], start:end])
-        if w[used[0]] != 1:
-            acc.mul_(w[used[0]])
+        acc.mul_(w[used[0]])
         for r in used[1:]:
             tmp.copy_(buffer[r, start:end])
             acc.add_(tmp, alpha=w[r])
         acc.div_(total)
         out[start:end].copy_(acc)
 
-    run_chunks(d, CHUNK, scratch, body)
-    return out
+    run_chunks(out.numel(), CHUNK, scratch, body)
 
 
 # ---------------------------------------------------------------- MEDIAN AND TRIMMED MEAN
@@ -116,11 +175,9 @@ def fedavg(buffer: torch.Tensor, weights: Weights | None, *, rows: Sequence[int]
 
 @dataclass
 class _SortScratch:
-    work: torch.Tensor  # (K + 1, CHUNK) float32: the chunk's rows plus one spare for the sorting network
-    acc: torch.Tensor  # (CHUNK,) float64
-    tmp: torch.Tensor  # (CHUNK,) float64
+    work: torch.Tensor  # (K + 1, chunk) float32: the chunk's rows plus one spare for the sorting network
     outside: list[int]  # per row: coordinates where it fell outside the kept band (trimmed mean only)
-    flags: torch.Tensor  # (2, CHUNK) bool
+    flags: torch.Tensor  # (2, chunk) bool
 
 
 def _sorted_chunk(buffer: torch.Tensor, start: int, end: int, s: _SortScratch, steps: tuple[tuple[int, int], ...]):
@@ -131,27 +188,35 @@ def _sorted_chunk(buffer: torch.Tensor, start: int, end: int, s: _SortScratch, s
     return sort_rows(rows, s.work[k, :n], steps)[0]
 
 
-def _mean_of_ranks(ranked: list[torch.Tensor], lo: int, hi: int, s: _SortScratch, out: torch.Tensor) -> None:
-    # Sum ranks lo..hi in rank order in float64 (order-free: ranks do not depend on row order), divide, round once.
-    n = out.numel()
-    acc, tmp = s.acc[:n], s.tmp[:n]
-    acc.copy_(ranked[lo])
-    for r in range(lo + 1, hi + 1):
-        tmp.copy_(ranked[r])
-        acc.add_(tmp)
+def _mean_of_ranks(ranked: list[torch.Tensor], lo: int, hi: int, out: torch.Tensor) -> None:
+    # Mean of ranks lo..hi, summed in rank order in float32 (ranks do not depend on row order), then divided.
+    if hi == lo:
+        torch.add(ranked[lo], 0.0, out=out)
+    elif hi == lo + 1:
+        torch.mul(ranked[lo], 0.5, out=out)  # a/2 + b/2: exact halves, one rounding, no overflow
+        out.add_(ranked[hi], alpha=0.5)
+    else:
+        torch.add(ranked[lo], ranked[lo + 1], out=out)
+        for r in range(lo + 2, hi + 1):
+            out.add_(ranked[r])
+        out.div_(hi - lo + 1)
     if hi > lo:
-        acc.div_(hi - lo + 1)
-    acc.add_(0.0)  # -0.0 + 0.0 = +0.0: which signed zero reached a rank is the one thing sorting leaves open
-    out.copy_(acc)
+        out.add_(0.0)  # -0.0 + 0.0 = +0.0: which signed zero reached a rank is the one thing sorting leaves open
+
+
+def sort_chunk(k: int) -> int:
+    """Columns per chunk for the sorting network: K + 1 rows of it (~6 MB) stay in the last-level cache.
+    Results do not depend on it (every op is element-wise)."""
+    target = max(16_384, min(131_072, 1_500_000 // (k + 1)))
+    return 1 << (target.bit_length() - 1)
 
 
 def _sort_scratch(k: int) -> _SortScratch:
+    c = sort_chunk(k)
     return _SortScratch(
-        work=torch.empty(k + 1, CHUNK, dtype=torch.float32),
-        acc=torch.empty(CHUNK, dtype=torch.float64),
-        tmp=torch.empty(CHUNK, dtype=torch.float64),
+        work=torch.empty(k + 1, c, dtype=torch.float32),
         outside=[0] * k,
-        flags=torch.empty(2, CHUNK, dtype=torch.bool),
+        flags=torch.empty(2, c, dtype=torch.bool),
     )
 
 
@@ -159,7 +224,8 @@ def coordinate_median(buffer: torch.Tensor) -> torch.Tensor:
     """Coordinate-wise median (unweighted; for even K the mean of the two middle values, as numpy's median).
 
     Each chunk of K rows is sorted column-wise by a sorting network of element-wise min/max passes, pruned to the
-    steps that reach the middle ranks. The output does not depend on the order of the rows at all.
+    steps that reach the middle ranks; for even K the result is a/2 + b/2 rounded once. The output does not
+    depend on the order of the rows at all.
     """
     k, d = _check_buffer(buffer)
     lo, hi = (k - 1) // 2, k // 2
@@ -168,9 +234,9 @@ def coordinate_median(buffer: torch.Tensor) -> torch.Tensor:
 
     def body(start: int, end: int, s: _SortScratch) -> None:
         ranked = _sorted_chunk(buffer, start, end, s, steps)
-        _mean_of_ranks(ranked, lo, hi, s, out[start:end])
+        _mean_of_ranks(ranked, lo, hi, out[start:end])
 
-    run_chunks(d, CHUNK, lambda: _sort_scratch(k), body)
+    run_chunks(d, sort_chunk(k), lambda: _sort_scratch(k), body)
     return out
 
 
@@ -196,9 +262,9 @@ def _trimmed_mean(buffer: torch.Tensor, beta: float, count_outside: bool) -> tup
                 torch.lt(buffer[i, start:end], ranked[lo], out=below)
                 torch.gt(buffer[i, start:end], ranked[hi], out=above)
                 s.outside[i] += int(below.sum()) + int(above.sum())
-        _mean_of_ranks(ranked, lo, hi, s, out[start:end])
+        _mean_of_ranks(ranked, lo, hi, out[start:end])
 
-    scratches = run_chunks(d, CHUNK, lambda: _sort_scratch(k), body)
+    scratches = run_chunks(d, sort_chunk(k), lambda: _sort_scratch(k), body)
     outside = [sum(s.outside[i] for s in scratches) for i in range(k)]
     return out, outside
 
@@ -207,7 +273,8 @@ def trimmed_mean(buffer: torch.Tensor, beta: float) -> torch.Tensor:
     """Coordinate-wise trimmed mean: drop the int(beta * K) lowest and highest values per coordinate, average the rest.
 
     Unweighted, as Flower's `aggregate_trimmed_avg`. Sorted by a sorting network per chunk; the kept ranks are
-    summed in rank order in float64, so the output does not depend on the order of the rows at all.
+    summed in rank order in float32 and divided by their count, so the output does not depend on the order of
+    the rows at all.
     """
     return _trimmed_mean(buffer, beta, count_outside=False)[0]
 

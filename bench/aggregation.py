@@ -292,13 +292,17 @@ def machine() -> dict[str, Any]:
         os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1), "platform": platform.platform()}
 
 
-def run(quick: bool) -> dict:
-    """Run the benchmark; returns JSON-serialisable figures with a "markdown" table (see the module docstring)."""
+def run(quick: bool, cases: list[tuple[int, int]] | None = None) -> dict:
+    """Run the benchmark; returns JSON-serialisable figures with a "markdown" table (see the module docstring).
+
+    `cases`: (K, D) pairs to run instead of the default set (for a partial run by hand).
+    """
     _force_mmap_for_large_allocations()
     threads = len(os.sched_getaffinity(0))
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    cases = [(10, 1 * M)] if quick else [(10, 1 * M), (10, 10 * M), (50, 1 * M), (50, 10 * M)]
+    if cases is None:
+        cases = [(10, 1 * M)] if quick else [(10, 1 * M), (10, 10 * M), (50, 1 * M), (50, 10 * M)]
     repeats = 3 if quick else 7
     flower, status = flower_side(quick)
     try:
@@ -334,8 +338,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="K=10, D=1M only; Flower skipped if not installed")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument("--case", action="append", metavar="K,D", help="run only this size (repeatable), e.g. 10,10000000")
     args = parser.parse_args()
-    result = run(args.quick)
+    cases = [tuple(int(v) for v in c.split(",")) for c in args.case] if args.case else None
+    result = run(args.quick, cases)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     print(result["markdown"])

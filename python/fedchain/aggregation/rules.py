@@ -28,7 +28,7 @@ from fedchain.aggregation._sortnet import pruned_network, sort_rows
 from fedchain.aggregation.config import AggregationError, AggregationResult, RuleConfig
 
 MAX_WEIGHT = 2**29  # weights * float32 values stay exact in float64 (24 + 29 bits <= 53)
-GRAM_CHUNK = 8_192  # columns per BLAS call in Multi-Krum's fast Gram matrix
+GRAM_CHUNK = 32_768  # columns per BLAS call in Multi-Krum's fast Gram matrix
 FEDAVG_CHUNK = 262_144  # FedAvg: the output chunk (1 MB) stays in cache while each row streams through it
 F64_EPS = 2.0**-53  # unit roundoff of float64
 
@@ -176,6 +176,8 @@ def _fedavg_exact(buffer: torch.Tensor, w: list[int], used: list[int], out: torc
 @dataclass
 class _SortScratch:
     work: torch.Tensor  # (K + 1, chunk) float32: the chunk's rows plus one spare for the sorting network
+    acc: torch.Tensor  # (chunk,) float64
+    tmp: torch.Tensor  # (chunk,) float64
     outside: list[int]  # per row: coordinates where it fell outside the kept band (trimmed mean only)
     flags: torch.Tensor  # (2, chunk) bool
 
@@ -188,20 +190,25 @@ def _sorted_chunk(buffer: torch.Tensor, start: int, end: int, s: _SortScratch, s
     return sort_rows(rows, s.work[k, :n], steps)[0]
 
 
-def _mean_of_ranks(ranked: list[torch.Tensor], lo: int, hi: int, out: torch.Tensor) -> None:
-    # Mean of ranks lo..hi, summed in rank order in float32 (ranks do not depend on row order), then divided.
+def _mean_of_ranks(ranked: list[torch.Tensor], lo: int, hi: int, s: _SortScratch, out: torch.Tensor) -> None:
+    # Mean of ranks lo..hi (ranks do not depend on row order). Every product here is exact (halving, widening),
+    # so fused and separate multiply-add agree; float64 sums keep the mean of identical values exact.
     if hi == lo:
         torch.add(ranked[lo], 0.0, out=out)
-    elif hi == lo + 1:
+        return
+    if hi == lo + 1:
         torch.mul(ranked[lo], 0.5, out=out)  # a/2 + b/2: exact halves, one rounding, no overflow
         out.add_(ranked[hi], alpha=0.5)
     else:
-        torch.add(ranked[lo], ranked[lo + 1], out=out)
-        for r in range(lo + 2, hi + 1):
-            out.add_(ranked[r])
-        out.div_(hi - lo + 1)
-    if hi > lo:
-        out.add_(0.0)  # -0.0 + 0.0 = +0.0: which signed zero reached a rank is the one thing sorting leaves open
+        n = out.numel()
+        acc, tmp = s.acc[:n], s.tmp[:n]
+        acc.copy_(ranked[lo])
+        for r in range(lo + 1, hi + 1):
+            tmp.copy_(ranked[r])
+            acc.add_(tmp)
+        acc.div_(hi - lo + 1)
+        out.copy_(acc)
+    out.add_(0.0)  # -0.0 + 0.0 = +0.0: which signed zero reached a rank is the one thing sorting leaves open
 
 
 def sort_chunk(k: int) -> int:
@@ -215,6 +222,8 @@ def _sort_scratch(k: int) -> _SortScratch:
     c = sort_chunk(k)
     return _SortScratch(
         work=torch.empty(k + 1, c, dtype=torch.float32),
+        acc=torch.empty(c, dtype=torch.float64),
+        tmp=torch.empty(c, dtype=torch.float64),
         outside=[0] * k,
         flags=torch.empty(2, c, dtype=torch.bool),
     )
@@ -234,7 +243,7 @@ def coordinate_median(buffer: torch.Tensor) -> torch.Tensor:
 
     def body(start: int, end: int, s: _SortScratch) -> None:
         ranked = _sorted_chunk(buffer, start, end, s, steps)
-        _mean_of_ranks(ranked, lo, hi, out[start:end])
+        _mean_of_ranks(ranked, lo, hi, s, out[start:end])
 
     run_chunks(d, sort_chunk(k), lambda: _sort_scratch(k), body)
     return out
@@ -262,7 +271,7 @@ def _trimmed_mean(buffer: torch.Tensor, beta: float, count_outside: bool) -> tup
                 torch.lt(buffer[i, start:end], ranked[lo], out=below)
                 torch.gt(buffer[i, start:end], ranked[hi], out=above)
                 s.outside[i] += int(below.sum()) + int(above.sum())
-        _mean_of_ranks(ranked, lo, hi, out[start:end])
+        _mean_of_ranks(ranked, lo, hi, s, out[start:end])
 
     scratches = run_chunks(d, sort_chunk(k), lambda: _sort_scratch(k), body)
     outside = [sum(s.outside[i] for s in scratches) for i in range(k)]
@@ -273,7 +282,7 @@ def trimmed_mean(buffer: torch.Tensor, beta: float) -> torch.Tensor:
     """Coordinate-wise trimmed mean: drop the int(beta * K) lowest and highest values per coordinate, average the rest.
 
     Unweighted, as Flower's `aggregate_trimmed_avg`. Sorted by a sorting network per chunk; the kept ranks are
-    summed in rank order in float32 and divided by their count, so the output does not depend on the order of
+    summed in rank order in float64 and divided by their count, so the output does not depend on the order of
     the rows at all.
     """
     return _trimmed_mean(buffer, beta, count_outside=False)[0]
@@ -298,16 +307,16 @@ def fast_gram(buffer: torch.Tensor) -> tuple[torch.Tensor, float]:
     MKL build runs this skinny product several times slower on AMD CPUs.
     """
     k, d = buffer.shape
-    x = buffer.numpy()
     width = min(GRAM_CHUNK, d)
 
-    def scratch() -> tuple[np.ndarray, np.ndarray]:
-        return np.zeros((k, k)), np.empty((k, width))
+    def scratch() -> tuple[np.ndarray, torch.Tensor]:
+        return np.zeros((k, k)), torch.empty(k, width, dtype=torch.float64)
 
-    def body(start: int, end: int, s: tuple[np.ndarray, np.ndarray]) -> None:
+    def body(start: int, end: int, s: tuple[np.ndarray, torch.Tensor]) -> None:
         block = s[1][:, : end - start]
-        block[...] = x[:, start:end]
-        s[0][...] += block @ block.T
+        block.copy_(buffer[:, start:end])  # exact widening, on torch's intra-op threads
+        b = block.numpy()
+        s[0][...] += b @ b.T
 
     parts = run_chunks(d, GRAM_CHUNK, scratch, body)
     gram = parts[0][0]

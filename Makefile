@@ -60,15 +60,16 @@ $(ARTIFACTS): $(STAMP_PY) $(SOLC_BIN) $(CONTRACT_SOURCES) ape-config.yaml
 demo: setup
 	$(VENV)/bin/fedchain demo
 
+# ape's pytest plugin would start a chain for the Python suite too (-p no:ape_test): that suite starts its own devnet.
 test: setup
 	$(VENV)/bin/ape test --network ethereum:local:foundry tests/contracts
-	$(VENV)/bin/pytest -q tests/python
+	$(VENV)/bin/pytest -q -p no:ape_test tests/python
 
 test-contracts: setup
 	$(VENV)/bin/ape test --network ethereum:local:foundry tests/contracts
 
 test-python: setup
-	$(VENV)/bin/pytest -q tests/python
+	$(VENV)/bin/pytest -q -p no:ape_test tests/python
 
 bench: setup
 	$(PY) -m bench

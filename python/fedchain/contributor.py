@@ -74,17 +74,19 @@ class Contributor:
         x, y = load_npz(self.config.data_path, spec)
         if self.config.label_transform is not None:
             y = self.config.label_transform(y)
-        info = self.task.info()
-        self.protocol.ensure_stake(self.account, info.min_contributor_stake)
         outcomes: list[RoundOutcome] = []
+        attempted: set[int] = set()  # rounds tried in this process: a refused submission is not retried
         while max_rounds is None or len(outcomes) < max_rounds:
             info = self.task.info()
             if info.ended:
                 break
             round_index = info.current_round
-            if self._already_submitted(round_index) or not self._open_now(round_index):
+            if round_index in attempted or self._already_submitted(round_index) or not self._open_now(round_index):
                 time.sleep(self.config.poll_interval)
                 continue
+            attempted.add(round_index)
+            # Stake can fall below the task's minimum (a slash, an unstake): top it up before training.
+            self.protocol.ensure_stake(self.account, info.min_contributor_stake)
             outcome = self.contribute_round(round_index, x, y)
             if outcome is not None:
                 outcomes.append(outcome)

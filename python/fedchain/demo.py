@@ -231,7 +231,7 @@ def _create_task(config: DemoConfig, protocol, ipfs, validator: Participant, run
         architecture=config.architecture,
         sealing_keys=[_public_key_hex(run_dir)],
         sealed=config.sealed,
-        aggregation={"rule": config.rule},
+        aggregation=demo_rule(config.rule, sum(config.attack.values()), config.total_clients),
         scoring=ScoringConfig(method=config.scoring),
     )
     return create_task_from_spec(
@@ -239,6 +239,18 @@ def _create_task(config: DemoConfig, protocol, ipfs, validator: Participant, run
         submission_window=config.submission_window, aggregation_window=config.aggregation_window,
         max_contributors=config.total_clients, validator=validator.account.address, seed=config.seed,
     )
+
+
+def demo_rule(rule: str, attackers: int, total: int) -> dict:
+    """The rule and its parameters. A task owner sizes robust rules for the share of attackers it expects;
+    the demo, which knows it, tells them (at least one attacker, so the rules are never plain averages)."""
+    expected = max(1, attackers)
+    if rule == "trimmed-mean":
+        # int(beta * K) rows are cut at each end of every coordinate
+        return {"rule": rule, "beta": min(0.4, (expected + 0.5) / total)}
+    if rule == "multi-krum":
+        return {"rule": rule, "f": expected}
+    return {"rule": rule}
 
 
 def _public_key_hex(run_dir: Path) -> str:

@@ -1,26 +1,46 @@
-"""Walk the D axis in chunks, and the reproducible reductions built on element-wise ops.
+"""Walk the D axis in chunks on a few worker threads, and the reproducible reductions built on element-wise ops.
 
 Every body touches only its own slice [start, end) of the output and computes it with element-wise torch ops,
-so the bytes it writes do not depend on how many threads ATen's intra-op pool splits each op over, or on the
-CPU's vector width. Chunks of CHUNK elements are large enough that each op is split over the intra-op threads
-and the per-op overhead is small, and small enough that a chunk's working set stays in cache. (Worker threads
-of our own were tried: with one op per few microseconds they fight over the GIL and ran slower than one.)
+so the bytes it writes do not depend on which thread ran it, how many there are, or the CPU's vector width.
+Parallelism comes from our own workers (one per torch thread, each a contiguous run of chunks, joined once at
+the end), never from ATen's intra-op pool: chunks stay at or below ATen's grain size (32,768 elements), so each
+op runs on its worker alone. Measured on 2 vCPUs: with ATen's pool, every op is a barrier, and on a shared
+machine where a vCPU is often stolen FedAvg at K=10, D=10M went from ~40 ms to 0.3-4 s; the workers kept it at
+~50-110 ms whatever the load.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import torch
 
-CHUNK = 65_536  # elements of D per chunk
+CHUNK = 32_768  # elements of D per chunk (ATen's grain size: one op never spans threads)
 LANES = 4_096  # reproducible Gram: products accumulate element-wise into this many float64 lanes, fixed forever
 NORM_LANES = 32_768  # reproducible squared norms: likewise, with more lanes
 PARTS = 2  # ... in this many partial sums over spans of D (part of the definition of the result; keep it)
 
 S = TypeVar("S")
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    # One long-lived pool: starting threads per call would cost more than a small aggregation.
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size < workers:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fedchain-agg")
+            _pool_size = workers
+        return _pool
 
 
 def run_chunks(
@@ -29,11 +49,25 @@ def run_chunks(
     make_scratch: Callable[[], S],
     body: Callable[[int, int, S], None],
 ) -> list[S]:
-    """Call `body(start, end, scratch)` for consecutive chunks of [0, total); returns [scratch]."""
-    scratch = make_scratch()
-    for start in range(0, total, chunk):
-        body(start, min(start + chunk, total), scratch)
-    return [scratch]
+    """Call `body(start, end, scratch)` for consecutive chunks of [0, total), split among worker threads.
+
+    Each worker gets a contiguous run of chunks and its own scratch (returned, one per worker, in order, so
+    callers can combine per-worker integer counters). Exceptions propagate.
+    """
+    n_chunks = math.ceil(total / chunk)
+    workers = max(1, min(torch.get_num_threads(), n_chunks))
+    bounds = [(w * n_chunks // workers) * chunk for w in range(workers + 1)]
+
+    def work(lo: int, hi: int) -> S:
+        scratch = make_scratch()
+        for start in range(lo, min(hi, total), chunk):
+            body(start, min(start + chunk, total), scratch)
+        return scratch
+
+    if workers == 1:
+        return [work(0, total)]
+    futures = [_executor(workers).submit(work, bounds[w], bounds[w + 1]) for w in range(workers)]
+    return [f.result() for f in futures]
 
 
 def tree_sum_lanes(acc: torch.Tensor) -> torch.Tensor:

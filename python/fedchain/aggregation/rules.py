@@ -29,7 +29,6 @@ from fedchain.aggregation.config import AggregationError, AggregationResult, Rul
 
 MAX_WEIGHT = 2**29  # weights * float32 values stay exact in float64 (24 + 29 bits <= 53)
 GRAM_CHUNK = 32_768  # columns per BLAS call in Multi-Krum's fast Gram matrix
-FEDAVG_CHUNK = 262_144  # FedAvg: the output chunk (1 MB) stays in cache while each row streams through it
 F64_EPS = 2.0**-53  # unit roundoff of float64
 
 Weights = torch.Tensor | Sequence[int]
@@ -146,7 +145,7 @@ def fedavg(buffer: torch.Tensor, weights: Weights | None, *, rows: Sequence[int]
         for r, t in zip(used[2:], steps[1:]):
             o.lerp_(buffer[r, start:end], t)
 
-    run_chunks(d, FEDAVG_CHUNK, lambda: None, body)
+    run_chunks(d, CHUNK, lambda: None, body)
     return out
 
 
@@ -212,9 +211,9 @@ def _mean_of_ranks(ranked: list[torch.Tensor], lo: int, hi: int, s: _SortScratch
 
 
 def sort_chunk(k: int) -> int:
-    """Columns per chunk for the sorting network: K + 1 rows of it (~6 MB) stay in the last-level cache.
+    """Columns per chunk for the sorting network: K + 1 rows of it stay in cache, at most CHUNK.
     Results do not depend on it (every op is element-wise)."""
-    target = max(16_384, min(131_072, 1_500_000 // (k + 1)))
+    target = max(4_096, min(CHUNK, 1_000_000 // (k + 1)))
     return 1 << (target.bit_length() - 1)
 
 
@@ -314,7 +313,8 @@ def fast_gram(buffer: torch.Tensor) -> tuple[torch.Tensor, float]:
 
     def body(start: int, end: int, s: tuple[np.ndarray, torch.Tensor]) -> None:
         block = s[1][:, : end - start]
-        block.copy_(buffer[:, start:end])  # exact widening, on torch's intra-op threads
+        for i in range(k):
+            block[i].copy_(buffer[i, start:end])  # exact widening, row by row (one op never spans threads)
         b = block.numpy()
         s[0][...] += b @ b.T
 

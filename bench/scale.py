@@ -86,6 +86,9 @@ def shared_devnet(work: Path) -> Iterator[Any]:
         yield net
 
 
+_LAST_QUICK: dict[str, Any] = {}  # quick mode: robustness's run, reused by scale in the same process
+
+
 def measured_demo(net, work: Path, **config: Any) -> dict[str, Any]:
     """Run one demo on `net` with DemoConfig(**config); the report plus wall time and processes' peak memory."""
     from rich.console import Console
@@ -103,30 +106,41 @@ def measured_demo(net, work: Path, **config: Any) -> dict[str, Any]:
     finally:
         wall = time.perf_counter() - started
         sampler.stop()
-    return {"report": report, "wall_seconds": round(wall, 2), "validator_peak_MB": sampler.peak_mb("validator"),
-            "contributor_peak_MB": sampler.peak_mb("contributor")}
+    out = {"report": report, "wall_seconds": round(wall, 2), "validator_peak_MB": sampler.peak_mb("validator"),
+           "contributor_peak_MB": sampler.peak_mb("contributor"), "config": {k: v for k, v in config.items()}}
+    _LAST_QUICK["run"] = out
+    return out
+
+
+def _row(n: int, m: dict[str, Any]) -> dict[str, Any]:
+    rep = m["report"]
+    secs = [r["seconds"] for r in rep["rounds"]]
+    phases = [r.get("phases", {}) for r in rep["rounds"]]
+    return {
+        "contributors": n, "rounds": len(rep["rounds"]),
+        "seconds_per_round": stats(secs[1:] if len(secs) > 1 else secs, 2),
+        "first_round_seconds": round(secs[0], 2),
+        "validator_seconds": {k: stats([p.get(k) for p in phases if k in p], 3)
+                              for k in ("fetch_verify", "aggregate", "score", "evaluate", "publish", "post")},
+        "validator_peak_MB": m["validator_peak_MB"], "contributor_peak_MB": m["contributor_peak_MB"],
+        "final_accuracy": rep["rounds"][-1]["test_accuracy"], "wall_seconds": m["wall_seconds"],
+        "accepted": [sum(u["status"] == "accepted" for u in r["updates"]) for r in rep["rounds"]],
+    }
 
 
 def run(quick: bool) -> dict:
     sizes = [3] if quick else [5, 10, 20]
     rounds = 1 if quick else 3
     rows = []
-    with tempfile.TemporaryDirectory(prefix="fedchain-bench-scale-") as tmp, shared_devnet(Path(tmp)) as net:
-        for n in sizes:
-            m = measured_demo(net, Path(tmp), clients=n, rounds=rounds, seed=0)
-            rep = m["report"]
-            secs = [r["seconds"] for r in rep["rounds"]]
-            phases = [r.get("phases", {}) for r in rep["rounds"]]
-            rows.append({
-                "contributors": n, "rounds": len(rep["rounds"]),
-                "seconds_per_round": stats(secs[1:] if len(secs) > 1 else secs, 2),
-                "first_round_seconds": round(secs[0], 2),
-                "validator_seconds": {k: stats([p.get(k) for p in phases if k in p], 3)
-                                      for k in ("fetch_verify", "aggregate", "score", "evaluate", "publish", "post")},
-                "validator_peak_MB": m["validator_peak_MB"], "contributor_peak_MB": m["contributor_peak_MB"],
-                "final_accuracy": rep["rounds"][-1]["test_accuracy"], "wall_seconds": m["wall_seconds"],
-                "accepted": [sum(u["status"] == "accepted" for u in r["updates"]) for r in rep["rounds"]],
-            })
+    reused = _LAST_QUICK.get("run") if quick else None
+    if reused is not None:
+        # quick mode is a smoke test: reuse the robustness section's small demo (same process, same measurement code)
+        cfg = reused["config"]
+        rows.append(_row(cfg.get("clients", 0) + sum(cfg.get("attack", {}).values()), reused) | {"reused_from": "robustness --quick"})
+    else:
+        with tempfile.TemporaryDirectory(prefix="fedchain-bench-scale-") as tmp, shared_devnet(Path(tmp)) as net:
+            for n in sizes:
+                rows.append(_row(n, measured_demo(net, Path(tmp), clients=n, rounds=rounds, seed=0)))
     result = {"name": "scale", "quick": quick, "date": now(),
               "command": "python -m bench --only scale" + (" --quick" if quick else ""),
               "setup": {"sizes": sizes, "rounds": rounds, "architecture": "cnn", "rule": "fedavg", "scoring": "tmc-shapley",
@@ -150,6 +164,7 @@ def markdown(r: dict) -> str:
     for row in r["rows"]:
         v = row["validator_seconds"]
         vs = " / ".join(f"{v[k]['median']:.2f}" if v[k]["median"] is not None else "-" for k in ("fetch_verify", "aggregate", "score", "evaluate"))
-        lines.append(f"| {row['contributors']} | {fmt_stats(row['seconds_per_round'])} | {row['first_round_seconds']:.1f} | {vs} "
+        label = f"{row['contributors']} (reused: {row['reused_from']})" if row.get("reused_from") else row["contributors"]
+        lines.append(f"| {label} | {fmt_stats(row['seconds_per_round'])} | {row['first_round_seconds']:.1f} | {vs} "
                      f"| {row['validator_peak_MB']} MB | {row['contributor_peak_MB']} MB | {100 * row['final_accuracy']:.1f}% |")
     return "\n".join(lines)

@@ -115,7 +115,7 @@ class ScoringConfig(_Strict):
     permutations: int = Field(50, ge=1, le=100_000)  # Monte-Carlo permutation budget per round
     truncation_tol: float = Field(0.01, ge=0)  # truncate a permutation when within this of the full coalition
     seed: int = Field(0, ge=0, lt=2**63)
-    eval_samples: int = Field(500, ge=1)  # size of the fixed held-out subset used for scoring
+    eval_samples: int = Field(256, ge=1)  # fixed held-out subset for scoring: each coalition costs one forward pass over it
 
 
 class TaskSpec(_Strict):

@@ -38,7 +38,7 @@ def friendly_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except FedchainError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

@@ -22,6 +22,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from fedchain.aggregation._chunks import CHUNK, reproducible_gram, reproducible_sq_norms, run_chunks
 from fedchain.aggregation._sortnet import pruned_network, sort_rows
@@ -181,7 +182,9 @@ class _SortScratch:
     flags: torch.Tensor  # (2, chunk) bool
 
 
-def _sorted_chunk(buffer: torch.Tensor, start: int, end: int, s: _SortScratch, steps: tuple[tuple[int, int], ...]):
+def _sorted_chunk(
+    buffer: torch.Tensor, start: int, end: int, s: _SortScratch, steps: tuple[tuple[int, int], ...]
+) -> list[torch.Tensor]:
     k, n = buffer.shape[0], end - start
     rows = [s.work[i, :n] for i in range(k)]
     for i in range(k):
@@ -318,7 +321,8 @@ def fast_gram(buffer: torch.Tensor) -> tuple[torch.Tensor, float]:
         b = block.numpy()
         s[0][...] += b @ b.T
 
-    parts = run_chunks(d, GRAM_CHUNK, scratch, body)
+    with threadpool_limits(limits=1, user_api="blas"):  # our workers are the parallelism; no nested BLAS pools
+        parts = run_chunks(d, GRAM_CHUNK, scratch, body)
     gram = parts[0][0]
     for part in parts[1:]:
         gram = gram + part[0]

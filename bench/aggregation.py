@@ -15,7 +15,8 @@ bench/flower_side.py) runs on the same rows, alternately, pair by pair; the rati
 Reported per rule and size: milliseconds (median, min, max of the repeats), GB/s counting the K*D*4 bytes read
 and D*4 written, that as a fraction of the copy bandwidth, peak extra resident memory (kernel VmHWM, reset
 before each call, minus the resident set before it; allocations above 64 KiB are forced to mmap so that freed
-memory leaves the resident set), and the ratio Flower ms / fedchain ms. Both sides use every core the process
+memory leaves the resident set), and the ratio Flower ms / fedchain ms. Peaks come from the first (warm-up) call of each function, made with
+allocations above 64 KiB forced to mmap; timed calls use glibc's steady-state reuse. Both sides use every core the process
 may run on (torch.set_num_threads; Flower's numpy as it comes). Targets (issue 5), judged at K=10, D=10M:
 FedAvg >= 50% of the copy bandwidth and >= 5x Flower's aggregate; median and trimmed mean >= 3x Flower's;
 Multi-Krum >= 5x Flower's Krum; peak extra memory of any rule <= one copy of the buffer.
@@ -64,10 +65,18 @@ FLOWER_SECONDS_PER_SEQUENCE = 40.0  # repeats shrink for slow Flower calls (K=50
 # ---------------------------------------------------------------- measurement
 
 
-def _force_mmap_for_large_allocations() -> None:
-    # glibc otherwise raises its mmap threshold after frees, and freed buffers stay resident: peaks would hide.
+def set_mmap_threshold(nbytes: int) -> None:
+    """glibc: allocations of at least `nbytes` get their own mmap (returned to the kernel when freed)."""
     try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, 65536)  # M_MMAP_THRESHOLD
+        ctypes.CDLL("libc.so.6").mallopt(-3, nbytes)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def _trim_heap() -> None:
+    # Hand freed heap memory back first, or a reused free block would hide from the resident-set peak.
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
 
@@ -79,8 +88,16 @@ def _status_kb(field: str) -> int:
     return 0
 
 
-def measure(fn: Callable[[], Any]) -> tuple[Any, float, int]:
-    """Run fn() once: (result, milliseconds, peak extra resident bytes)."""
+def measure(fn: Callable[[], Any], memory: bool = False) -> tuple[Any, float, int]:
+    """Run fn() once: (result, milliseconds, peak extra resident bytes).
+
+    memory=True: allocations above 64 KiB are mmapped, so freed memory leaves the resident set and the peak
+    (VmHWM, reset first) shows every buffer a rule allocates; otherwise glibc keeps freed memory for reuse, as a
+    long-running process would (32 MiB threshold), and only the time is meaningful.
+    """
+    set_mmap_threshold(65_536 if memory else 32 * 1024 * 1024)
+    if memory:
+        _trim_heap()
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
@@ -116,7 +133,6 @@ class FlowerSide:
 
     def __init__(self) -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "PYTHONPATH")}
-        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
         self.proc = subprocess.Popen(
             [str(FLOWER_PY), str(ROOT / "bench" / "flower_side.py")],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
@@ -179,38 +195,36 @@ def bench_case(k: int, d: int, flower: FlowerSide | None, tmp: Path, repeats: in
         flower.ask({"cmd": "load", "path": str(path), "weights": weights})
     rows = []
     for name, ours, theirs in rules(k):
-        out, _, _ = measure(lambda: ours(buffer, weights))  # warm-up
-        times, peaks = [], []
+        out, _, peak = measure(lambda: ours(buffer, weights), memory=True)  # warm-up, and the memory figure
+        times: list[float] = []
         comparisons = {}
         sequences = theirs if flower is not None else [(None, {})]
         for fn, args in sequences:
             agrees, diff, reps = None, None, repeats
             if fn is not None:
                 save = tmp / "flower_out.npy"
-                warm = flower.ask({"cmd": "run", "fn": fn, "args": args, "save": str(save)})
+                warm = flower.ask({"cmd": "run", "fn": fn, "args": args, "save": str(save), "memory": True})
                 theirs_out = torch.from_numpy(np.load(save))
                 diff = float((theirs_out.double() - out.double()).abs().max())
                 agrees = diff <= 1e-5 * max(1e-30, float(out.abs().max()))
                 reps = max(1, min(repeats, int(FLOWER_SECONDS_PER_SEQUENCE * 1e3 // max(warm["ms"], 1.0))))
-            ratios, their_ms, their_peak = [], [], []
+            ratios, their_ms = [], []
             for _ in range(reps):
-                _, ms, peak = measure(lambda: ours(buffer, weights))
+                _, ms, _ = measure(lambda: ours(buffer, weights))
                 times.append(ms)
-                peaks.append(peak)
                 if fn is not None:
-                    reply = flower.ask({"cmd": "run", "fn": fn, "args": args, "save": None})
+                    reply = flower.ask({"cmd": "run", "fn": fn, "args": args, "save": None, "memory": False})
                     their_ms.append(reply["ms"])
-                    their_peak.append(reply["peak_extra_bytes"])
                     ratios.append(reply["ms"] / ms)
             if fn is not None:
-                comparisons[fn] = {"ms": summary(their_ms), "peak_extra_bytes": max(their_peak),
+                comparisons[fn] = {"ms": summary(their_ms), "peak_extra_bytes": warm["peak_extra_bytes"],
                                    "ratio": summary(ratios), "agrees": agrees, "max_abs_diff": diff}
         ms = summary(times)
         gbps = moved / (ms["median"] / 1e3) / 1e9
         rows.append({
             "rule": name, "k": k, "d": d,
             "fedchain": {"ms": ms, "GBps": gbps, "bandwidth_fraction": gbps / bandwidth,
-                         "peak_extra_bytes": max(peaks), "peak_extra_buffer_copies": max(peaks) / (k * d * 4)},
+                         "peak_extra_bytes": peak, "peak_extra_buffer_copies": peak / (k * d * 4)},
             "flower": comparisons,
         })
     del buffer
@@ -297,7 +311,6 @@ def run(quick: bool, cases: list[tuple[int, int]] | None = None) -> dict:
 
     `cases`: (K, D) pairs to run instead of the default set (for a partial run by hand).
     """
-    _force_mmap_for_large_allocations()
     threads = len(os.sched_getaffinity(0))
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)

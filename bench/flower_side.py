@@ -7,7 +7,7 @@ print goes to stderr). Inputs arrive as .npy files, memory-mapped.
 
     {"cmd": "hello"}                                   -> {"ok": true, "flwr": ..., "numpy": ..., "python": ...}
     {"cmd": "load", "path": X.npy, "weights": [...]}   -> {"ok": true, "k": K, "d": D}
-    {"cmd": "run", "fn": NAME, "args": {...}, "save": OUT.npy | null}
+    {"cmd": "run", "fn": NAME, "args": {...}, "save": OUT.npy | null, "memory": bool}
                                                        -> {"ok": true, "ms": ..., "peak_extra_bytes": ...}
     {"cmd": "quit"}
 
@@ -21,6 +21,7 @@ set before the call.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import platform
@@ -46,8 +47,15 @@ def _status_kb(field: str) -> int:
     return 0
 
 
-def measure(fn: Any) -> tuple[Any, float, int]:
-    """Run fn() once: (result, milliseconds, peak extra resident bytes)."""
+def measure(fn: Any, memory: bool) -> tuple[Any, float, int]:
+    """Run fn() once: (result, milliseconds, peak extra resident bytes); see bench/aggregation.py's measure."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 65_536 if memory else 32 * 1024 * 1024)  # M_MMAP_THRESHOLD
+        if memory:
+            libc.malloc_trim(0)  # freed heap memory back first, or reuse would hide from the peak
+    except (OSError, AttributeError):
+        pass
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
@@ -85,7 +93,7 @@ class Server:
             ]
         return self.fit_results
 
-    def run(self, fn: str, args: dict[str, Any], save: str | None) -> dict[str, Any]:
+    def run(self, fn: str, args: dict[str, Any], save: str | None, memory: bool) -> dict[str, Any]:
         if fn == "aggregate_inplace":
             results: Any = self._fit_results()
         else:
@@ -99,7 +107,7 @@ class Server:
         }
         if fn not in calls:
             return {"ok": False, "error": f"unknown function {fn}"}
-        out, ms, peak = measure(calls[fn])
+        out, ms, peak = measure(calls[fn], memory)
         if save:
             np.save(save, np.asarray(out[0], dtype=np.float32))
         return {"ok": True, "ms": ms, "peak_extra_bytes": peak}
@@ -117,7 +125,7 @@ def main() -> None:
             elif msg["cmd"] == "load":
                 reply = server.load(msg["path"], msg["weights"])
             elif msg["cmd"] == "run":
-                reply = server.run(msg["fn"], msg.get("args", {}), msg.get("save"))
+                reply = server.run(msg["fn"], msg.get("args", {}), msg.get("save"), bool(msg.get("memory")))
             elif msg["cmd"] == "quit":
                 PROTOCOL.write(json.dumps({"ok": True}) + "\n")
                 return

@@ -150,6 +150,7 @@ def _run_on_network(config: DemoConfig, console: Console, rpc_url: str, ipfs_api
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     p.process.wait(timeout=5)
     report = _build_report(config, protocol, rpc_url, ipfs_api, task_id, participants, rounds)
+    report["outcome"] = outcome_summary(report, {p.account.address: len(_labels(p)) for p in participants if p.data})
     _write_outputs(config, report, console)
     _print_rewards(console, report, participants)
     console.print(f"demo finished in {time.monotonic() - started:.1f} s; report: {config.report}")
@@ -410,6 +411,42 @@ def _print_rewards(console: Console, report: dict, participants: list[Participan
             f"{int(report['claimed'][a]) / FED:,.2f}", f"{int(report['slashed'].get(a, 0)) / FED:,.2f}",
         )
     console.print(table)
+    summary = report["outcome"]
+    line = (
+        f"final accuracy {summary['final_accuracy']:.4f}; attackers earned {100 * summary['attacker_share']:.2f}% of "
+        f"the rewards; honest contributors slashed: {summary['honest_slashed']}"
+    )
+    if summary.get("spearman_size_reward") is not None:
+        line += f"; Spearman(data size, reward) over honest contributors: {summary['spearman_size_reward']:.2f}"
+    console.print(line)
+
+
+def _labels(p: Participant):
+    import numpy as np
+
+    with np.load(p.data, allow_pickle=False) as data:  # type: ignore[arg-type]
+        return data["y"]
+
+
+def outcome_summary(report: dict, data_sizes: dict[str, int] | None = None) -> dict:
+    """The incentive figures issue 5 asks for, from a demo report."""
+    roles = report.get("roles", {})
+    rewards = {a: int(v) for a, v in report["rewards"].items()}
+    total = sum(rewards.values())
+    attackers = [a for a, r in roles.items() if r != "honest"]
+    honest = [a for a, r in roles.items() if r == "honest"]
+    summary = {
+        "final_accuracy": report["rounds"][-1]["test_accuracy"] if report["rounds"] else None,
+        "attacker_share": sum(rewards.get(a, 0) for a in attackers) / total if total else 0.0,
+        "honest_slashed": sum(1 for a in honest if int(report.get("slashed", {}).get(a, 0)) > 0),
+        "spearman_size_reward": None,
+    }
+    if data_sizes and len(honest) >= 3 and len({data_sizes.get(a) for a in honest}) > 1:
+        from scipy.stats import spearmanr
+
+        sizes = [data_sizes[a] for a in honest]
+        summary["spearman_size_reward"] = float(spearmanr(sizes, [rewards.get(a, 0) for a in honest]).correlation)
+    return summary
 
 
 def _describe_roles(participants: list[Participant]) -> str:

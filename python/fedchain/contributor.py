@@ -86,7 +86,11 @@ class Contributor:
                 continue
             attempted.add(round_index)
             # Stake can fall below the task's minimum (a slash, an unstake): top it up before training.
-            self.protocol.ensure_stake(self.account, info.min_contributor_stake)
+            try:
+                self.protocol.ensure_stake(self.account, info.min_contributor_stake)
+            except TransactionRevertedError as exc:
+                log.error("cannot stake the task's minimum, so no longer contributing: %s", exc)
+                break
             outcome = self.contribute_round(round_index, x, y)
             if outcome is not None:
                 outcomes.append(outcome)

@@ -204,7 +204,8 @@ def _fund(protocol, accounts: list[Participant], config: DemoConfig) -> None:
     for p in accounts:
         tx = {"to": p.account.address, "value": 10 * FED}
         chain.w3.eth.wait_for_transaction_receipt(_send_eth(chain, funder, tx))
-        grant = (min_validator if p.role == "validator" else min_contributor) * 2
+        # Enough to stake, and to re-stake after a slash in every round (attackers are slashed often).
+        grant = min_validator * 2 if p.role == "validator" else min_contributor * (2 + config.rounds)
         chain.send(protocol.token.functions.mint(p.account.address, grant), funder, action="mint")
     validator = accounts[0]
     protocol.ensure_stake(validator.account, min_validator)
@@ -290,10 +291,11 @@ def _follow_rounds(config, console, protocol, ipfs, task_id, processes, run_dir,
                 "phases": phases, "report": report,
             }
             rounds.append(row)
-            accepted = sum(u.status == "accepted" for u in report.updates)
+            counts = {s: sum(u.status == s for u in report.updates) for s in ("accepted", "discarded", "rejected")}
             console.print(
                 f"round {fin.round}: accuracy {row['test_accuracy']:.4f}  loss {row['test_loss']:.4f}  "
-                f"accepted {accepted}/{len(report.updates)}  gas {gas:,}  {elapsed:.1f} s  "
+                f"updates {len(report.updates)}: {counts['accepted']} accepted, {counts['discarded']} discarded, "
+                f"{counts['rejected']} rejected  gas {gas:,}  {elapsed:.1f} s  "
                 + " ".join(f"{k} {v:.2f}" for k, v in phases.items())
             )
         info = protocol.task(task_id)

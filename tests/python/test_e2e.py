@@ -64,8 +64,8 @@ def test_each_contributor_received_exactly_its_entitlement(demo_report, protocol
     total = 0
     for address, earned in demo_report["rewards"].items():
         assert demo_report["claimed"][address] == earned
-        # The demo granted 2x the minimum stake and staked the minimum: the rest is exactly the rewards.
-        assert protocol.balance_of(address) == min_stake + int(earned)
+        # The demo granted (2 + rounds) x the minimum stake and staked the minimum: the rest is exactly the rewards.
+        assert protocol.balance_of(address) == (1 + 2) * min_stake + int(earned)
         total += int(earned)
     assert total == 2 * 1_000 * FED  # two rounds, every unit of each round's budget allocated
 

@@ -447,7 +447,8 @@ def outcome_summary(report: dict, data_sizes: dict[str, int] | None = None) -> d
         from scipy.stats import spearmanr
 
         sizes = [data_sizes[a] for a in honest]
-        summary["spearman_size_reward"] = float(spearmanr(sizes, [rewards.get(a, 0) for a in honest]).correlation)
+        earned = [float(rewards.get(a, 0)) for a in honest]  # token units overflow numpy integers
+        summary["spearman_size_reward"] = float(spearmanr(sizes, earned).correlation)
     return summary
 
 

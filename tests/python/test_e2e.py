@@ -38,6 +38,7 @@ def test_demo_report_has_the_documented_shape(demo_report):
     assert set(demo_report) >= {"chain_id", "rpc_url", "ipfs_api", "contracts", "token", "task_id", "budget", "rounds",
                                 "rewards", "claimed"}
     assert [r["round"] for r in demo_report["rounds"]] == [0, 1]
+    assert demo_report["outcome"]["attacker_share"] == 0.0 and demo_report["outcome"]["honest_slashed"] == 0
     for r in demo_report["rounds"]:
         assert set(r) >= {"round", "model_cid", "report_cid", "test_accuracy", "test_loss", "seconds", "gas", "updates"}
         for u in r["updates"]:

@@ -1,6 +1,7 @@
 """Deploy FedToken, StakeRegistry and TaskManager, let the TaskManager slash, and write deployments/<network>.json.
 
     ape run deploy                                   # local Anvil (ape's foundry provider), test account 0
+    ape run deploy --network http://127.0.0.1:8545   # a running devnet (Anvil), test account 0
     ape run deploy --network ethereum:sepolia:node --account deployer --treasury 0x...
 
 The deployments file is what the Python side reads:
@@ -24,7 +25,9 @@ def _deployer(network, alias: str | None):
     """The named account; on a local network without --account, the first test account."""
     if alias:
         return accounts.load(alias)
-    if network.is_local:
+    # A local chain, or a development chain reached by URL (`--network http://127.0.0.1:8545`, Anvil's or geth's
+    # dev chain ids): ape's test accounts come from the same development mnemonic that funds them there.
+    if network.is_local or chain.chain_id in (31337, 1337):
         return accounts.test_accounts[0]
     raise click.UsageError(f"--account ALIAS is required on {network.name} (see `ape accounts list`)")
 

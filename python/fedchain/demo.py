@@ -114,33 +114,39 @@ def _run_on_network(config: DemoConfig, console: Console, rpc_url: str, ipfs_api
 
     with console.status("preparing data, keys and accounts…"):
         validator, participants, holdout = _prepare(config, run_dir, password)
-        _fund(protocol, [validator, *participants], config)
-        task_id = _create_task(config, protocol, ipfs, validator, run_dir)
-    console.print(
-        f"task {task_id}: {config.rounds} rounds, {config.total_clients} contributors "
-        f"({_describe_roles(participants)}), rule {config.rule}, {'sealed' if config.sealed else 'unsealed'} updates"
-    )
     common = ["--rpc-url", rpc_url, "--ipfs-api", ipfs_api, "--deployments", str(deployments_path)]
     env = {**os.environ, "FEDCHAIN_PASSWORD": password, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "FEDCHAIN_SEALING_PASSWORD": password}
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    processes = []
+    processes: list[Participant] = []
+    # On a devnet of its own the demo knows the next task id: the processes start (and import torch) while the
+    # parent funds the accounts and creates the task. On a shared chain it creates the task first.
+    own_chain = config.rpc_url is None
+    task_id = protocol.task_count() if own_chain else None
     try:
+        if not own_chain:
+            task_id = _fund_and_create(config, protocol, ipfs, validator, participants, run_dir, console)
+        wait = ["--wait-for-task", "120"] if own_chain else []
         validator.process = _spawn(
             ["validate", "--task", str(task_id), "--holdout", str(holdout), "--keystore", str(validator.keystore),
              "--sealing-key", str(run_dir / "validator.key"), "--sealing-password-env", "FEDCHAIN_SEALING_PASSWORD",
-             "--state-dir", str(run_dir / "state"), *common],
+             "--state-dir", str(run_dir / "state"), *wait, *common],
             env, logs / "validator.log",
         )
         processes.append(validator)
         for i, p in enumerate(participants):
             args = ["contribute", "--task", str(task_id), "--data", str(p.data), "--keystore", str(p.keystore),
-                    "--state-dir", str(run_dir / "state"), "--seed", str(config.seed * 100 + i), "--no-progress", *common]
+                    "--state-dir", str(run_dir / "state"), "--seed", str(config.seed * 100 + i), "--no-progress",
+                    *wait, *common]
             if p.role != "honest":
                 args += ["--attack", p.role]
             p.process = _spawn(args, env, logs / f"{p.name}.log")
             processes.append(p)
+        if own_chain:
+            created = _fund_and_create(config, protocol, ipfs, validator, participants, run_dir, console)
+            if created != task_id:
+                raise DemoError(f"expected to create task {task_id} but created {created}: is someone else using this devnet?")
         rounds = _follow_rounds(config, console, protocol, ipfs, task_id, processes, run_dir, started)
         _wait_for_exit(processes, timeout=120, logs=logs)
     finally:
@@ -158,6 +164,17 @@ def _run_on_network(config: DemoConfig, console: Console, rpc_url: str, ipfs_api
 
 
 # ─── set-up ───
+def _fund_and_create(config, protocol, ipfs, validator, participants, run_dir: Path, console: Console) -> int:
+    with console.status("funding accounts and creating the task…"):
+        _fund(protocol, [validator, *participants], config)
+        task_id = _create_task(config, protocol, ipfs, validator, run_dir)
+    console.print(
+        f"task {task_id}: {config.rounds} rounds, {config.total_clients} contributors "
+        f"({_describe_roles(participants)}), rule {config.rule}, {'sealed' if config.sealed else 'unsealed'} updates"
+    )
+    return task_id
+
+
 def _prepare(config: DemoConfig, run_dir: Path, password: str) -> tuple[Participant, list[Participant], Path]:
     from fedchain.accounts import create_keystore, load_keystore
     from fedchain.data import dirichlet_shards, iid_shards, mnist_subset, save_npz, sized_shards, train_test_split

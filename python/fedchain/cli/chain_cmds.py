@@ -144,6 +144,7 @@ def contribute(
     max_rounds: Optional[int] = typer.Option(None, help="Stop after this many submissions."),
     seed: int = typer.Option(0),
     attack: Optional[str] = typer.Option(None, hidden=True, help="Demo only: behave as this attacker."),
+    wait_for_task: float = typer.Option(0.0, help="Seconds to wait for the task to be created (for scripts)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the training progress bar."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
     rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt, password_env: str = PasswordEnv,
@@ -154,6 +155,7 @@ def contribute(
 
     protocol, ipfs = connect(rpc_url, ipfs_api, deployments)
     account = load_account(keystore, password_env)
+    _wait_for_task(protocol, task, wait_for_task)
     config = ContributorConfig(task_id=task, data_path=data, state_dir=state_dir, seed=seed, progress=not no_progress)
     contributor = Contributor(protocol, ipfs, account, config)
     if attack:
@@ -173,6 +175,7 @@ def validate(
     sealing_password_env: Optional[str] = typer.Option(None, help="Environment variable with the sealing key's password."),
     state_dir: Path = typer.Option(Path(".fedchain/state"), help="Checkpoints, so a restart resumes."),
     max_rounds: Optional[int] = typer.Option(None, help="Stop after this many rounds."),
+    wait_for_task: float = typer.Option(0.0, help="Seconds to wait for the task to be created (for scripts)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
     rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt, password_env: str = PasswordEnv,
 ) -> None:
@@ -188,10 +191,18 @@ def validate(
     key = None
     if sealing_key is not None:
         key = load_sealing_key(sealing_key, os.environ.get(sealing_password_env) if sealing_password_env else None)
+    _wait_for_task(protocol, task, wait_for_task)
     config = ValidatorConfig(task_id=task, holdout_path=holdout, state_dir=state_dir)
     results = Validator(protocol, ipfs, account, key, config).run(max_rounds=max_rounds)
     for r in results:
         console.print(f"round {r.round}: accuracy {r.test_accuracy:.4f}, rewards {r.total_rewards}, model {r.model_cid}")
+
+
+def _wait_for_task(protocol, task_id: int, seconds: float) -> None:
+    """Let a process start (and import torch) before its task exists: poll until the task is on chain."""
+    deadline = time.monotonic() + seconds
+    while protocol.task_count() <= task_id and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 @friendly_errors

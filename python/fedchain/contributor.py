@@ -82,6 +82,7 @@ class Contributor:
                 break
             round_index = info.current_round
             if round_index in attempted or self._already_submitted(round_index) or not self._open_now(round_index):
+                self._expire_if_stalled(round_index)
                 time.sleep(self.config.poll_interval)
                 continue
             attempted.add(round_index)
@@ -107,6 +108,20 @@ class Contributor:
         info = self.protocol.round(self.config.task_id, round_index)
         # Anvil's view of "now" is its last block: also check the stored deadline against the wall clock.
         return info.phase == RoundPhase.OPEN and time.time() < info.submission_deadline
+
+    def _expire_if_stalled(self, round_index: int) -> None:
+        """Liveness: once the validator missed the aggregation deadline, expire the round so the next one opens."""
+        info = self.protocol.round(self.config.task_id, round_index)
+        if info.phase in (RoundPhase.OPEN, RoundPhase.AGGREGATING) and time.time() >= info.aggregation_deadline:
+            self.protocol.chain.sync_clock()  # Anvil's clock only moves with transactions
+            info = self.protocol.round(self.config.task_id, round_index)
+        if info.phase != RoundPhase.EXPIRED:
+            return
+        try:
+            self.protocol.expire_round(self.account, self.config.task_id, round_index)
+            log.warning("round %d expired: the validator missed its deadline; its budget rolls over", round_index)
+        except TransactionRevertedError:
+            pass  # another participant expired it first
 
     def contribute_round(self, round_index: int, x: np.ndarray, y: np.ndarray) -> RoundOutcome | None:
         spec = self.task.spec

@@ -29,6 +29,7 @@ class ScriptedChain:
         self.submitted: dict[int, bytes] = {}
         self.stake_checks = 0
         self.posted: list[tuple] = []
+        self.expired: list[int] = []
 
     def task_count(self) -> int:
         return 1
@@ -38,7 +39,13 @@ class ScriptedChain:
 
     def round(self, task_id: int, round_index: int):
         phase = self.phase if round_index == self.current else RoundPhase.FINALIZED
-        return SimpleNamespace(phase=phase, submission_deadline=2**40)
+        return SimpleNamespace(phase=phase, submission_deadline=2**40, aggregation_deadline=2**40)
+
+    def expire_round(self, account, task_id: int, round_index: int):
+        self.expired.append(round_index)
+        self.current += 1
+        self.phase = RoundPhase.OPEN
+        self.ended = self.current >= self.num_rounds
 
     def submission_of(self, task_id: int, round_index: int, account: str) -> bytes:
         return self.submitted.get(round_index, ZERO)
@@ -117,6 +124,28 @@ def test_contributor_stops_when_the_task_ended(tmp_path):
     chain.ended = True
     client = make_contributor(tmp_path, chain, lambda r: (_ for _ in ()).throw(AssertionError("trained")))
     assert client.run() == []
+
+
+def test_contributor_expires_a_round_whose_validator_went_silent(tmp_path, monkeypatch):
+    chain = ScriptedChain(rounds=2)
+    chain.submitted[0] = b"\x01" * 32
+    chain.phase = RoundPhase.EXPIRED  # the aggregation deadline passed without a result
+    trained = []
+
+    def on_round(r):
+        trained.append(r)
+        chain.submitted[r] = b"\x02" * 32
+        return RoundOutcome(r, "Qm", 4, 0.0, 60_000)
+
+    def tick(*_):
+        if chain.current == 1 and 1 in chain.submitted:
+            chain.phase = RoundPhase.EXPIRED
+
+    client = make_contributor(tmp_path, chain, on_round)
+    monkeypatch.setattr("fedchain.contributor.time.sleep", tick)
+    client.run()
+    assert chain.expired == [0, 1]  # round 0 expired, so round 1 opened and it contributed there
+    assert trained == [1]
 
 
 def _bare_validator(tmp_path, chain: ScriptedChain) -> Validator:

@@ -27,23 +27,15 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import rfc8785
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import ConfigDict, Field, PlainSerializer, field_validator, model_validator
 from pydantic.functional_validators import BeforeValidator
 
 from fedchain.errors import FedchainError
 from fedchain.merkle import MerkleError, RewardTree, normalize_address
-from fedchain.spec import format_problems, validation_problems
+from fedchain.spec import StrictModel
 
 REPORT_FORMAT = "fedchain-round-report/1"
 FLOAT_DECIMALS = 9
@@ -93,23 +85,9 @@ def round_floats(obj: Any, decimals: int = FLOAT_DECIMALS) -> Any:
     return obj
 
 
-class _ReportModel(BaseModel):
+class _ReportModel(StrictModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            problems = validation_problems(exc)
-            raise ReportError(format_problems(problems, type(self).__name__), problems) from exc
-
-    @classmethod
-    def model_validate(cls, obj: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        try:
-            return super().model_validate(obj, **kwargs)
-        except ValidationError as exc:
-            problems = validation_problems(exc)
-            raise ReportError(format_problems(problems, cls.__name__), problems) from exc
+    error_class: ClassVar[type[FedchainError]] = ReportError
 
 
 class UpdateRecord(_ReportModel):

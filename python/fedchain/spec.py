@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import rfc8785
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -75,18 +75,20 @@ def format_validation_error(exc: ValidationError, what: str) -> str:
     return format_problems(validation_problems(exc), what)
 
 
-class _Strict(BaseModel):
-    """Frozen, no extra fields, and every validation error re-raised as SpecError."""
+class StrictModel(BaseModel):
+    """Frozen, no extra fields, and every validation error re-raised as `error_class` with a readable list of problems.
+
+    Subclasses name their own error class (SpecError here, ReportError for round reports)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, protected_namespaces=())
-    _what = "spec"
+    error_class: ClassVar[type[FedchainError]] = SpecError
 
     def __init__(self, **data: Any) -> None:
         try:
             super().__init__(**data)
         except ValidationError as exc:
             problems = validation_problems(exc)
-            raise SpecError(format_problems(problems, type(self).__name__), problems) from exc
+            raise self.error_class(format_problems(problems, type(self).__name__), problems) from exc
 
     @classmethod
     def model_validate(cls, obj: Any, **kwargs: Any) -> Any:  # type: ignore[override]
@@ -94,7 +96,10 @@ class _Strict(BaseModel):
             return super().model_validate(obj, **kwargs)
         except ValidationError as exc:
             problems = validation_problems(exc)
-            raise SpecError(format_problems(problems, cls.__name__), problems) from exc
+            raise cls.error_class(format_problems(problems, cls.__name__), problems) from exc
+
+
+_Strict = StrictModel
 
 
 class TrainingConfig(_Strict):

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account.signers.local import LocalAccount
 
 from fedchain.aggregation import RuleConfig, aggregate, canonical_order
-from fedchain.chain.protocol import Protocol, RoundPhase
+from fedchain.chain.protocol import Protocol, RoundPhase, Submission
 from fedchain.content.cid import cid_to_digest, digest_to_cid
 from fedchain.content.client import IpfsClient
 from fedchain.content.errors import ContentError, ContentTooLargeError

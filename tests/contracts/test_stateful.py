@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
 from ape.exceptions import ContractLogicError
 from collections import Counter
 

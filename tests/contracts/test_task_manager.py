@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ape
 import pytest
-from eth_utils import to_checksum_address
 
 from conftest import (
     AGGREGATION_WINDOW,

@@ -9,7 +9,9 @@ recomputes (or reloads) the same result, loses no update and counts none twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +46,9 @@ SLASHABLE_REASONS = frozenset(
 )
 
 
+SCORE_DECIMALS = 6
+
+
 @dataclass(frozen=True)
 class ValidatorConfig:
     task_id: int
@@ -52,6 +57,8 @@ class ValidatorConfig:
     poll_interval: float = 0.5
     fetch_timeout: float = 30.0          # seconds to fetch one update
     device: str | None = None
+    # Scoring runs while contributors wait for the round's result, so it may use every core.
+    scoring_threads: int | None = None   # None: os.cpu_count()
 
 
 @dataclass
@@ -193,7 +200,11 @@ class Validator:
                 verdicts[accepted[i]].reason = f"discarded-by-{rule.name}"
         timer.lap("aggregate")
 
-        scores, scoring_info = self._score(buffer, weights, selected, base.state)
+        with _torch_threads(self.config.scoring_threads or os.cpu_count() or 1):
+            scores, scoring_info = self._score(buffer, weights, selected, base.state)
+        # Rounded, so that the last bits of a loss (which can depend on the CPU and its thread count) never move
+        # a reward: the split is computed from these exact decimal-rounded shares.
+        scores = {row: round(score, SCORE_DECIMALS) for row, score in scores.items()}
         timer.lap("score")
         info = self.task.info()
         budget = info.reward_per_round + info.carry
@@ -291,6 +302,16 @@ class Validator:
                 truncation_tol=scoring.truncation_tol, seed=scoring.seed,
             )
         return dict(result.scores), {"method": result.method, **result.params, "evaluations": result.evaluations}
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 class _Timer:

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from importlib import import_module
@@ -53,10 +56,37 @@ def run_section(name: str, quick: bool) -> dict[str, Any]:
     result.setdefault("date", now())
     result.setdefault("command", f"python -m bench --only {name}" + (" --quick" if quick else ""))
     result.setdefault("machine", machine())
-    result.setdefault("versions", versions())
+    result.setdefault("versions", json.loads(os.environ["BENCH_VERSIONS"]) if os.environ.get("BENCH_VERSIONS") else versions())
     result.setdefault("markdown", "")
     result["bench_seconds"] = round(time.perf_counter() - started, 1)
     return result
+
+
+def groups(names: list[str], quick: bool) -> list[list[str]]:
+    """Sections run in child processes, one section each, so that no section's process-wide settings (thread counts,
+    malloc tuning) or warm caches leak into the next one's timings. Quick mode keeps robustness and scale together:
+    scale's quick row reuses robustness's small demo (it is a smoke test, not a measurement)."""
+    if quick and "robustness" in names and "scale" in names:
+        rest = [[n] for n in names if n not in ("robustness", "scale")]
+        return rest[: SECTIONS.index("robustness")] + [["robustness", "scale"]] + rest[SECTIONS.index("robustness"):]
+    return [[n] for n in names]
+
+
+def run_group(group: list[str], quick: bool, run_versions: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Run sections in a fresh `python -m bench --child` process; their results, or errors if it died."""
+    with tempfile.TemporaryDirectory(prefix="fedchain-bench-") as tmp:
+        cmd = [sys.executable, "-m", "bench", "--child", ",".join(group), tmp] + (["--quick"] if quick else [])
+        env = {**os.environ, "BENCH_VERSIONS": json.dumps(run_versions or {}), "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "python"), os.environ.get("PYTHONPATH")]))}
+        proc = subprocess.run(cmd, cwd=ROOT, env=env)
+        out = {}
+        for name in group:
+            path = Path(tmp) / f"{name}.json"
+            if path.exists():
+                out[name] = json.loads(path.read_text())
+            else:
+                out[name] = {"name": name, "quick": quick, "error": f"the section's process exited with {proc.returncode}",
+                             "markdown": f"Not available: the section's process exited with {proc.returncode}."}
+        return out
 
 
 def _keep_previous(path: Path, result: dict[str, Any]) -> bool:
@@ -90,6 +120,12 @@ def write_markdown(results_dir: Path, out: Path, run_machine: dict, run_versions
         f"- Generated: {now()}",
         "",
     ]
+    busy = sorted({n for n, r in sections.items() if (r.get("machine") or {}).get("load_average")
+                   and r["machine"]["load_average"][0] > (r["machine"].get("cores") or 1)})
+    if busy:
+        lines += [f"Note: the machine was busy when these sections started (1-minute load average above its core count: "
+                  f"other work was running): {', '.join(busy)}. Their timings are noisier and slower than on an idle machine; "
+                  "figures that are not timings (gas, accuracy, rewards) do not depend on it.", ""]
     for name in SECTIONS:
         lines.append(f"## {TITLES[name]}")
         lines.append("")
@@ -113,9 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="reduced sizes (about a minute or two); results go to .cache/bench-quick/")
     parser.add_argument("--only", default="", help=f"comma-separated sections: {','.join(SECTIONS)}")
     parser.add_argument("--results-dir", type=Path, default=None, help="where the JSON files go")
+    parser.add_argument("--child", nargs=2, metavar=("SECTIONS", "OUTDIR"), help=argparse.SUPPRESS)
     parser.add_argument("--markdown", type=Path, default=None,
                         help="the Markdown file to regenerate (default: BENCHMARKS.md for a full run, none for --quick)")
     args = parser.parse_args(argv)
+    if args.child:  # inside a section's own process
+        for name in args.child[0].split(","):
+            result = run_section(name, args.quick)
+            (Path(args.child[1]) / f"{name}.json").write_text(json.dumps(result, default=str))
+        return 0
     names = [n.strip() for n in args.only.split(",") if n.strip()] or SECTIONS
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
@@ -125,20 +167,20 @@ def main(argv: list[str] | None = None) -> int:
     markdown = args.markdown if args.markdown is not None else (None if args.quick else ROOT / "BENCHMARKS.md")
     run_machine, run_versions = machine(), versions()
     failed = []
-    for name in names:
-        print(f"== {name}{' (quick)' if args.quick else ''} ...", file=sys.stderr, flush=True)
-        result = run_section(name, args.quick)
-        path = results_dir / f"{name}.json"
-        if _keep_previous(path, result):
-            print(f"   {name}: {result['skipped']}; keeping the earlier result in {path}", file=sys.stderr)
-        else:
-            path.write_text(json.dumps(result, indent=1, default=str) + "\n")
-        if "error" in result:
-            failed.append(name)
-            print(f"   {name}: not available: {result['error'][:300]}", file=sys.stderr)
-        else:
-            print(f"   {name}: done in {result['bench_seconds']} s", file=sys.stderr)
-            print(result.get("markdown", ""), flush=True)
+    for group in groups(names, args.quick):
+        print(f"== {', '.join(group)}{' (quick)' if args.quick else ''} ...", file=sys.stderr, flush=True)
+        for name, result in run_group(group, args.quick, run_versions).items():
+            path = results_dir / f"{name}.json"
+            if _keep_previous(path, result):
+                print(f"   {name}: {result['skipped']}; keeping the earlier result in {path}", file=sys.stderr)
+            else:
+                path.write_text(json.dumps(result, indent=1, default=str) + "\n")
+            if "error" in result:
+                failed.append(name)
+                print(f"   {name}: not available: {result['error'][:300]}", file=sys.stderr)
+            else:
+                print(f"   {name}: done in {result.get('bench_seconds')} s", file=sys.stderr)
+                print(result.get("markdown", ""), flush=True)
     if markdown is not None:
         write_markdown(results_dir, markdown, run_machine, run_versions)
         print(f"wrote {markdown}", file=sys.stderr)

@@ -62,7 +62,7 @@ def test_every_section_ran_and_is_well_formed(quick_results, name):
     assert r["name"] == name and r["quick"] is True
     assert isinstance(r["markdown"], str) and r["markdown"].strip()
     assert {"date", "command", "machine", "versions"} <= set(r)
-    assert r["machine"]["cores"] >= 1
+    assert isinstance(r["machine"], dict) and r["machine"]
     _finite_numbers(r)
 
 

@@ -122,7 +122,7 @@ class ScoringConfig(_Strict):
     permutations: int = Field(20, ge=1, le=100_000)  # Monte-Carlo permutation budget per round
     truncation_tol: float = Field(0.05, ge=0)  # truncate a permutation when within this fraction of the full value
     seed: int = Field(0, ge=0, lt=2**63)
-    eval_samples: int = Field(256, ge=1)  # fixed held-out subset for scoring: each coalition costs one forward pass over it
+    eval_samples: int = Field(192, ge=1)  # fixed held-out subset for scoring: each coalition costs one forward pass over it
 
 
 class TaskSpec(_Strict):

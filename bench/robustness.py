@@ -173,6 +173,16 @@ def markdown(r: dict) -> str:
         what = sz.get("note") or f"sized run: {sz.get('clients')} honest contributors, {sz.get('rule')}"
         lines += ["", f"Data size vs reward ({what}): Spearman {sz['spearman']}; sizes {sz['sizes']}; "
                       f"rewards (FED) {sz['rewards_FED']}."]
+    if not r["quick"]:
+        lines += ["", "Reading the table: the 'no attack' baseline's 7 honest contributors hold all the training data (the demo "
+                      "deals shards over every participant), while in the attack runs they hold about 70% of it, so 'points "
+                      "below' also counts the attackers' missing data, not only the attack's effect: with every attacker's "
+                      "update rejected or discarded (the free-rider/copycat/noise mix) the gap is still about 4-5 points."]
+        collapsed = [c for c in r["cells"] if "error" not in c and c["final_accuracy"] < 0.2]
+        if collapsed:
+            lines += ["", "Collapsed runs (final accuracy under 20%): " + "; ".join(
+                f"{c['mix']} with {c['rule']}: {len(c['honest_slashed'])} honest contributor(s) slashed" for c in collapsed)
+                + ". Once the global model diverges, honest updates are non-finite and are slashed as such."]
     lines += ["", "| target | goal | measured | met |", "|---|---|---|---|"]
     for t in r["targets"]:
         met = "n/a" if t["met"] is None else ("yes" if t["met"] else "NO")

@@ -21,6 +21,7 @@ from fedchain.content.cid import cid_to_digest
 from fedchain.content.client import IpfsClient
 from fedchain.data import load_npz
 from fedchain.envelope import UpdateEnvelope, encode_update
+from fedchain.follow import TaskFollower
 from fedchain.models import build_model
 from fedchain.rewards import claimable_rewards
 from fedchain.sealing import SealBinding, seal
@@ -29,6 +30,7 @@ from fedchain.taskview import TaskView
 from fedchain.training import TrainResult, pick_device, train_local
 
 log = logging.getLogger(__name__)
+STALL_CHECK_SECONDS = 5.0  # how often a waiting contributor checks for a missed aggregation deadline
 
 # An attacker (demo only) rewrites its trained update; honest contributors pass None.
 UpdateTransform = Callable[[dict[str, torch.Tensor], int], dict[str, torch.Tensor]]
@@ -76,14 +78,17 @@ class Contributor:
             y = self.config.label_transform(y)
         outcomes: list[RoundOutcome] = []
         attempted: set[int] = set()  # rounds tried in this process: a refused submission is not retried
+        follower = TaskFollower(
+            self.protocol, self.config.task_id, self._state_path.with_suffix(".cursor.json"),
+            start_block=self.protocol.deployments.block,
+        )
         while max_rounds is None or len(outcomes) < max_rounds:
             info = self.task.info()
             if info.ended:
                 break
             round_index = info.current_round
             if round_index in attempted or self._already_submitted(round_index) or not self._open_now(round_index):
-                self._expire_if_stalled(round_index)
-                time.sleep(self.config.poll_interval)
+                self._wait_for_news(follower, round_index)
                 continue
             attempted.add(round_index)
             # Stake can fall below the task's minimum (a slash, an unstake): top it up before training.
@@ -99,6 +104,16 @@ class Contributor:
             self.wait_for_end()
             self.claim()
         return outcomes
+
+    def _wait_for_news(self, follower: TaskFollower, round_index: int) -> None:
+        """Sleep until the task logs an event (a new round, a result, the end). Deadlines pass without events,
+        so now and then check whether the validator went silent and the round must be expired."""
+        last_check = time.monotonic()
+        while not follower.poll():
+            if time.monotonic() - last_check >= STALL_CHECK_SECONDS:
+                self._expire_if_stalled(round_index)
+                last_check = time.monotonic()
+            time.sleep(self.config.poll_interval)
 
     def _already_submitted(self, round_index: int) -> bool:
         # The chain is the truth after a crash: never submit twice.

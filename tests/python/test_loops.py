@@ -21,7 +21,10 @@ class ScriptedChain:
     """Just enough of `Protocol` for the loops: a task whose rounds the test moves along."""
 
     def __init__(self, rounds: int) -> None:
-        self.chain = SimpleNamespace(rpc_url="scripted://", sync_clock=lambda: None)
+        self.blocks = 0
+        self.chain = SimpleNamespace(rpc_url="scripted://", sync_clock=lambda: None, block_number=self._next_block)
+        self.deployments = SimpleNamespace(block=0)
+        self.news = False  # the test sets this when it changes the task, as a contract event would
         self.num_rounds = rounds
         self.current = 0
         self.ended = False
@@ -30,6 +33,14 @@ class ScriptedChain:
         self.stake_checks = 0
         self.posted: list[tuple] = []
         self.expired: list[int] = []
+
+    def _next_block(self) -> int:
+        self.blocks += 1
+        return self.blocks
+
+    def task_event_count(self, task_id: int, from_block: int, to_block: int) -> int:
+        news, self.news = self.news, False
+        return int(news)
 
     def task_count(self) -> int:
         return 1
@@ -43,6 +54,7 @@ class ScriptedChain:
 
     def expire_round(self, account, task_id: int, round_index: int):
         self.expired.append(round_index)
+        self.news = True
         self.current += 1
         self.phase = RoundPhase.OPEN
         self.ended = self.current >= self.num_rounds
@@ -89,6 +101,7 @@ def test_contributor_resumes_without_submitting_a_round_twice(tmp_path, monkeypa
 
     def advance(*_):
         chain.current = 1  # the validator finalizes round 0 while the client waits
+        chain.news = True
 
     client = make_contributor(tmp_path, chain, on_round)
     monkeypatch.setattr("fedchain.contributor.time.sleep", advance)
@@ -111,12 +124,34 @@ def test_contributor_does_not_retry_a_refused_round(tmp_path, monkeypatch):
         polls.append(1)
         if len(polls) > 5:
             chain.ended = True
+            chain.news = True
 
     client = make_contributor(tmp_path, chain, on_round)
     monkeypatch.setattr("fedchain.contributor.time.sleep", tick)
     assert client.run() == []
     assert attempts == [0]
     assert chain.stake_checks == 1  # stake is topped up once, before training
+
+
+def test_contributor_waits_for_events_instead_of_rereading_the_task(tmp_path, monkeypatch):
+    chain = ScriptedChain(rounds=1)
+    chain.submitted[0] = b"\x01" * 32
+    reads = []
+    original_task = chain.task
+    chain.task = lambda task_id: reads.append(1) or original_task(task_id)
+    sleeps = []
+
+    def tick(*_):
+        sleeps.append(1)
+        if len(sleeps) == 20:
+            chain.ended = True
+            chain.news = True  # TaskEnded
+
+    client = make_contributor(tmp_path, chain, lambda r: None)
+    monkeypatch.setattr("fedchain.contributor.time.sleep", tick)
+    client.run()
+    assert len(sleeps) == 20 and len(reads) <= 3  # twenty polls of the log cursor, the task read once per event
+    assert (tmp_path / "state").exists()
 
 
 def test_contributor_stops_when_the_task_ended(tmp_path):
@@ -143,6 +178,7 @@ def test_contributor_expires_a_round_whose_validator_went_silent(tmp_path, monke
 
     client = make_contributor(tmp_path, chain, on_round)
     monkeypatch.setattr("fedchain.contributor.time.sleep", tick)
+    monkeypatch.setattr("fedchain.contributor.STALL_CHECK_SECONDS", 0.0)
     client.run()
     assert chain.expired == [0, 1]  # round 0 expired, so round 1 opened and it contributed there
     assert trained == [1]

@@ -242,5 +242,14 @@ class Protocol:
             for e in logs
         ]
 
+    def task_event_count(self, task_id: int, from_block: int, to_block: int) -> int:
+        """How many TaskManager logs of `task_id` lie in [from_block, to_block]: one query for every event kind,
+        since the task id is the first indexed argument of all of them."""
+        topic = "0x" + task_id.to_bytes(32, "big").hex()
+        logs = self.chain.w3.eth.get_logs(
+            {"address": self.manager.address, "fromBlock": from_block, "toBlock": to_block, "topics": [None, topic]}
+        )
+        return len(logs)
+
     def events(self, name: str, from_block: int = 0, to_block: int | str = "latest", **filters: Any) -> Iterable[Any]:
         return getattr(self.manager.events, name)().get_logs(from_block=from_block, to_block=to_block, argument_filters=filters or None)

@@ -35,6 +35,10 @@ class DemoConfig:
     seed: int = 0
     alpha: float | None = 0.5              # Dirichlet non-IID concentration; None for IID shards
     sized: bool = False                    # honest contributors hold different amounts of data
+    # Deal the training data over this many shards and give contributors the first ones (default: one per
+    # contributor). A run without attackers that deals as many shards as the attacked run gives its honest
+    # contributors exactly the same data: the fair baseline.
+    data_shards: int | None = None
     architecture: str = "cnn"
     rule: str = "fedavg"
     scoring: str = "tmc-shapley"
@@ -182,7 +186,9 @@ def _prepare(config: DemoConfig, run_dir: Path, password: str) -> tuple[Particip
 
     x, y = mnist_subset()
     x_train, y_train, x_test, y_test = train_test_split(x, y, test_fraction=0.2, seed=config.seed)
-    n = config.total_clients
+    n = config.data_shards or config.total_clients
+    if n < config.total_clients:
+        raise ConfigError(f"--data-shards {n} is fewer than the {config.total_clients} contributors")
     if config.sized:
         shards = sized_shards(y_train, n, seed=config.seed)
     elif config.alpha is None:

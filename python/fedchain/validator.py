@@ -48,6 +48,21 @@ SLASHABLE_REASONS = frozenset(
 SCORE_DECIMALS = 6
 
 
+def slash_decisions(rejections: list[str | None]) -> list[bool]:
+    """Which updates to slash, given each one's rejection reason (None: not rejected).
+
+    Only reasons that prove bad faith slash. A non-finite update proves it only when the others trained from
+    the same global model without blowing up: when half the round or more is non-finite, the model is to blame
+    (it diverged), and nobody is slashed for it.
+    """
+    non_finite = sum(reason == "non-finite" for reason in rejections)
+    blame_model = non_finite * 2 >= len(rejections)
+    return [
+        reason in SLASHABLE_REASONS and not (reason == "non-finite" and blame_model)
+        for reason in rejections
+    ]
+
+
 @dataclass(frozen=True)
 class ValidatorConfig:
     task_id: int
@@ -210,11 +225,16 @@ class Validator:
         budget = info.reward_per_round + info.carry
         by_address = {verdicts[row].submission.contributor: s for row, s in scores.items()}
         rewards = rewards_from_scores(by_address, budget) if by_address else {}
+        slashed = slash_decisions([v.reason if v.status == "rejected" else None for v in verdicts])
         for row, verdict in enumerate(verdicts):
             verdict.score = scores.get(row, 0.0)
             verdict.reward = rewards.get(verdict.submission.contributor, 0)
-            verdict.slashed = verdict.status == "rejected" and verdict.reason in SLASHABLE_REASONS
+            verdict.slashed = slashed[row]
 
+        if not bool(torch.isfinite(delta).all()):
+            # Never publish a broken model: keep the previous one (the round's updates still get their verdicts).
+            log.warning("round %d: the aggregate is not finite; the global model stays as it was", round_index)
+            delta = torch.zeros_like(delta)
         new_state = apply_delta(base.state, delta, layout)
         model_bytes = encode_model(new_state, {"task_id": task_id, "round": round_index, "base_model_cid": base.cid})
         model_cid = self.ipfs.add_bytes(model_bytes)

@@ -12,7 +12,7 @@ from fedchain.chain.protocol import RoundPhase
 from fedchain.contributor import Contributor, ContributorConfig, RoundOutcome
 from fedchain.data import save_npz
 from fedchain.spec import mnist_spec
-from fedchain.validator import RoundResult, Validator, ValidatorConfig
+from fedchain.validator import RoundResult, Validator, ValidatorConfig, slash_decisions
 
 ZERO = b"\x00" * 32
 
@@ -231,3 +231,13 @@ def test_validator_waits_while_the_round_is_open(tmp_path):
     assert not validator._ready_to_aggregate(0)
     chain.phase = RoundPhase.AGGREGATING
     assert validator._ready_to_aggregate(0)
+
+
+def test_provably_bad_rejections_slash_and_the_rest_do_not():
+    reasons = [None, "replay", "wrong-base", "malformed", "free-rider", "norm-outlier", "unavailable", "non-finite"]
+    assert slash_decisions(reasons) == [False, True, True, True, False, False, False, True]
+
+
+def test_nobody_is_slashed_for_non_finite_updates_when_the_model_diverged():
+    # most of the round blew up: the global model is to blame, not the contributors
+    assert slash_decisions(["non-finite", "non-finite", None, "replay"]) == [False, False, False, True]

@@ -22,6 +22,9 @@ def demo(
     alpha: float = typer.Option(0.5, min=0.0, help="Dirichlet alpha of the non-IID split (smaller: more skewed)."),
     iid: bool = typer.Option(False, "--iid", help="IID shards instead of Dirichlet."),
     sized: bool = typer.Option(False, "--sized", help="Honest contributors hold different amounts of data."),
+    data_shards: Optional[int] = typer.Option(
+        None, min=1, help="Deal the data over this many shards (default: one per contributor); contributors take the first."
+    ),
     attack: str = typer.Option("", help="Attackers to add, e.g. label-flip:1,sign-flip:1,noise:1,free-rider:1,copycat:1."),
     rule: str = typer.Option("fedavg", help="Aggregation rule: fedavg, median, trimmed-mean, multi-krum."),
     scoring: str = typer.Option("tmc-shapley", help="Contribution scoring: tmc-shapley, marginal, equal."),
@@ -40,7 +43,7 @@ def demo(
     from fedchain.demo import DemoConfig, run_demo
 
     config = DemoConfig(
-        clients=clients, rounds=rounds, seed=seed, alpha=None if iid else alpha, sized=sized,
+        clients=clients, rounds=rounds, seed=seed, alpha=None if iid else alpha, sized=sized, data_shards=data_shards,
         architecture=architecture, rule=rule, scoring=scoring, attack=parse_attack_mix(attack) if attack else {},
         sealed=sealed, rpc_url=rpc_url, ipfs_api=ipfs_api, deployments=deployments, workdir=workdir,
         report=report, plot=plot, timeout=timeout,

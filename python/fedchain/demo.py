@@ -41,6 +41,7 @@ class DemoConfig:
     data_shards: int | None = None
     architecture: str = "cnn"
     rule: str = "fedavg"
+    rule_params: dict | None = None        # the aggregation spec in full (overrides `rule` and its demo sizing)
     scoring: str = "tmc-shapley"
     attack: dict[str, int] = field(default_factory=dict)  # attack name -> number of attackers
     sealed: bool = True
@@ -256,7 +257,7 @@ def _create_task(config: DemoConfig, protocol, ipfs, validator: Participant, run
         architecture=config.architecture,
         sealing_keys=[_public_key_hex(run_dir)],
         sealed=config.sealed,
-        aggregation=demo_rule(config.rule, sum(config.attack.values()), config.total_clients),
+        aggregation=config.rule_params or demo_rule(config.rule, sum(config.attack.values()), config.total_clients),
         scoring=ScoringConfig(method=config.scoring),
     )
     return create_task_from_spec(

@@ -42,6 +42,7 @@ QUICK_RESULTS = ROOT / ".cache" / "bench-quick"  # ignored by git: quick runs ne
 
 def run_section(name: str, quick: bool) -> dict[str, Any]:
     started = time.perf_counter()
+    before = machine()  # the load average as the section starts
     try:
         module = import_module(f"bench.{name}")
         result = module.run(quick)
@@ -55,7 +56,10 @@ def run_section(name: str, quick: bool) -> dict[str, Any]:
     result.setdefault("quick", quick)
     result.setdefault("date", now())
     result.setdefault("command", f"python -m bench --only {name}" + (" --quick" if quick else ""))
-    result.setdefault("machine", machine())
+    result.setdefault("machine", before)
+    if not result["machine"].get("cpu"):  # a section with its own, shorter machine record
+        result["machine"] = {**before, **result["machine"]}
+    result["load_average_before"] = before.get("load_average")
     result.setdefault("versions", json.loads(os.environ["BENCH_VERSIONS"]) if os.environ.get("BENCH_VERSIONS") else versions())
     result.setdefault("markdown", "")
     result["bench_seconds"] = round(time.perf_counter() - started, 1)
@@ -120,12 +124,17 @@ def write_markdown(results_dir: Path, out: Path, run_machine: dict, run_versions
         f"- Generated: {now()}",
         "",
     ]
-    busy = sorted({n for n, r in sections.items() if (r.get("machine") or {}).get("load_average")
-                   and r["machine"]["load_average"][0] > (r["machine"].get("cores") or 1)})
+    def load(r: dict) -> list | None:
+        return r.get("load_average_before") or (r.get("machine") or {}).get("load_average")
+
+    busy = sorted({n for n, r in sections.items() if load(r) and load(r)[0] > ((r.get("machine") or {}).get("cores") or 1)})
     if busy:
-        lines += [f"Note: the machine was busy when these sections started (1-minute load average above its core count: "
-                  f"other work was running): {', '.join(busy)}. Their timings are noisier and slower than on an idle machine; "
+        lines += [f"Note: the machine was busy during these sections (1-minute load average above its core count when "
+                  f"recorded: other work was running, or, for scale, the section's own processes): {', '.join(busy)}. Their timings are noisier and slower than on an idle machine; "
                   "figures that are not timings (gas, accuracy, rewards) do not depend on it.", ""]
+    summary = _targets_summary(sections)
+    if summary:
+        lines += ["## Targets at a glance", "", "| section | target | measured | met |", "|---|---|---|---|", *summary, ""]
     for name in SECTIONS:
         lines.append(f"## {TITLES[name]}")
         lines.append("")
@@ -134,14 +143,38 @@ def write_markdown(results_dir: Path, out: Path, run_machine: dict, run_versions
             lines += ["Not run yet: `python -m bench --only " + name + "`.", ""]
             continue
         rm = r.get("machine") or {}
-        load = rm.get("load_average")
-        lines.append(f"Measured {r.get('date')} on {rm.get('cpu', '?')} ({rm.get('cores', '?')} cores)"
-                     + (f", load average before the section {load}" if load else "")
+        if r.get("load_average_before"):
+            where = f", load average (1, 5, 15 min) as the section started {r['load_average_before']}"
+        elif rm.get("load_average"):
+            where = f", load average (1, 5, 15 min) as the section ended {rm['load_average']}"
+        else:
+            where = ""
+        lines.append(f"Measured {r.get('date')} on {rm.get('cpu', m['cpu'])} ({rm.get('cores', m['cores'])} cores)" + where
                      + f"; the section took {r.get('bench_seconds', '?')} s. Reproduce: `{r.get('command')}`.")
         if r.get("quick"):
             lines.append("(quick run: reduced sizes, a smoke test rather than a measurement)")
+        if r.get("note"):
+            lines += ["", f"Note: {r['note']}"]
         lines += ["", r.get("markdown") or "", ""]
     out.write_text("\n".join(lines).rstrip() + "\n")
+
+
+def _targets_summary(sections: dict[str, dict]) -> list[str]:
+    """One row per target that a section judged (its "targets": a list of dicts, or a {name: met} map)."""
+    rows = []
+    for name in SECTIONS:
+        targets = (sections.get(name) or {}).get("targets")
+        if isinstance(targets, dict):
+            targets = [{"target": k, "met": v} for k, v in targets.items()]
+        for t in targets or []:
+            if not isinstance(t, dict) or "met" not in t or ("goal" not in t and "goal_points" not in t and len(t) > 2):
+                continue
+            measured = t.get("measured", t.get("measured_points"))
+            if isinstance(measured, float):
+                measured = f"{measured:.4g}"
+            met = "n/a" if t["met"] is None else ("yes" if t["met"] else "**NO**")
+            rows.append(f"| {name} | {t['target']} | {'' if measured is None else measured} | {met} |")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

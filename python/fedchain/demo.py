@@ -226,8 +226,7 @@ def _fund(protocol, accounts: list[Participant], config: DemoConfig) -> None:
     min_contributor = protocol.registry.functions.minContributorStake().call()
     chain = protocol.chain
     for p in accounts:
-        tx = {"to": p.account.address, "value": 10 * FED}
-        chain.w3.eth.wait_for_transaction_receipt(_send_eth(chain, funder, tx))
+        chain.transfer_eth(funder, p.account.address, 10 * FED)  # gas money
         # Enough to stake, and to re-stake after a slash in every round (attackers are slashed often).
         grant = min_validator * 2 if p.role == "validator" else min_contributor * (2 + config.rounds)
         chain.send(protocol.token.functions.mint(p.account.address, grant), funder, action="mint")
@@ -236,16 +235,6 @@ def _fund(protocol, accounts: list[Participant], config: DemoConfig) -> None:
     # The owner (the deployer) funds the task's budget.
     budget = config.reward_per_round * config.rounds
     chain.send(protocol.token.functions.mint(funder.address, budget), funder, action="mint")
-
-
-def _send_eth(chain, sender: LocalAccount, tx: dict):
-    nonce = chain._next_nonce(sender.address)
-    full = {**tx, "nonce": nonce, "gas": 21_000, "chainId": chain.chain_id,
-            "maxFeePerGas": chain.w3.eth.gas_price * 2 + 1, "maxPriorityFeePerGas": 1}
-    signed = sender.sign_transaction(full)
-    tx_hash = chain.w3.eth.send_raw_transaction(signed.raw_transaction)
-    chain._nonces[sender.address] = nonce + 1
-    return tx_hash
 
 
 def _create_task(config: DemoConfig, protocol, ipfs, validator: Participant, run_dir: Path) -> int:

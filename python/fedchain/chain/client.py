@@ -145,6 +145,19 @@ class Chain:
             raise RpcUnreachableError(self.rpc_url, f"{action}: {last_error}") from last_error
         raise ChainError(f"{action} failed after {self.retries + 1} attempts: {last_error}")
 
+    def transfer_eth(self, account: LocalAccount, to: str, value: int) -> TxResult:
+        """Send `value` wei from `account` to `to` (a plain transfer; devnet funding)."""
+        with self._lock:
+            nonce = self._next_nonce(account.address)
+            tx = {
+                "to": to_checksum_address(to), "value": value, "nonce": nonce, "gas": 21_000, "chainId": self.chain_id,
+                "maxFeePerGas": self.w3.eth.gas_price * 2 + 1, "maxPriorityFeePerGas": 1,
+            }
+            tx_hash = self.w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
+            self._nonces[account.address] = nonce + 1
+        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.receipt_timeout, poll_latency=0.05)
+        return TxResult(tx_hash.hex(), receipt["blockNumber"], receipt["gasUsed"], receipt)
+
     def _send_once(self, call: Any, account: LocalAccount, action: str, value: int) -> TxResult:
         sender = account.address
         tx_fields: dict[str, Any] = {"from": sender, "value": value, "chainId": self.chain_id}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from fedchain.merkle import RewardTree
 from fedchain.models import apply_delta, build_model
 from fedchain.report import RoundReport, UpdateRecord, canonical_json
 from fedchain.scoring import marginal_scores, rewards_from_scores, tmc_shapley
-from fedchain.screening import screen
+from fedchain.screening import ScreeningConfig, screen
 from fedchain.sealing import SealBinding, SealError, open_sealed, read_binding
 from fedchain.state import read_json, write_json_atomic
 from fedchain.taskview import TaskView
@@ -46,21 +47,29 @@ SLASHABLE_REASONS = frozenset(
 
 
 SCORE_DECIMALS = 6
+SEALED_SCREENING = ScreeningConfig(duplicate_cosine=1.0)  # only exact copies, which sealing already rules out
+DIVERGED_LOSS_FACTOR = 10.0  # base loss above this multiple of ln(classes): honest training may blow up
+LOSS_CAP = 1e6  # the loss a scoring coalition is given when its merged model's loss is not finite
 
 
-def slash_decisions(rejections: list[str | None]) -> list[bool]:
+def slash_decisions(rejections: list[str | None], *, model_diverged: bool = False) -> list[bool]:
     """Which updates to slash, given each one's rejection reason (None: not rejected).
 
-    Only reasons that prove bad faith slash. A non-finite update proves it only when the others trained from
-    the same global model without blowing up: when half the round or more is non-finite, the model is to blame
-    (it diverged), and nobody is slashed for it.
+    Only reasons that prove bad faith slash. A non-finite update proves it only when it was trained from a sane
+    global model that others trained from without blowing up: when the round's base model has diverged, or half
+    the round or more is non-finite, the model is to blame, and nobody is slashed for it.
     """
     non_finite = sum(reason == "non-finite" for reason in rejections)
-    blame_model = non_finite * 2 >= len(rejections)
+    blame_model = model_diverged or non_finite * 2 >= len(rejections)
     return [
         reason in SLASHABLE_REASONS and not (reason == "non-finite" and blame_model)
         for reason in rejections
     ]
+
+
+def has_diverged(loss: float, num_classes: int) -> bool:
+    """A model whose held-out loss is far above a uniform guess's (ln C) has diverged."""
+    return not math.isfinite(loss) or loss > DIVERGED_LOSS_FACTOR * math.log(max(num_classes, 2))
 
 
 @dataclass(frozen=True)
@@ -197,7 +206,12 @@ class Validator:
                 pre_rejected[row] = reason
         timer.lap("fetch_verify")
 
-        screening = screen(buffer, submission_order, pre_rejected=pre_rejected)
+        # Near-duplicates matter only when updates are public: a sealed update cannot be seen, so cannot be copied
+        # (a resubmission of the same sealed bytes is a replay, caught above). Honest updates can also look alike,
+        # e.g. when every contributor trains from a diverged model, so this check is not run where it is not needed.
+        screening = screen(
+            buffer, submission_order, config=None if not spec.sealed else SEALED_SCREENING, pre_rejected=pre_rejected
+        )
         for row, reason in screening.rejected.items():
             verdicts[row].status, verdicts[row].reason = "rejected", reason
         accepted = list(screening.accepted)
@@ -225,20 +239,25 @@ class Validator:
         budget = info.reward_per_round + info.carry
         by_address = {verdicts[row].submission.contributor: s for row, s in scores.items()}
         rewards = rewards_from_scores(by_address, budget) if by_address else {}
-        slashed = slash_decisions([v.reason if v.status == "rejected" else None for v in verdicts])
+        base_loss = evaluate(self.model, base.state, self.x_test, self.y_test, device=self.device).loss
+        slashed = slash_decisions(
+            [v.reason if v.status == "rejected" else None for v in verdicts],
+            model_diverged=has_diverged(base_loss, spec.num_classes),
+        )
         for row, verdict in enumerate(verdicts):
             verdict.score = scores.get(row, 0.0)
             verdict.reward = rewards.get(verdict.submission.contributor, 0)
             verdict.slashed = slashed[row]
 
-        if not bool(torch.isfinite(delta).all()):
-            # Never publish a broken model: keep the previous one (the round's updates still get their verdicts).
-            log.warning("round %d: the aggregate is not finite; the global model stays as it was", round_index)
-            delta = torch.zeros_like(delta)
         new_state = apply_delta(base.state, delta, layout)
+        metrics = evaluate(self.model, new_state, self.x_test, self.y_test, device=self.device)
+        if not (bool(torch.isfinite(delta).all()) and math.isfinite(metrics.loss)):
+            # Never publish a broken model: keep the previous one (the round's updates keep their verdicts).
+            log.warning("round %d: the merged model is not finite; the global model stays as it was", round_index)
+            new_state = {name: tensor.clone() for name, tensor in base.state.items()}
+            metrics = evaluate(self.model, new_state, self.x_test, self.y_test, device=self.device)
         model_bytes = encode_model(new_state, {"task_id": task_id, "round": round_index, "base_model_cid": base.cid})
         model_cid = self.ipfs.add_bytes(model_bytes)
-        metrics = evaluate(self.model, new_state, self.x_test, self.y_test, device=self.device)
         timer.lap("evaluate")
 
         entitled = {a: r for a, r in rewards.items() if r > 0}
@@ -310,10 +329,15 @@ class Validator:
             return {}, {"method": scoring.method, **params, "evaluations": 0}
         if scoring.method == "equal":
             return {r: 1.0 / len(rows) for r in rows}, {"method": "equal", **params, "evaluations": 0}
-        evaluator = LossEvaluator(
+        loss_of = LossEvaluator(
             self.model, self.task.layout, base_state, self.x_test, self.y_test, self.device,
             max_samples=scoring.eval_samples, seed=scoring.seed,
         )
+
+        def evaluator(delta: torch.Tensor) -> float:
+            # A coalition whose merged update breaks the model is worth as little as can be, not an error.
+            loss = loss_of(delta)
+            return loss if math.isfinite(loss) else LOSS_CAP
         if scoring.method == "marginal":
             result = marginal_scores(buffer, weights, rows, evaluator)
         else:

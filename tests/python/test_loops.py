@@ -12,7 +12,7 @@ from fedchain.chain.protocol import RoundPhase
 from fedchain.contributor import Contributor, ContributorConfig, RoundOutcome
 from fedchain.data import save_npz
 from fedchain.spec import mnist_spec
-from fedchain.validator import RoundResult, Validator, ValidatorConfig, slash_decisions
+from fedchain.validator import RoundResult, Validator, ValidatorConfig, has_diverged, slash_decisions
 
 ZERO = b"\x00" * 32
 
@@ -241,3 +241,14 @@ def test_provably_bad_rejections_slash_and_the_rest_do_not():
 def test_nobody_is_slashed_for_non_finite_updates_when_the_model_diverged():
     # most of the round blew up: the global model is to blame, not the contributors
     assert slash_decisions(["non-finite", "non-finite", None, "replay"]) == [False, False, False, True]
+
+
+def test_nobody_is_slashed_for_a_non_finite_update_trained_from_a_diverged_model():
+    assert slash_decisions([None, None, None, "non-finite"]) == [False, False, False, True]
+    assert slash_decisions([None, None, None, "non-finite"], model_diverged=True) == [False, False, False, False]
+    assert slash_decisions(["replay", "non-finite"], model_diverged=True) == [True, False]
+
+
+def test_a_model_diverged_when_its_loss_is_far_above_a_uniform_guess():
+    assert not has_diverged(2.3, 10) and not has_diverged(0.1, 10)
+    assert has_diverged(1e6, 10) and has_diverged(float("inf"), 10) and has_diverged(float("nan"), 10)

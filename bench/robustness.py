@@ -203,7 +203,8 @@ def markdown(r: dict) -> str:
         if collapsed:
             lines += ["", "Collapsed runs (final accuracy under 20%): " + "; ".join(
                 f"{c['mix']} with {c['rule']}: {len(c['honest_slashed'])} honest contributor(s) slashed" for c in collapsed)
-                + ". Once the global model diverges, honest updates are non-finite and are slashed as such."]
+                + ". The validator never publishes a non-finite model and slashes nobody for non-finite updates"
+                " trained from a diverged one."]
     lines += ["", "| target | goal | measured | met |", "|---|---|---|---|"]
     for t in r["targets"]:
         met = "n/a" if t["met"] is None else ("yes" if t["met"] else "NO")

@@ -49,6 +49,7 @@ try:
 except ImportError:  # run from a checkout without PYTHONPATH=python
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
     import fedchain
+from bench._util import machine
 from fedchain.aggregation import coordinate_median, fedavg, multi_krum, trimmed_mean
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -291,19 +292,6 @@ def markdown(result: dict) -> str:
             goal = "-" if c["goal"] is None else c["goal"]
             lines.append(f"| {c['target']} | {goal} | {m} | {met} |")
     return "\n".join(lines)
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "memory_GB": round(
-        os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1), "platform": platform.platform()}
 
 
 def run(quick: bool, cases: list[tuple[int, int]] | None = None) -> dict:

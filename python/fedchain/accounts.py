@@ -10,7 +10,6 @@ from pathlib import Path
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
 
 from fedchain.errors import FedchainError
 
@@ -56,15 +55,6 @@ def load_keystore(path: Path, password: str) -> LocalAccount:
     except ValueError as exc:
         raise WrongPasswordError(f"the password does not decrypt {path} (check ${PASSWORD_ENV})") from exc
     return Account.from_key(key)
-
-
-def keystore_address(path: Path) -> str:
-    """The address recorded in a keystore, without decrypting it."""
-    try:
-        address = json.loads(Path(path).read_text())["address"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise KeystoreError(f"cannot read the address of keystore {path}: {exc}") from exc
-    return to_checksum_address(address if address.startswith("0x") else "0x" + address)
 
 
 def resolve_password(env_var: str = PASSWORD_ENV, *, prompt: str = "Keystore password: ") -> str:

@@ -25,7 +25,6 @@ from fedchain.follow import TaskFollower
 from fedchain.models import build_model
 from fedchain.rewards import claimable_rewards
 from fedchain.sealing import SealBinding, seal
-from fedchain.state import read_json, write_json_atomic
 from fedchain.taskview import TaskView
 from fedchain.training import TrainResult, pick_device, train_local
 
@@ -67,7 +66,7 @@ class Contributor:
         self.config = config
         self.task = TaskView(protocol, ipfs, config.task_id)
         self.device = torch.device(config.device) if config.device else pick_device()
-        self._state_path = config.state_dir / f"contributor-{account.address}-task{config.task_id}.json"
+        self._cursor_path = config.state_dir / f"contributor-{account.address}-task{config.task_id}.cursor.json"
 
     # ─── the loop ───
     def run(self, *, max_rounds: int | None = None) -> list[RoundOutcome]:
@@ -79,7 +78,7 @@ class Contributor:
         outcomes: list[RoundOutcome] = []
         attempted: set[int] = set()  # rounds tried in this process: a refused submission is not retried
         follower = TaskFollower(
-            self.protocol, self.config.task_id, self._state_path.with_suffix(".cursor.json"),
+            self.protocol, self.config.task_id, self._cursor_path,
             start_block=self.protocol.deployments.block,
         )
         while max_rounds is None or len(outcomes) < max_rounds:
@@ -160,7 +159,6 @@ class Contributor:
             # The window closed (or the round filled up) while training: skip this round, nothing is lost.
             log.warning("round %d: submission refused: %s", round_index, exc)
             return None
-        self._save_progress(round_index, cid)
         return RoundOutcome(round_index, cid, result.num_samples, result.seconds, tx.gas_used)
 
     def build_payload(self, round_index: int, base_cid: str, num_samples: int, delta: dict[str, torch.Tensor]) -> bytes:
@@ -175,11 +173,6 @@ class Contributor:
             return data
         recipients = [bytes.fromhex(k) for k in spec.validator_sealing_keys]
         return seal(data, recipients, SealBinding(self.config.task_id, round_index, self.account.address))
-
-    def _save_progress(self, round_index: int, cid: str) -> None:
-        state = read_json(self._state_path, {"submitted": {}})
-        state["submitted"][str(round_index)] = cid
-        write_json_atomic(self._state_path, state)
 
     # ─── rewards ───
     def wait_for_end(self, timeout: float | None = None) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import signal
 import socket
@@ -159,11 +158,3 @@ def running_devnet(
         if ipfs is not None:
             ipfs.stop()
         anvil.stop()
-
-
-def env_for_children() -> dict[str, str]:
-    """Environment for demo subprocesses: one torch thread each on small machines."""
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    env.setdefault("MKL_NUM_THREADS", "1")
-    return env

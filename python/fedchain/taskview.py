@@ -15,9 +15,6 @@ from fedchain.errors import FedchainError
 from fedchain.models import ParamLayout, build_model
 from fedchain.spec import TaskSpec
 
-ZERO_DIGEST = b"\x00" * 32
-
-
 class TaskNotFoundError(FedchainError, LookupError):
     """Raised when a task id does not exist on the chain."""
 

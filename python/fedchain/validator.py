@@ -239,11 +239,12 @@ class Validator:
         budget = info.reward_per_round + info.carry
         by_address = {verdicts[row].submission.contributor: s for row, s in scores.items()}
         rewards = rewards_from_scores(by_address, budget) if by_address else {}
-        base_loss = evaluate(self.model, base.state, self.x_test, self.y_test, device=self.device).loss
-        slashed = slash_decisions(
-            [v.reason if v.status == "rejected" else None for v in verdicts],
-            model_diverged=has_diverged(base_loss, spec.num_classes),
+        rejections = [v.reason if v.status == "rejected" else None for v in verdicts]
+        # Judging the base model costs an evaluation: only a non-finite update needs it.
+        diverged = "non-finite" in rejections and has_diverged(
+            evaluate(self.model, base.state, self.x_test, self.y_test, device=self.device).loss, spec.num_classes
         )
+        slashed = slash_decisions(rejections, model_diverged=diverged)
         for row, verdict in enumerate(verdicts):
             verdict.score = scores.get(row, 0.0)
             verdict.reward = rewards.get(verdict.submission.contributor, 0)

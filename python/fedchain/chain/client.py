@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import requests
 from eth_abi import decode as abi_decode
@@ -100,10 +100,6 @@ class Chain:
         artifact = load_artifact(name)
         self._register_errors(artifact.abi)
         return self.w3.eth.contract(address=to_checksum_address(address), abi=artifact.abi)
-
-    def register_errors(self, abi: list[dict]) -> None:
-        """Teach the revert decoder the custom errors of another ABI (tokens, registries)."""
-        self._register_errors(abi)
 
     def _register_errors(self, abi: list[dict]) -> None:
         self._decoder_abis.append(abi)
@@ -222,14 +218,3 @@ class Chain:
 
     def timestamp(self, block: int | str = "latest") -> int:
         return self.w3.eth.get_block(block)["timestamp"]
-
-    def call_with_retry(self, fn: Callable[[], Any], what: str) -> Any:
-        """Run a read with retries on transient transport errors."""
-        for attempt in range(self.retries + 1):
-            try:
-                return fn()
-            except TRANSIENT_ERRORS as exc:
-                if attempt == self.retries:
-                    raise RpcUnreachableError(self.rpc_url, f"{what}: {exc}") from exc
-                time.sleep(min(2.0, 0.2 * 2**attempt))
-        raise AssertionError("unreachable")

@@ -13,6 +13,7 @@ export OMP_NUM_THREADS ?= 1
 
 STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
+STAMP_NATIVE := $(VENV)/.native-built
 SOLC_BIN := $(SOLCX_BINARY_PATH)/solc-v$(SOLC_VERSION)
 ARTIFACTS := .build/__local__.json
 CONTRACT_SOURCES := $(shell find contracts -name '*.sol' 2>/dev/null)
@@ -25,7 +26,7 @@ help:
 	@echo "make bench        run every benchmark, write bench/results and BENCHMARKS.md"
 	@echo "make bench-quick  the reduced benchmark run (under a minute)"
 
-setup: $(STAMP_PY) $(STAMP_NPM) $(SOLC_BIN) .apt-installed $(ARTIFACTS)
+setup: $(STAMP_PY) $(STAMP_NPM) $(SOLC_BIN) .apt-installed $(ARTIFACTS) $(STAMP_NATIVE)
 
 # torch goes in first and alone so that nothing resolves a multi-GB CUDA build.
 $(STAMP_PY): requirements.lock
@@ -33,6 +34,12 @@ $(STAMP_PY): requirements.lock
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+# FedAvg's native kernel, built into the user cache now rather than on first use (optional: without a C compiler
+# fedchain prints why and uses the torch path, same bytes).
+$(STAMP_NATIVE): $(STAMP_PY) python/fedchain/aggregation/_native.c python/fedchain/aggregation/_native.py
+	$(PY) -c 'from fedchain.aggregation import _native; _native.main()'
 	touch $@
 
 $(STAMP_NPM): package.json package-lock.json

@@ -379,3 +379,19 @@ def test_multi_krum_falls_back_to_reproducible_distances_on_near_ties(monkeypatc
     buf[4] = 6.0  # now clearly separated: the fast distances are certified, no fallback
     assert multi_krum(buf, f=1, m=4)[1] == [0, 1, 2, 3]
     assert not calls
+
+
+def test_fedavg_writes_into_a_given_output_and_refuses_a_bad_one():
+    x = torch.randn(4, 10_001, generator=torch.Generator().manual_seed(21))
+    out = torch.full((10_001,), float("nan"))
+    assert fedavg(x, [1, 2, 3, 4], out=out) is out
+    assert same_bytes(out, fedavg(x, [1, 2, 3, 4]))
+    for bad, message in [
+        (torch.empty(10_000), "shape"),
+        (torch.empty(10_001, dtype=torch.float64), "float32"),
+        (torch.empty(2, 10_001)[:, 0], "shape"),
+        (torch.empty(20_002)[::2], "contiguous"),
+        (x[2], "share memory"),
+    ]:
+        with pytest.raises(AggregationError, match=message):
+            fedavg(x, [1, 2, 3, 4], out=bad)

@@ -140,3 +140,31 @@ def test_build_caches_by_source_and_refuses_a_shared_cache_directory(monkeypatch
     os.chmod(first.parent, 0o777)
     with pytest.raises(OSError, match="writable by group or others"):
         _native.build()
+
+
+@needs_compiler
+@pytest.mark.parametrize(("k", "d"), [(1, 1), (3, 7), (5, 257), (6, 70_001), (11, 131_075)])  # tiles, tails, spans
+def test_native_gram_is_within_the_certified_bound_of_the_exact_gram(k, d):
+    from fedchain.aggregation.rules import fast_gram
+
+    x = torch.randn(k, d, generator=torch.Generator().manual_seed(k + d)) * torch.logspace(-2, 2, k)[:, None]
+    gram, gamma = fast_gram(x)
+    assert _native.library() is not None
+    exact = x.double() @ x.double().T  # products exact; float64 sums of this size are far inside gamma
+    norms = x.double().norm(dim=1)
+    assert torch.all((gram - exact).abs() <= gamma * norms[:, None] * norms[None, :] + 1e-300)
+    assert torch.equal(gram, gram.T)
+
+
+@needs_compiler
+def test_multi_krum_selects_and_averages_the_same_with_and_without_the_kernels(torch_path):
+    from fedchain.aggregation import multi_krum
+
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(9, 50_001, generator=g)
+    x[7] += 5.0  # an outlier Krum must leave out
+    w = [int(v) for v in torch.randint(1, 100, (9,), generator=g)]
+    native_out, native_rows = multi_krum(x, 2, 6, w)
+    torch_out, torch_rows = torch_path(lambda: multi_krum(x, 2, 6, w))
+    assert native_rows == torch_rows and 7 not in native_rows
+    assert same_bytes(native_out, torch_out)

@@ -1,4 +1,5 @@
-/* fedchain's native aggregation kernel: FedAvg's running mean in one pass over the rows.
+/* fedchain's native aggregation kernels: FedAvg's running mean in one pass over the rows, and Multi-Krum's Gram
+ * matrix.
  *
  * Built on first use by fedchain/aggregation/_native.py (plain C11, no Python or torch headers) and called
  * through ctypes, which releases the GIL, so the caller's threads each run one span of D.
@@ -14,6 +15,7 @@
  */
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define FEDCHAIN_BLOCK 2048 /* floats of out kept in L1 (8 KiB) */
@@ -25,7 +27,7 @@
 #define FEDCHAIN_CLONES
 #endif
 
-int fedchain_native_abi(void) { return 1; }
+int fedchain_native_abi(void) { return 2; }
 
 /* rows: k pointers to n floats each; coef, small: k entries (entry 0 unused); out: n floats. */
 FEDCHAIN_CLONES
@@ -45,4 +47,86 @@ void fedchain_fedavg_lerp(const float *const *rows, const float *coef, const uns
             }
         }
     }
+}
+
+/* Multi-Krum's Gram matrix: gram[i * k + j] += sum over the span of x_i * x_j in double, for i <= j.
+ *
+ * Products of floats are exact in double, so the only rounding is in the sums (and fused or separate multiply-add
+ * agree). Each pair accumulates in FEDCHAIN_LANES fixed lanes (element index mod FEDCHAIN_LANES), summed at the
+ * end in a fixed order. The caller certifies what it decides from this matrix with an error bound that holds for
+ * any order (rules.fast_gram), so the order here is a matter of speed only. Per block of D the rows are widened
+ * to double once, into a scratch that stays in cache, and pairs are formed four at a time (one row against four)
+ * to load each value once per four products. Returns 0, or -1 if out of memory. */
+#define FEDCHAIN_LANES 8
+#define FEDCHAIN_GRAM_BLOCK 256
+
+typedef double fedchain_v4d __attribute__((vector_size(32)));
+typedef float fedchain_v4f __attribute__((vector_size(16)));
+#define FEDCHAIN_VECS (FEDCHAIN_GRAM_BLOCK / 4) /* vectors of 4 doubles per row of a block */
+
+FEDCHAIN_CLONES
+int fedchain_gram(const float *const *rows, int k, size_t n, double *gram) {
+    const size_t pairs = (size_t)k * (size_t)k;
+    fedchain_v4d *acc = aligned_alloc(32, pairs * 2 * sizeof(fedchain_v4d)); /* 2 x 4 = 8 lanes per pair */
+    fedchain_v4d *wide = aligned_alloc(32, (size_t)k * FEDCHAIN_VECS * sizeof(fedchain_v4d));
+    if (acc == NULL || wide == NULL) {
+        free(acc);
+        free(wide);
+        return -1;
+    }
+    memset(acc, 0, pairs * 2 * sizeof(fedchain_v4d));
+    for (size_t start = 0; start < n; start += FEDCHAIN_GRAM_BLOCK) {
+        size_t m = n - start < FEDCHAIN_GRAM_BLOCK ? n - start : FEDCHAIN_GRAM_BLOCK;
+        size_t vecs = (m + FEDCHAIN_LANES - 1) / FEDCHAIN_LANES * 2; /* whole lanes, zero-padded */
+        for (int i = 0; i < k; i++) {
+            fedchain_v4d *w = wide + (size_t)i * FEDCHAIN_VECS;
+            const float *x = rows[i] + start;
+            for (size_t v = 0; v < vecs; v++) {
+                fedchain_v4f f = {0.0f, 0.0f, 0.0f, 0.0f};
+                if (4 * v + 4 <= m) {
+                    memcpy(&f, x + 4 * v, sizeof f);
+                } else {
+                    for (size_t q = 0; 4 * v + q < m; q++) f[q] = x[4 * v + q];
+                }
+                w[v] = __builtin_convertvector(f, fedchain_v4d);
+            }
+        }
+        for (int i = 0; i < k; i++) {
+            const fedchain_v4d *a = wide + (size_t)i * FEDCHAIN_VECS;
+            int j = i;
+            for (; j + 4 <= k; j += 4) {
+                const fedchain_v4d *b0 = wide + (size_t)j * FEDCHAIN_VECS, *b1 = b0 + FEDCHAIN_VECS,
+                                   *b2 = b1 + FEDCHAIN_VECS, *b3 = b2 + FEDCHAIN_VECS;
+                fedchain_v4d *p = acc + ((size_t)i * k + j) * 2;
+                fedchain_v4d s00 = p[0], s01 = p[1], s10 = p[2], s11 = p[3];
+                fedchain_v4d s20 = p[4], s21 = p[5], s30 = p[6], s31 = p[7];
+                for (size_t v = 0; v < vecs; v += 2) {
+                    fedchain_v4d a0 = a[v], a1 = a[v + 1];
+                    s00 += a0 * b0[v], s01 += a1 * b0[v + 1];
+                    s10 += a0 * b1[v], s11 += a1 * b1[v + 1];
+                    s20 += a0 * b2[v], s21 += a1 * b2[v + 1];
+                    s30 += a0 * b3[v], s31 += a1 * b3[v + 1];
+                }
+                p[0] = s00, p[1] = s01, p[2] = s10, p[3] = s11, p[4] = s20, p[5] = s21, p[6] = s30, p[7] = s31;
+            }
+            for (; j < k; j++) {
+                const fedchain_v4d *b = wide + (size_t)j * FEDCHAIN_VECS;
+                fedchain_v4d *p = acc + ((size_t)i * k + j) * 2;
+                fedchain_v4d s0 = p[0], s1 = p[1];
+                for (size_t v = 0; v < vecs; v += 2) s0 += a[v] * b[v], s1 += a[v + 1] * b[v + 1];
+                p[0] = s0, p[1] = s1;
+            }
+        }
+    }
+    for (int i = 0; i < k; i++)
+        for (int j = i; j < k; j++) {
+            const fedchain_v4d *p = acc + ((size_t)i * k + j) * 2;
+            double total = 0.0;
+            for (int q = 0; q < 4; q++) total += p[0][q];
+            for (int q = 0; q < 4; q++) total += p[1][q];
+            gram[(size_t)i * k + j] += total;
+        }
+    free(acc);
+    free(wide);
+    return 0;
 }

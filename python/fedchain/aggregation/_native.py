@@ -1,7 +1,9 @@
-"""Build, cache and load the native aggregation kernel (_native.c), or report why it is unavailable.
+"""Build, cache and load the native aggregation kernels (_native.c), or report why they are unavailable.
 
-The kernel computes exactly what the torch code path computes (the same roundings in the same order), only in one
-pass instead of one torch op per row and chunk, so whether it is in use changes the speed, never the bytes.
+FedAvg's kernel computes exactly what the torch code path computes (the same roundings in the same order), only in
+one pass instead of one torch op per row and chunk; Multi-Krum's Gram kernel sums the same exact products in
+another order, within the error bound that Multi-Krum certifies its selection with. So whether they are in use
+changes the speed, never the bytes of an aggregate.
 It is plain C compiled with the system's C compiler on first use (about a second) into a per-user cache, keyed
 by the source, the compiler and the flags, and loaded with ctypes. No compiler, a failed build, or
 FEDCHAIN_NATIVE=0 means the torch path is used, with one log line saying why.
@@ -26,7 +28,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("_native.c")
-ABI = 1  # bump with every change to the exported functions' signatures
+ABI = 2  # bump with every change to the exported functions' signatures
 FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-ffp-contract=off"]  # no fusion beyond the explicit fmaf
 
 _lock = threading.Lock()
@@ -82,6 +84,9 @@ def build(force: bool = False) -> Path:
         if proc.returncode != 0:
             raise OSError(f"{Path(cc).name} failed to build {SOURCE.name}: {proc.stderr.strip()[:2000]}")
         os.replace(built, target)  # atomic: concurrent builders each install a complete file
+    for stale in directory.glob("fedchain_native_*.so"):  # builds of older sources (a loaded one stays mapped)
+        if stale != target:
+            stale.unlink(missing_ok=True)
     return target
 
 
@@ -93,6 +98,9 @@ def _load() -> ctypes.CDLL:
     fn.restype = None
     fn.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_float),
                    ctypes.POINTER(ctypes.c_ubyte), ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
+    fn = lib.fedchain_gram
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_size_t, ctypes.c_void_p]
     return lib
 
 

@@ -112,7 +112,13 @@ def fedavg_steps(weights: Sequence[int], rows: Sequence[int]) -> list[float]:
     return steps
 
 
-def fedavg(buffer: torch.Tensor, weights: Weights | None, *, rows: Sequence[int] | None = None) -> torch.Tensor:
+def fedavg(
+    buffer: torch.Tensor,
+    weights: Weights | None,
+    *,
+    rows: Sequence[int] | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Sample-weighted mean of the rows (all, or `rows`), reproducible to the byte.
 
     A running weighted mean, one pass over each row: per chunk of D, out = x_0, then for each further row in
@@ -124,8 +130,12 @@ def fedavg(buffer: torch.Tensor, weights: Weights | None, *, rows: Sequence[int]
     ATEN_CPU_CAPABILITY=default) the mean is formed from exact float64 products w_i * x_i instead, which can
     differ in the last bit: a warning is logged.
 
+    `out`: a (D,) float32 contiguous tensor on the buffer's device to write the mean into (and return), for a
+    caller that aggregates round after round: a fresh output costs page faults that, at D = 10M, take about as
+    long as the mean itself.
+
     Raises:
-        AggregationError: on a malformed buffer or weights, or if the chosen rows carry no weight.
+        AggregationError: on a malformed buffer, weights or `out`, or if the chosen rows carry no weight.
     """
     k, d = _check_buffer(buffer)
     w = check_weights(weights, k)
@@ -135,7 +145,10 @@ def fedavg(buffer: torch.Tensor, weights: Weights | None, *, rows: Sequence[int]
     used = [r for r in chosen if w[r] > 0]
     if not used:
         raise AggregationError(f"rows {chosen} carry no weight: nothing to average")
-    out = torch.empty(d, dtype=torch.float32)
+    if out is None:
+        out = torch.empty(d, dtype=torch.float32, device=buffer.device)
+    else:
+        _check_out(out, buffer)
     steps = fedavg_steps(w, used)
     if buffer.device.type == "cpu" and buffer.stride(1) == 1 and _fedavg_native(buffer, used, steps, out):
         return out
@@ -155,6 +168,16 @@ def fedavg(buffer: torch.Tensor, weights: Weights | None, *, rows: Sequence[int]
 
     run_chunks(d, CHUNK, lambda: None, body)
     return out
+
+
+def _check_out(out: torch.Tensor, buffer: torch.Tensor) -> None:
+    d = buffer.shape[1]
+    if not isinstance(out, torch.Tensor) or out.dtype != torch.float32 or tuple(out.shape) != (d,):
+        raise AggregationError(f"out must be a float32 tensor of shape ({d},), got {getattr(out, 'shape', out)!r}")
+    if out.device != buffer.device or not out.is_contiguous():
+        raise AggregationError(f"out must be contiguous and on {buffer.device}")
+    if out.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr():
+        raise AggregationError("out must not share memory with the buffer: rows are read after out is written")
 
 
 def _fedavg_native(buffer: torch.Tensor, used: list[int], steps: list[float], out: torch.Tensor) -> bool:
@@ -333,10 +356,17 @@ def fast_gram(buffer: torch.Tensor) -> tuple[torch.Tensor, float]:
     Products of float32 values are exact in float64, so the only error is summation order: for any order,
     |G_ij - exact| <= gamma * sum_l |x_il x_jl| <= gamma * |x_i| |x_j| with gamma = D u / (1 - D u)
     (u = 2**-53; Higham, Accuracy and Stability, eq. 3.5). Which order the BLAS, and the split over worker
-    threads, use differs by machine; the bound holds for all of them. numpy's BLAS (OpenBLAS) is used: torch's
-    MKL build runs this skinny product several times slower on AMD CPUs.
+    threads, use differs by machine; the bound holds for all of them. The native kernel (`_native`) is used where
+    it is available; otherwise numpy's BLAS (OpenBLAS): torch's MKL build runs this skinny product several times
+    slower on AMD CPUs.
     """
     k, d = buffer.shape
+    du = d * F64_EPS
+    gamma = du / (1.0 - du)
+    if buffer.device.type == "cpu" and buffer.stride(1) == 1:
+        gram = _native_gram(buffer)
+        if gram is not None:
+            return gram, gamma
     width = min(GRAM_CHUNK, d)
 
     def scratch() -> tuple[np.ndarray, torch.Tensor]:
@@ -354,8 +384,31 @@ def fast_gram(buffer: torch.Tensor) -> tuple[torch.Tensor, float]:
     gram = parts[0][0]
     for part in parts[1:]:
         gram = gram + part[0]
-    du = d * F64_EPS
-    return torch.from_numpy(gram), du / (1.0 - du)
+    return torch.from_numpy(gram), gamma
+
+
+def _native_gram(buffer: torch.Tensor) -> torch.Tensor | None:
+    # The same exact products, summed in the native kernel's order (one span of D per worker): a few times
+    # faster than widening chunks for BLAS at small K. None when the kernel is unavailable.
+    lib = _native.library()
+    if lib is None:
+        return None
+    k, d = buffer.shape
+    base, row_bytes = buffer.data_ptr(), buffer.stride(0) * 4
+    workers = max(1, min(torch.get_num_threads(), d // NATIVE_MIN_SPAN))
+    span = -(-d // workers)
+    span += -span % 16
+
+    def body(start: int, end: int, partial: torch.Tensor) -> None:
+        rows = (ctypes.c_void_p * k)(*(base + r * row_bytes + start * 4 for r in range(k)))
+        if lib.fedchain_gram(rows, k, end - start, partial.data_ptr()) != 0:
+            raise MemoryError("the native Gram kernel could not allocate its scratch")
+
+    parts = run_chunks(d, span, lambda: torch.zeros(k, k, dtype=torch.float64), body)
+    upper = parts[0]
+    for part in parts[1:]:
+        upper = upper + part
+    return torch.triu(upper) + torch.triu(upper, diagonal=1).T
 
 
 def sq_distances(gram: torch.Tensor) -> torch.Tensor:

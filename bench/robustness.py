@@ -145,16 +145,17 @@ def targets(r: dict) -> list[dict[str, Any]]:
     ok = [c for c in r["cells"] if "error" not in c]
     robust = [c for c in ok if c["rule"] in ROBUST and "points_below_baseline" in c]
     out = []
-    if robust:
-        worst = max(c["points_below_baseline"] for c in robust)
-        out.append({"target": "robust rule: accuracy within 2 points of no attack (worst cell)", "goal": TARGET_POINTS,
+    # The issue asks for "a robust rule" that holds: each robust rule is judged on its own (worst of its cells).
+    for rule in sorted({c["rule"] for c in robust}):
+        worst = max(c["points_below_baseline"] for c in robust if c["rule"] == rule)
+        out.append({"target": f"{rule}: accuracy within 2 points of no attack (worst cell)", "goal": TARGET_POINTS,
                     "measured": worst, "met": worst <= TARGET_POINTS})
     if ok:
-        share = max(c["attackers_reward_share"] for c in ok if c["rule"] in ROBUST) if any(c["rule"] in ROBUST for c in ok) else None
+        for rule in sorted({c["rule"] for c in ok if c["rule"] in ROBUST}):
+            share = max(c["attackers_reward_share"] for c in ok if c["rule"] == rule)
+            out.append({"target": f"{rule}: attackers' reward share (worst cell)", "goal": TARGET_SHARE,
+                        "measured": round(share, 4), "met": share <= TARGET_SHARE})
         share_all = max(c["attackers_reward_share"] for c in ok)
-        if share is not None:
-            out.append({"target": "attackers' reward share, robust rules (worst cell)", "goal": TARGET_SHARE, "measured": round(share, 4),
-                        "met": share <= TARGET_SHARE})
         out.append({"target": "attackers' reward share, every rule (worst cell)", "goal": TARGET_SHARE, "measured": round(share_all, 4),
                     "met": share_all <= TARGET_SHARE})
         slashed = sum(len(c["honest_slashed"]) for c in ok) + len((r.get("sized") or {}).get("honest_slashed", []))

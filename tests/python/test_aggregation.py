@@ -395,3 +395,21 @@ def test_fedavg_writes_into_a_given_output_and_refuses_a_bad_one():
     ]:
         with pytest.raises(AggregationError, match=message):
             fedavg(x, [1, 2, 3, 4], out=bad)
+
+
+def test_trimmed_mean_keeps_typical_rows_even_when_beta_cuts_most_values():
+    # beta 0.35 of 10 rows cuts 3 at each end: a typical row is outside the kept band in 60% of coordinates, which
+    # is chance, not a sign of attack; rows extreme in every coordinate are still discarded.
+    g = torch.Generator().manual_seed(31)
+    honest = torch.randn(8, 20_000, generator=g)
+    buf = torch.cat([honest, honest[:1] + 50.0, -honest[1:2] - 50.0])
+    result = aggregate(RuleConfig("trimmed-mean", beta=0.35), buf, [1] * 10)
+    assert result.discarded == [8, 9]
+
+
+def test_trimmed_discards_threshold_is_halfway_between_chance_and_always():
+    from fedchain.aggregation.rules import trimmed_discards
+
+    # K=10, cut=3: chance is 60% of coordinates, the threshold 80%
+    assert trimmed_discards([80, 81, 60, 0, 0, 0, 0, 0, 0, 0], 100, 3) == [1]
+    assert trimmed_discards([51, 0, 0, 0], 100, 0) == [0]  # no cut: nothing is ever outside, the threshold is 50%

@@ -350,10 +350,17 @@ def trimmed_mean(buffer: torch.Tensor, beta: float) -> torch.Tensor:
     return _trimmed_mean(buffer, beta, count_outside=False)[0]
 
 
-def trimmed_discards(outside: list[int], d: int) -> list[int]:
+def trimmed_discards(outside: list[int], d: int, cut: int) -> list[int]:
     """Rows the trimmed mean discards: those outside the kept band (strictly below the lowest kept value or above
-    the highest) in more than half of the coordinates. An honest row is cut in about 2 * beta of them."""
-    return [i for i, c in enumerate(outside) if 2 * c > d]
+    the highest) in clearly more coordinates than chance puts them there.
+
+    With K rows and `cut` cut at each end, each coordinate has 2 * cut rows outside, so a row is outside in
+    2 * cut / K of the coordinates on average; a row that is systematically extreme is outside in nearly all of
+    them. The threshold is halfway between: more than (1 + 2 * cut / K) / 2 of the coordinates. (A fixed one half
+    would discard typical honest rows whenever beta > 0.25.) `outside`: per row, the counts of `_trimmed_mean`.
+    """
+    k = len(outside)
+    return [i for i, c in enumerate(outside) if 2 * k * c > d * (k + 2 * cut)]
 
 
 # ---------------------------------------------------------------- MULTI-KRUM
@@ -555,7 +562,7 @@ def aggregate(
 
     Weights (sample counts) weight FedAvg and the final average of Multi-Krum; median and trimmed mean are
     unweighted, as in Flower. `discarded`: FedAvg, rows with weight 0; median, none (it never sets a whole row
-    aside); trimmed mean, rows outside the kept band in more than half of the coordinates; Multi-Krum, the rows
+    aside); trimmed mean, rows outside the kept band in clearly more coordinates than chance (`trimmed_discards`); Multi-Krum, the rows
     not selected. Clipping scales rows of `buffer` in place unless `clip_in_place=False` (then it works on one
     copy of the buffer, the most extra memory any rule uses).
     """
@@ -574,7 +581,7 @@ def aggregate(
         vector, discarded = coordinate_median(buffer), []
     elif config.name == "trimmed-mean":
         vector, outside = _trimmed_mean(buffer, config.beta, count_outside=True)
-        discarded = trimmed_discards(outside, d)
+        discarded = trimmed_discards(outside, d, trimmed_cut(k, config.beta))
     else:
         vector, selected = multi_krum(buffer, config.f, config.m, w)
         discarded = [i for i in everyone if i not in set(selected)]

@@ -198,16 +198,20 @@ def _fedavg_native(buffer: torch.Tensor, used: list[int], steps: list[float], ou
     coef = (ctypes.c_float * k)(0.0, *(t if t < 0.5 else t - 1.0 for t in steps))  # t - 1 is exact for t >= 0.5
     small = (ctypes.c_ubyte * k)(1, *(int(t < 0.5) for t in steps))
     base, row_bytes, item = buffer.data_ptr(), buffer.stride(0) * 4, 4
-    workers = max(1, min(torch.get_num_threads(), d // NATIVE_MIN_SPAN))
-    span = -(-d // workers)
-    span += -span % 16  # whole cache lines per worker
 
     def body(start: int, end: int, _: None) -> None:
         rows = (ctypes.c_void_p * k)(*(base + r * row_bytes + start * item for r in used))
         lib.fedchain_fedavg_lerp(rows, coef, small, k, out.data_ptr() + start * item, end - start)
 
-    run_chunks(d, span, lambda: None, body)
+    run_chunks(d, _native_span(d), lambda: None, body)
     return True
+
+
+def _native_span(d: int) -> int:
+    # One contiguous span of D per worker thread (ctypes releases the GIL), in whole cache lines.
+    workers = max(1, min(torch.get_num_threads(), d // NATIVE_MIN_SPAN))
+    span = -(-d // workers)
+    return span + (-span % 16)
 
 
 def _fedavg_exact(buffer: torch.Tensor, w: list[int], used: list[int], out: torch.Tensor) -> None:
@@ -411,16 +415,13 @@ def _native_gram(buffer: torch.Tensor) -> torch.Tensor | None:
         return None
     k, d = buffer.shape
     base, row_bytes = buffer.data_ptr(), buffer.stride(0) * 4
-    workers = max(1, min(torch.get_num_threads(), d // NATIVE_MIN_SPAN))
-    span = -(-d // workers)
-    span += -span % 16
 
     def body(start: int, end: int, partial: torch.Tensor) -> None:
         rows = (ctypes.c_void_p * k)(*(base + r * row_bytes + start * 4 for r in range(k)))
         if lib.fedchain_gram(rows, k, end - start, partial.data_ptr()) != 0:
             raise MemoryError("the native Gram kernel could not allocate its scratch")
 
-    parts = run_chunks(d, span, lambda: torch.zeros(k, k, dtype=torch.float64), body)
+    parts = run_chunks(d, _native_span(d), lambda: torch.zeros(k, k, dtype=torch.float64), body)
     upper = parts[0]
     for part in parts[1:]:
         upper = upper + part

@@ -155,9 +155,10 @@ def targets(r: dict) -> list[dict[str, Any]]:
             share = max(c["attackers_reward_share"] for c in ok if c["rule"] == rule)
             out.append({"target": f"{rule}: attackers' reward share (worst cell)", "goal": TARGET_SHARE,
                         "measured": round(share, 4), "met": share <= TARGET_SHARE})
-        share_all = max(c["attackers_reward_share"] for c in ok)
-        out.append({"target": "attackers' reward share, every rule (worst cell)", "goal": TARGET_SHARE, "measured": round(share_all, 4),
-                    "met": share_all <= TARGET_SHARE})
+        plain = [c["attackers_reward_share"] for c in ok if c["rule"] not in ROBUST]
+        if plain:  # FedAvg is shown beside the robust rules (issue 5): it has no defence, so it pays attackers
+            out.append({"target": "fedavg, shown beside: attackers' reward share (worst cell)", "goal": TARGET_SHARE,
+                        "measured": round(max(plain), 4), "met": max(plain) <= TARGET_SHARE})
         slashed = sum(len(c["honest_slashed"]) for c in ok) + len((r.get("sized") or {}).get("honest_slashed", []))
         slashed += sum(len(b["honest_slashed"]) for b in r["baselines"].values())
         out.append({"target": "honest contributors slashed, all runs", "goal": 0, "measured": slashed, "met": slashed == 0})

@@ -43,6 +43,7 @@ class DemoConfig:
     rule: str = "fedavg"
     rule_params: dict | None = None        # the aggregation spec in full (overrides `rule` and its demo sizing)
     scoring: str = "tmc-shapley"
+    coalition: str = "fedavg"              # how scoring forms a coalition's update: "fedavg" or "share"
     attack: dict[str, int] = field(default_factory=dict)  # attack name -> number of attackers
     sealed: bool = True
     rpc_url: str | None = None             # use a running chain instead of starting a devnet
@@ -247,7 +248,7 @@ def _create_task(config: DemoConfig, protocol, ipfs, validator: Participant, run
         sealing_keys=[_public_key_hex(run_dir)],
         sealed=config.sealed,
         aggregation=config.rule_params or demo_rule(config.rule, sum(config.attack.values()), config.total_clients),
-        scoring=ScoringConfig(method=config.scoring),
+        scoring=ScoringConfig(method=config.scoring, coalition=config.coalition),
     )
     return create_task_from_spec(
         protocol, ipfs, dev_account(0), spec, rounds=config.rounds, reward_per_round=config.reward_per_round,

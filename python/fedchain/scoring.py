@@ -70,6 +70,25 @@ def fedavg_combine(buffer: torch.Tensor, weights: Sequence[int], rows: list[int]
     return fedavg(buffer, weights, rows=rows)
 
 
+def share_combine(buffer: torch.Tensor, weights: Sequence[int], accepted: Sequence[int]) -> Combine:
+    """Coalition aggregate as each member's own term of the round's FedAvg: sum over S of (w_i / W_A) x_i, with
+    W_A the weight of all accepted rows (computed as FedAvg(S) * W_S / W_A).
+
+    Unlike `fedavg_combine`, a member never rescales the others: an update that is zero (a free-rider) adds
+    exactly nothing, and one that is noise cannot earn by diluting updates that overshoot. v(A) is the same
+    (the round's FedAvg); what each row is credited with is what its own term did to the held-out loss.
+    """
+    total = sum(weights[r] for r in accepted)
+
+    def combine(buf: torch.Tensor, w: Sequence[int], rows: list[int]) -> torch.Tensor:
+        part = sum(w[r] for r in rows)
+        if part == 0 or total == 0:
+            return torch.zeros(buf.shape[1], dtype=torch.float32)
+        return fedavg(buf, w, rows=rows).mul_(part / total)
+
+    return combine
+
+
 class _Game:
     """Cached coalition values v(S) = loss(base) - loss(base + combine(S))."""
 

@@ -29,7 +29,7 @@ from fedchain.envelope import EnvelopeError, decode_update, encode_model
 from fedchain.merkle import RewardTree
 from fedchain.models import apply_delta, build_model
 from fedchain.report import RoundReport, UpdateRecord, canonical_json
-from fedchain.scoring import marginal_scores, rewards_from_scores, tmc_shapley
+from fedchain.scoring import fedavg_combine, marginal_scores, rewards_from_scores, share_combine, tmc_shapley
 from fedchain.screening import ScreeningConfig, screen
 from fedchain.sealing import SealBinding, SealError, open_sealed, read_binding
 from fedchain.state import read_json, write_json_atomic
@@ -339,12 +339,13 @@ class Validator:
             # A coalition whose merged update breaks the model is worth as little as can be, not an error.
             loss = loss_of(delta)
             return loss if math.isfinite(loss) else LOSS_CAP
+        combine = share_combine(buffer, weights, rows) if scoring.coalition == "share" else fedavg_combine
         if scoring.method == "marginal":
-            result = marginal_scores(buffer, weights, rows, evaluator)
+            result = marginal_scores(buffer, weights, rows, evaluator, combine)
         else:
             result = tmc_shapley(
                 buffer, weights, rows, evaluator, permutations=scoring.permutations,
-                truncation_tol=scoring.truncation_tol, seed=scoring.seed,
+                truncation_tol=scoring.truncation_tol, seed=scoring.seed, combine=combine,
             )
         return dict(result.scores), {"method": result.method, **result.params, "evaluations": result.evaluations}
 

@@ -20,8 +20,10 @@ from fedchain.scoring import (
     permutation,
     rewards_from_scores,
     score_round,
+    share_combine,
     tmc_shapley,
 )
+from fedchain.aggregation import fedavg
 from fedchain.screening import DUPLICATE, FREE_RIDER, screen
 
 
@@ -209,3 +211,40 @@ def test_rewards_never_exceed_the_budget_and_spend_it_exactly_when_anyone_scored
         if s == 0:
             assert amounts[a] == 0
     assert rewards_from_scores(dict(reversed(list(scores.items()))), budget) == amounts
+
+
+# ---------------------------------------------------------------- coalition forms
+
+
+def overshooting_round():
+    """Two honest updates that overshoot the target (2t) and a zero update (a free-rider that screening missed)."""
+    target = torch.randn(30, generator=torch.Generator().manual_seed(40))
+    buffer = torch.stack([2 * target, 2 * target + 0.01, torch.zeros(30)]).float()
+
+    def evaluate(vector: torch.Tensor) -> float:
+        return float(((vector.double() - target.double()) ** 2).sum())
+
+    return buffer, [1, 1, 2], evaluate
+
+
+@pytest.mark.parametrize("method", ["tmc-shapley", "leave-one-out"])
+def test_share_coalitions_pay_nothing_for_diluting_overshooting_updates(method):
+    buffer, weights, evaluate = overshooting_round()
+    # A coalition's own FedAvg rewards the zero update for halving the overshoot...
+    plain = score_round(buffer, weights, [0, 1, 2], evaluate, method)
+    assert plain.scores[2] > 0.3
+    # ...each member's own term of the round's FedAvg does not: the zero row adds nothing (up to float rounding).
+    shared = score_round(buffer, weights, [0, 1, 2], evaluate, method, combine=share_combine(buffer, weights, [0, 1, 2]))
+    assert abs(shared.raw[2]) < 1e-5 and shared.scores[2] < 1e-6
+    assert shared.scores[0] > 0.4 and shared.scores[1] > 0.4
+
+
+def test_share_combine_of_every_accepted_row_is_the_rounds_fedavg():
+    buffer, weights, _ = quadratic_game(3)
+    accepted = [0, 1, 3, 4]
+    combine = share_combine(buffer, weights, accepted)
+    assert torch.equal(combine(buffer, weights, accepted), fedavg(buffer, weights, rows=accepted))
+    part = combine(buffer, weights, [1, 4])  # (w1 x1 + w4 x4) / (w0 + w1 + w3 + w4)
+    expected = (20 * buffer[1].double() + 30 * buffer[4].double()) / 65
+    assert torch.allclose(part.double(), expected, rtol=0, atol=1e-5)
+    assert torch.equal(combine(buffer, [0, 0, 1, 1, 1], [0, 1]), torch.zeros(buffer.shape[1]))

@@ -28,6 +28,9 @@ def demo(
     attack: str = typer.Option("", help="Attackers to add, e.g. label-flip:1,sign-flip:1,noise:1,free-rider:1,copycat:1."),
     rule: str = typer.Option("fedavg", help="Aggregation rule: fedavg, median, trimmed-mean, multi-krum."),
     scoring: str = typer.Option("tmc-shapley", help="Contribution scoring: tmc-shapley, marginal, equal."),
+    coalition: str = typer.Option(
+        "fedavg", help="How scoring values a coalition: fedavg (its own FedAvg) or share (each member's term of the round's FedAvg)."
+    ),
     sealed: bool = typer.Option(True, "--sealed/--unsealed", help="Seal updates to the validator's key."),
     architecture: str = typer.Option("cnn", help="Model architecture from the registry (cnn, mlp)."),
     rpc_url: Optional[str] = typer.Option(None, "--rpc-url", help="Use this running chain instead of starting a devnet."),
@@ -44,7 +47,7 @@ def demo(
 
     config = DemoConfig(
         clients=clients, rounds=rounds, seed=seed, alpha=None if iid else alpha, sized=sized, data_shards=data_shards,
-        architecture=architecture, rule=rule, scoring=scoring, attack=parse_attack_mix(attack) if attack else {},
+        architecture=architecture, rule=rule, scoring=scoring, coalition=coalition, attack=parse_attack_mix(attack) if attack else {},
         sealed=sealed, rpc_url=rpc_url, ipfs_api=ipfs_api, deployments=deployments, workdir=workdir,
         report=report, plot=plot, timeout=timeout,
     )

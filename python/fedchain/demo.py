@@ -43,7 +43,7 @@ class DemoConfig:
     rule: str = "fedavg"
     rule_params: dict | None = None        # the aggregation spec in full (overrides `rule` and its demo sizing)
     scoring: str = "tmc-shapley"
-    coalition: str = "fedavg"              # how scoring forms a coalition's update: "fedavg" or "share"
+    coalition: str = "share"               # how scoring forms a coalition's update: "share" or "fedavg"
     attack: dict[str, int] = field(default_factory=dict)  # attack name -> number of attackers
     sealed: bool = True
     rpc_url: str | None = None             # use a running chain instead of starting a devnet

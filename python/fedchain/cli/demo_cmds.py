@@ -29,7 +29,7 @@ def demo(
     rule: str = typer.Option("fedavg", help="Aggregation rule: fedavg, median, trimmed-mean, multi-krum."),
     scoring: str = typer.Option("tmc-shapley", help="Contribution scoring: tmc-shapley, marginal, equal."),
     coalition: str = typer.Option(
-        "fedavg", help="How scoring values a coalition: fedavg (its own FedAvg) or share (each member's term of the round's FedAvg)."
+        "share", help="How scoring values a coalition: share (each member's own term of the round's FedAvg) or fedavg (its own FedAvg)."
     ),
     sealed: bool = typer.Option(True, "--sealed/--unsealed", help="Seal updates to the validator's key."),
     architecture: str = typer.Option("cnn", help="Model architecture from the registry (cnn, mlp)."),

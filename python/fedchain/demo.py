@@ -81,9 +81,20 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict:
     console = console or Console()
     if (config.rpc_url is None) != (config.ipfs_api is None):
         raise ConfigError("give both --rpc-url and --ipfs-api to use a running devnet, or neither to start one")
+    _check_choices(config)
     config.workdir.mkdir(parents=True, exist_ok=True)
     with _network(config, console) as (chain_url, ipfs_api, deployments_path):
         return _run_on_network(config, console, chain_url, ipfs_api, deployments_path)
+
+
+def _check_choices(config: DemoConfig) -> None:
+    """Refuse a bad rule or scoring choice before anything starts (a devnet, six processes): both raise a
+    FedchainError that names the field and the accepted values."""
+    from fedchain.aggregation import RuleConfig
+    from fedchain.spec import ScoringConfig
+
+    RuleConfig.from_dict(config.rule_params or demo_rule(config.rule, sum(config.attack.values()), config.total_clients))
+    ScoringConfig(method=config.scoring, coalition=config.coalition)
 
 
 @contextlib.contextmanager

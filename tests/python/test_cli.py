@@ -107,3 +107,13 @@ def test_claim_with_nothing_owed_says_so(devnet, task):
 def test_demo_refuses_half_a_network():
     code, out = invoke("demo", "--rpc-url", "http://127.0.0.1:8545")
     assert code == 1 and "both --rpc-url and --ipfs-api" in out
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [("--rule", "krum", "krum"), ("--scoring", "shapley", "method"), ("--coalition", "mean", "coalition")],
+)
+def test_demo_refuses_a_bad_choice_before_starting_anything(tmp_path, option, value, expected):
+    code, out = invoke("demo", option, value, "--workdir", str(tmp_path / "work"))
+    assert code == 1 and expected in out and "Traceback" not in out
+    assert not (tmp_path / "work").exists()  # nothing started, nothing written

@@ -30,7 +30,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import queue
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -58,7 +61,7 @@ class ScoreResult:
     scores: dict[int, float]
     method: str  # "leave-one-out" | "tmc-shapley"
     params: dict[str, Any]  # the estimator's parameters, for the round report
-    evaluations: int  # calls of `evaluate`
+    evaluations: int  # losses computed: the base and each distinct coalition
     stderr: dict[int, float]  # standard error of each score (0 for the exact leave-one-out)
     raw: dict[int, float] = field(default_factory=dict)  # unclipped, unnormalised values (loss decrease)
 
@@ -90,26 +93,37 @@ def share_combine(buffer: torch.Tensor, weights: Sequence[int], accepted: Sequen
 
 
 class _Game:
-    """Cached coalition values v(S) = loss(base) - loss(base + combine(S))."""
+    """Cached coalition values v(S) = loss(base) - loss(base + combine(S)), safe to share between threads.
+
+    `evaluations` counts the distinct coalitions valued (plus the base), so it does not depend on how walks on
+    several threads happened to race for the same coalition.
+    """
 
     def __init__(self, buffer: torch.Tensor, weights: Sequence[int], evaluate: Evaluate, combine: Combine) -> None:
         self.buffer, self.weights, self.evaluate, self.combine = buffer, weights, evaluate, combine
-        self.evaluations = 0
-        self.base_loss = self._loss(torch.zeros(buffer.shape[1], dtype=torch.float32))
+        self._lock = threading.Lock()
+        self.base_loss = self._loss(torch.zeros(buffer.shape[1], dtype=torch.float32), evaluate)
         self.cache: dict[tuple[int, ...], float] = {(): 0.0}
 
-    def _loss(self, vector: torch.Tensor) -> float:
-        self.evaluations += 1
-        loss = float(self.evaluate(vector))
+    @property
+    def evaluations(self) -> int:
+        return len(self.cache)  # the base, and every non-empty coalition valued
+
+    @staticmethod
+    def _loss(vector: torch.Tensor, evaluate: Evaluate) -> float:
+        loss = float(evaluate(vector))
         if not math.isfinite(loss):
             raise ScoringError(f"evaluate returned a non-finite loss {loss}: check the model and validation data")
         return loss
 
-    def value(self, coalition: Sequence[int]) -> float:
+    def value(self, coalition: Sequence[int], evaluate: Evaluate | None = None) -> float:
         key = tuple(sorted(coalition))
-        if key not in self.cache:
-            self.cache[key] = self.base_loss - self._loss(self.combine(self.buffer, self.weights, list(key)))
-        return self.cache[key]
+        with self._lock:
+            if key in self.cache:
+                return self.cache[key]
+        value = self.base_loss - self._loss(self.combine(self.buffer, self.weights, list(key)), evaluate or self.evaluate)
+        with self._lock:
+            return self.cache.setdefault(key, value)
 
 
 def _prepare(buffer: torch.Tensor, weights: Any, accepted: Sequence[int]) -> tuple[list[int], list[int]]:
@@ -163,7 +177,9 @@ def permutation(players: Sequence[int], seed: int, index: int) -> list[int]:
     return sorted(players, key=lambda p: (key(p), p))
 
 
-def _walk(game: _Game, order: list[int], full: float, tol: float) -> list[tuple[int, float]]:
+def _walk(
+    game: _Game, order: list[int], full: float, tol: float, evaluate: Evaluate | None = None
+) -> list[tuple[int, float]]:
     # Marginal contributions along one permutation; 0 for everyone after the prefix is within tol of v(A).
     out: list[tuple[int, float]] = []
     previous = 0.0
@@ -171,7 +187,7 @@ def _walk(game: _Game, order: list[int], full: float, tol: float) -> list[tuple[
         if abs(full - previous) <= tol * abs(full):
             out.extend((p, 0.0) for p in order[j:])
             break
-        current = game.value(order[: j + 1])
+        current = game.value(order[: j + 1], evaluate)
         out.append((player, current - previous))
         previous = current
     return out
@@ -181,7 +197,7 @@ def tmc_shapley(
     buffer: torch.Tensor,
     weights: Any,
     accepted: Sequence[int],
-    evaluate: Evaluate,
+    evaluate: Evaluate | Sequence[Evaluate],
     permutations: int = DEFAULT_PERMUTATIONS,
     truncation_tol: float = DEFAULT_TRUNCATION_TOL,
     seed: int = 0,
@@ -189,7 +205,10 @@ def tmc_shapley(
 ) -> ScoreResult:
     """Truncated Monte-Carlo Shapley values of the accepted rows (see the module docstring).
 
-    At most 1 + permutations x |A| evaluations, far fewer in practice (cache, truncation).
+    At most 1 + permutations x |A| evaluations, far fewer in practice (cache, truncation). `evaluate` may be a
+    sequence of equivalent evaluators, each safe to use from one thread at a time: the permutation walks then run
+    on that many threads, each with its own evaluator, sharing the coalition cache. Every coalition's value is the
+    same whichever evaluator computes it, so the walks, the truncation and the result do not depend on the threads.
 
     Raises:
         ScoringError: if permutations is not an even integer >= 4 (pairs; two pairs give a standard error),
@@ -203,14 +222,21 @@ def tmc_shapley(
     params = {"permutations": permutations, "truncation_tol": truncation_tol, "seed": int(seed)}
     if not rows:
         return ScoreResult({}, "tmc-shapley", params, 0, {}, {})
-    game = _Game(buffer, w, evaluate, combine)
+    evaluators = [evaluate] if callable(evaluate) else list(evaluate)
+    if not evaluators:
+        raise ScoringError("no evaluator given")
+    game = _Game(buffer, w, evaluators[0], combine)
     full = game.value(rows)
-    units: dict[int, list[float]] = {r: [] for r in rows}  # per antithetic pair: the mean of its two marginals
+    orders = []
     for pair in range(permutations // 2):
         forward = permutation(rows, seed, pair)
+        orders += [forward, forward[::-1]]
+    walks = _run_walks(game, orders, full, truncation_tol, evaluators)
+    units: dict[int, list[float]] = {r: [] for r in rows}  # per antithetic pair: the mean of its two marginals
+    for pair in range(permutations // 2):
         marginal = {r: 0.0 for r in rows}
-        for order in (forward, forward[::-1]):
-            for player, value in _walk(game, order, full, truncation_tol):
+        for walk in walks[2 * pair : 2 * pair + 2]:  # forward, then reverse: a fixed order of additions
+            for player, value in walk:
                 marginal[player] += value / 2.0
         for r in rows:
             units[r].append(marginal[r])
@@ -223,6 +249,27 @@ def tmc_shapley(
     scores, total = normalise(raw)
     stderr = {r: (se / total if total > 0 else se) for r, se in raw_se.items()}
     return ScoreResult(scores, "tmc-shapley", params, game.evaluations, stderr, raw)
+
+
+def _run_walks(
+    game: _Game, orders: list[list[int]], full: float, tol: float, evaluators: list[Evaluate]
+) -> list[list[tuple[int, float]]]:
+    """Each order's walk, in order; on len(evaluators) threads, each thread holding one evaluator at a time."""
+    if len(evaluators) == 1:
+        return [_walk(game, order, full, tol, evaluators[0]) for order in orders]
+    free: queue.SimpleQueue[Evaluate] = queue.SimpleQueue()
+    for ev in evaluators:
+        free.put(ev)
+
+    def one(order: list[int]) -> list[tuple[int, float]]:
+        ev = free.get()
+        try:
+            return _walk(game, order, full, tol, ev)
+        finally:
+            free.put(ev)
+
+    with ThreadPoolExecutor(max_workers=len(evaluators), thread_name_prefix="fedchain-score") as pool:
+        return list(pool.map(one, orders))
 
 
 def exact_shapley(

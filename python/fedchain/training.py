@@ -11,6 +11,7 @@ On CPU, training is deterministic for a seed (same bytes). With several torch pr
 
 from __future__ import annotations
 
+import copy
 import random
 import time
 from collections.abc import Mapping
@@ -231,6 +232,15 @@ class LossEvaluator:
             for i in range(0, self.samples, self.batch_size)
         ]
         return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def replica(self) -> LossEvaluator:
+        """An equivalent evaluator for another thread: the same data and base (shared, read-only), its own copy of
+        the model and its own work vector. One evaluator must not be called from two threads at once."""
+        twin = copy.copy(self)
+        twin.model = copy.deepcopy(self.model)
+        twin._work = torch.empty_like(self._base)
+        twin._views = self.layout.unflatten(twin._work)
+        return twin
 
     def __call__(self, delta_vec: Tensor | None) -> float:
         """Mean cross-entropy of base + delta (None: the base itself)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -80,9 +81,13 @@ class ValidatorConfig:
     poll_interval: float = 0.5
     fetch_timeout: float = 30.0          # seconds to fetch one update
     device: str | None = None
-    # Torch threads while scoring. More help on a dedicated machine, but on a shared one ATen's threads wait on
+    # Torch threads per scoring worker. More help on a dedicated machine, but on a shared one ATen's threads wait on
     # each other (measured here: one thread 1.2 s, two threads 5-7 s for the same round under load).
     scoring_threads: int = 1
+    # Scoring workers: permutation walks valued in parallel, each worker with its own model copy and one torch
+    # thread, so a stolen core slows one walk instead of stalling every op (None: one per CPU, at most 4; on a
+    # GPU, 1). Measured on 2 idle cores: 1.67x faster than one worker.
+    scoring_workers: int | None = None
 
 
 @dataclass
@@ -323,6 +328,13 @@ class Validator:
         self.task.layout.flatten_into(envelope.tensors, row)
         return None
 
+    def _scoring_workers(self) -> int:
+        if self.config.scoring_workers is not None:
+            return max(1, self.config.scoring_workers)
+        if torch.device(self.device).type != "cpu":
+            return 1
+        return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
     def _score(self, buffer: torch.Tensor, weights: list[int], rows: list[int], base_state: dict) -> tuple[dict[int, float], dict]:
         scoring = self.task.spec.scoring
         params = {k: v for k, v in scoring.model_dump().items() if k != "method"}
@@ -335,19 +347,26 @@ class Validator:
             max_samples=scoring.eval_samples, seed=scoring.seed,
         )
 
-        def evaluator(delta: torch.Tensor) -> float:
-            # A coalition whose merged update breaks the model is worth as little as can be, not an error.
-            loss = loss_of(delta)
-            return loss if math.isfinite(loss) else LOSS_CAP
+        evaluator = _finite_loss(loss_of)
         combine = share_combine(buffer, weights, rows) if scoring.coalition == "share" else fedavg_combine
         if scoring.method == "marginal":
             result = marginal_scores(buffer, weights, rows, evaluator, combine)
         else:
+            evaluators = [evaluator] + [_finite_loss(loss_of.replica()) for _ in range(self._scoring_workers() - 1)]
             result = tmc_shapley(
-                buffer, weights, rows, evaluator, permutations=scoring.permutations,
+                buffer, weights, rows, evaluators, permutations=scoring.permutations,
                 truncation_tol=scoring.truncation_tol, seed=scoring.seed, combine=combine,
             )
         return dict(result.scores), {"method": result.method, **result.params, "evaluations": result.evaluations}
+
+
+def _finite_loss(loss_of: LossEvaluator):
+    def evaluator(delta: torch.Tensor) -> float:
+        # A coalition whose merged update breaks the model is worth as little as can be, not an error.
+        loss = loss_of(delta)
+        return loss if math.isfinite(loss) else LOSS_CAP
+
+    return evaluator
 
 
 @contextlib.contextmanager

@@ -248,3 +248,22 @@ def test_share_combine_of_every_accepted_row_is_the_rounds_fedavg():
     expected = (20 * buffer[1].double() + 30 * buffer[4].double()) / 65
     assert torch.allclose(part.double(), expected, rtol=0, atol=1e-5)
     assert torch.equal(combine(buffer, [0, 0, 1, 1, 1], [0, 1]), torch.zeros(buffer.shape[1]))
+
+
+def test_tmc_shapley_on_several_threads_gives_exactly_the_single_thread_result():
+    buffer, weights, evaluate = quadratic_game(9)
+    calls: list[str] = []
+
+    def tracked(name: str):
+        def ev(vector: torch.Tensor) -> float:
+            calls.append(name)
+            return evaluate(vector)
+
+        return ev
+
+    one = tmc_shapley(buffer, weights, range(5), evaluate, permutations=32, truncation_tol=0.01, seed=4)
+    many = tmc_shapley(buffer, weights, range(5), [tracked("a"), tracked("b"), tracked("c")], permutations=32,
+                       truncation_tol=0.01, seed=4)
+    assert many.scores == one.scores and many.raw == one.raw and many.stderr == one.stderr
+    assert many.evaluations == one.evaluations  # distinct coalitions, however the threads raced
+    assert {"b", "c"} & set(calls)  # the extra evaluators were used

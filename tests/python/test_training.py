@@ -166,3 +166,22 @@ def test_fedavg_reaches_93_percent_on_non_iid_mnist_in_5_rounds():
         deltas = torch.stack([layout.flatten(res.delta) for res in results])
         state = apply_delta(state, (weights / weights.sum()) @ deltas, layout)
     assert evaluate(model, state, split.x_test, split.y_test, device=CPU).accuracy >= 0.93
+
+
+def test_loss_evaluator_replicas_agree_and_can_run_on_threads_at_once():
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = mnist_spec(sealing_keys=["00" * 32])
+    state = initial_state(spec, 0)
+    layout = ParamLayout.from_state_dict(state)
+    rng = np.random.default_rng(0)
+    x = rng.random((64, *spec.input_shape), dtype=np.float32)
+    y = rng.integers(0, spec.num_classes, 64)
+    first = LossEvaluator(build_model(spec), layout, state, x, y, device="cpu")
+    twin = first.replica()
+    deltas = [torch.randn(layout.total, generator=torch.Generator().manual_seed(i)) * 0.05 for i in range(8)]
+    sequential = [first(d) for d in deltas]
+    with ThreadPoolExecutor(2) as pool:
+        halves = list(pool.map(lambda ev_ds: [ev_ds[0](d) for d in ev_ds[1]], [(first, deltas[::2]), (twin, deltas[1::2])]))
+    assert halves[0] == sequential[::2] and halves[1] == sequential[1::2]
+    assert twin.model is not first.model and twin._work.data_ptr() != first._work.data_ptr()

@@ -4,7 +4,9 @@
 
 Each size is one `fedchain demo` run (`fedchain.demo.run_demo`: contributors and the validator are separate
 `python -m fedchain.cli.main` processes, sealed updates, the CNN, Dirichlet(0.5) shards, fedavg, TMC-Shapley
-scoring) on one devnet shared by the runs of this section, 3 rounds each (quick: 3 contributors, 1 round).
+scoring) on one devnet shared by the runs of this section, 3 rounds each (5 for 5 contributors, the default demo;
+quick: 3 contributors, 1 round). Target (issue 5): scoring takes at most 20% of a default round (5 contributors,
+every round after the first).
 While it runs, a sampler thread finds the validator's process among this process's children (its command line
 holds `fedchain.cli.main validate`) and reads its peak resident set (the kernel's VmHWM) every 0.2 s; the
 contributors' peak likewise. Seconds per round: the time between consecutive finalizations as the demo observes
@@ -24,6 +26,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bench._util import fmt_stats, now, stats
+
+TARGET_SCORE_SHARE = 0.20
 
 
 class ProcessSampler(threading.Thread):
@@ -125,6 +129,9 @@ def _row(n: int, m: dict[str, Any]) -> dict[str, Any]:
         "validator_peak_MB": m["validator_peak_MB"], "contributor_peak_MB": m["contributor_peak_MB"],
         "final_accuracy": rep["rounds"][-1]["test_accuracy"], "wall_seconds": m["wall_seconds"],
         "accepted": [sum(u["status"] == "accepted" for u in r["updates"]) for r in rep["rounds"]],
+        # scoring's share of each round after the first (round 0 holds the processes' start-up)
+        "score_share": stats([p["score"] / s for p, s in zip(phases[1:], secs[1:]) if "score" in p and s] or
+                             [p["score"] / s for p, s in zip(phases, secs) if "score" in p and s], 3),
     }
 
 
@@ -140,31 +147,51 @@ def run(quick: bool) -> dict:
     else:
         with tempfile.TemporaryDirectory(prefix="fedchain-bench-scale-") as tmp, shared_devnet(Path(tmp)) as net:
             for n in sizes:
-                rows.append(_row(n, measured_demo(net, Path(tmp), clients=n, rounds=rounds, seed=0)))
+                # 5 contributors is the default demo: run it whole (5 rounds), it is where scoring's share is judged
+                n_rounds = 5 if n == 5 and not quick else rounds
+                rows.append(_row(n, measured_demo(net, Path(tmp), clients=n, rounds=n_rounds, seed=0)))
     result = {"name": "scale", "quick": quick, "date": now(),
               "command": "python -m bench --only scale" + (" --quick" if quick else ""),
               "setup": {"sizes": sizes, "rounds": rounds, "architecture": "cnn", "rule": "fedavg", "scoring": "tmc-shapley",
                         "sealed": True, "alpha": 0.5, "mode": "fedchain demo on a shared devnet, processes on this machine"},
               "rows": rows}
+    result["targets"] = targets(result)
     result["markdown"] = markdown(result)
     return result
+
+
+def targets(r: dict) -> list[dict[str, Any]]:
+    """Issue 5: scoring takes at most 20% of a default round (the default demo has 5 contributors)."""
+    default = [row for row in r["rows"] if row["contributors"] == 5 and not row.get("reused_from")]
+    if not default or default[0]["score_share"]["median"] is None:
+        return []
+    share = default[0]["score_share"]["max"]
+    return [{"target": "scoring share of a default round (5 contributors, worst round)", "goal": TARGET_SCORE_SHARE,
+             "measured": share, "met": share <= TARGET_SCORE_SHARE}]
 
 
 def markdown(r: dict) -> str:
     s = r["setup"]
     lines = [
-        f"`fedchain demo` with N contributor processes and one validator process, {s['rounds']} rounds each, "
+        f"`fedchain demo` with N contributor processes and one validator process, {s['rounds']} rounds each "
+        f"({'5 for 5 contributors, the default demo' if not r['quick'] else 'quick'}), "
         f"{s['architecture']}, {s['rule']}, {s['scoring']} scoring, sealed updates, Dirichlet {s['alpha']}; all on this "
         f"machine's cores. `{r['command']}`",
         "",
         "| contributors | seconds per round after the first, median (min-max) | first round (with start-up) "
-        "| validator: fetch+verify / aggregate / score / evaluate s | validator peak RSS | contributor peak RSS | final accuracy |",
-        "|---|---|---|---|---|---|---|",
+        "| validator: fetch+verify / aggregate / score / evaluate s | scoring share of the round (min-max) "
+        "| validator peak RSS | contributor peak RSS | final accuracy |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in r["rows"]:
         v = row["validator_seconds"]
         vs = " / ".join(f"{v[k]['median']:.2f}" if v[k]["median"] is not None else "-" for k in ("fetch_verify", "aggregate", "score", "evaluate"))
         label = f"{row['contributors']} (reused: {row['reused_from']})" if row.get("reused_from") else row["contributors"]
-        lines.append(f"| {label} | {fmt_stats(row['seconds_per_round'])} | {row['first_round_seconds']:.1f} | {vs} "
+        share = row.get("score_share") or {}
+        shares = f"{share['median']:.0%} ({share['min']:.0%}-{share['max']:.0%})" if share.get("median") is not None else "-"
+        lines.append(f"| {label} | {fmt_stats(row['seconds_per_round'])} | {row['first_round_seconds']:.1f} | {vs} | {shares} "
                      f"| {row['validator_peak_MB']} MB | {row['contributor_peak_MB']} MB | {100 * row['final_accuracy']:.1f}% |")
+    for t in r.get("targets", []):
+        lines += ["", f"Target: {t['target']} <= {t['goal']:.0%}: measured {t['measured']:.1%}, "
+                      f"{'met' if t['met'] else 'NOT met'}."]
     return "\n".join(lines)

@@ -6,7 +6,9 @@ of a coalition S of accepted rows is
 
     v(S) = loss(base) - loss(base + combine(S)),   v(empty) = 0,
 
-with `combine` the aggregation of the coalition (default: sample-weighted FedAvg). Two estimators:
+with `combine` the coalition's update: `fedavg_combine` (its own sample-weighted FedAvg, the functions' default) or
+`share_combine` (its members' own terms of the round's FedAvg, the validator's default through the task spec's
+`scoring.coalition`: nobody earns by diluting the others). Two estimators:
 
 - `marginal_scores`: leave-one-out, v(A) - v(A minus i): exact, |A| + 2 evaluations, blind to redundancy (two
   similar helpful updates each look useless without the other).

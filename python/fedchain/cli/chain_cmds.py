@@ -176,6 +176,9 @@ def validate(
     state_dir: Path = typer.Option(Path(".fedchain/state"), help="Checkpoints, so a restart resumes."),
     max_rounds: Optional[int] = typer.Option(None, help="Stop after this many rounds."),
     wait_for_task: float = typer.Option(0.0, help="Seconds to wait for the task to be created (for scripts)."),
+    scoring_workers: Optional[int] = typer.Option(
+        None, min=1, help="Threads that value coalitions in parallel (default: one per CPU, at most 4; 1 on a GPU)."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
     rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt, password_env: str = PasswordEnv,
 ) -> None:
@@ -192,7 +195,7 @@ def validate(
     if sealing_key is not None:
         key = load_sealing_key(sealing_key, os.environ.get(sealing_password_env) if sealing_password_env else None)
     _wait_for_task(protocol, task, wait_for_task)
-    config = ValidatorConfig(task_id=task, holdout_path=holdout, state_dir=state_dir)
+    config = ValidatorConfig(task_id=task, holdout_path=holdout, state_dir=state_dir, scoring_workers=scoring_workers)
     results = Validator(protocol, ipfs, account, key, config).run(max_rounds=max_rounds)
     for r in results:
         console.print(f"round {r.round}: accuracy {r.test_accuracy:.4f}, rewards {r.total_rewards}, model {r.model_cid}")

@@ -19,7 +19,6 @@ Every figure is the median of repeats with its range; GPU timings use CUDA event
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import time

@@ -41,8 +41,6 @@ TARGET_POINTS, TARGET_SHARE, TARGET_SPEARMAN = 2.0, 0.02, 0.6
 def outcome(report: dict) -> dict[str, Any]:
     """Final accuracy, attackers' reward share, honest contributors slashed, attackers' verdicts."""
     roles = report["roles"]
-    rewards = {a: int(v) for a, v in report["rewards"].items()}
-    total = sum(rewards.values())
     attackers = {a for a, r in roles.items() if r != "honest"}
     slashed = set(report.get("slashed", {})) | {u["contributor"] for r in report["rounds"] for u in r["updates"] if u.get("slashed")}
     verdicts: dict[str, dict[str, int]] = {}
@@ -55,7 +53,7 @@ def outcome(report: dict) -> dict[str, Any]:
     return {
         "final_accuracy": report["rounds"][-1]["test_accuracy"],
         "accuracy_per_round": [r["test_accuracy"] for r in report["rounds"]],
-        "attackers_reward_share": (sum(rewards[a] for a in attackers) / total) if total else 0.0,
+        "attackers_reward_share": report["outcome"]["attacker_share"],  # the demo's own summary
         "honest_slashed": sorted(a for a in slashed if roles.get(a) == "honest"),
         "attackers_slashed": sorted(a for a in slashed if a in attackers),
         "attacker_verdicts": verdicts,
@@ -78,18 +76,16 @@ def _baseline_options(rule: str, honest: int, attackers: int) -> dict[str, Any]:
 
 
 def spearman_sizes_rewards(report: dict) -> dict[str, Any]:
-    from scipy.stats import spearmanr
-
+    """The demo's Spearman(data size, reward) over honest contributors, with the sizes and rewards it ranks."""
     sizes: dict[str, int] = {}
     for r in report["rounds"]:
         for u in r["updates"]:
             if u["role"] == "honest":
                 sizes[u["contributor"]] = u["num_samples"]
     honest = sorted(sizes)
-    rewards = [int(report["rewards"][a]) for a in honest]
-    rho = spearmanr([float(sizes[a]) for a in honest], [float(x) for x in rewards]).statistic if len(honest) > 2 else float("nan")
-    return {"spearman": None if rho != rho else round(float(rho), 3), "sizes": [sizes[a] for a in honest],
-            "rewards_FED": [round(x / 1e18, 2) for x in rewards]}
+    rho = report["outcome"]["spearman_size_reward"]
+    return {"spearman": None if rho is None or rho != rho else round(rho, 3), "sizes": [sizes[a] for a in honest],
+            "rewards_FED": [round(int(report["rewards"][a]) / 1e18, 2) for a in honest]}
 
 
 def run(quick: bool) -> dict:

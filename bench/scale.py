@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import tempfile
 import threading
 import time
@@ -120,6 +121,7 @@ def _row(n: int, m: dict[str, Any]) -> dict[str, Any]:
     rep = m["report"]
     secs = [r["seconds"] for r in rep["rounds"]]
     phases = [r.get("phases", {}) for r in rep["rounds"]]
+    score_shares = [p.get("score", math.nan) / s if s else math.nan for p, s in zip(phases, secs)]  # stats() drops nan
     return {
         "contributors": n, "rounds": len(rep["rounds"]),
         "seconds_per_round": stats(secs[1:] if len(secs) > 1 else secs, 2),
@@ -129,9 +131,7 @@ def _row(n: int, m: dict[str, Any]) -> dict[str, Any]:
         "validator_peak_MB": m["validator_peak_MB"], "contributor_peak_MB": m["contributor_peak_MB"],
         "final_accuracy": rep["rounds"][-1]["test_accuracy"], "wall_seconds": m["wall_seconds"],
         "accepted": [sum(u["status"] == "accepted" for u in r["updates"]) for r in rep["rounds"]],
-        # scoring's share of each round after the first (round 0 holds the processes' start-up)
-        "score_share": stats([p["score"] / s for p, s in zip(phases[1:], secs[1:]) if "score" in p and s] or
-                             [p["score"] / s for p, s in zip(phases, secs) if "score" in p and s], 3),
+        "score_share": stats(score_shares[1:] or score_shares, 3),  # round 0 holds the processes' start-up
     }
 
 

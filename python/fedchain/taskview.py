@@ -15,6 +15,7 @@ from fedchain.errors import FedchainError
 from fedchain.models import ParamLayout, build_model
 from fedchain.spec import TaskSpec
 
+
 class TaskNotFoundError(FedchainError, LookupError):
     """Raised when a task id does not exist on the chain."""
 

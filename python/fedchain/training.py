@@ -101,10 +101,7 @@ def train_local(
     layout = ParamLayout.from_state_dict(base_state)
     model.load_state_dict(dict(base_state))
     model.to(device).train()
-    if xt.dim() == 4:
-        # NHWC images and kernels: oneDNN trains a small CNN about 1.7x faster on one CPU thread (measured)
-        model.to(memory_format=torch.channels_last)
-        xt = xt.contiguous(memory_format=torch.channels_last)
+    xt = _channels_last_model_and_images(model, xt)
     params = [p for p in model.parameters() if p.requires_grad]
     anchors = [p.detach().clone() for p in params] if cfg.fedprox_mu > 0 else []
     opt = _optimizer(params, cfg)
@@ -158,9 +155,7 @@ def evaluate(
         model.load_state_dict(dict(state))
     model.to(device).eval()
     xt, yt = _as_tensors(x, y, device)
-    if xt.dim() == 4:  # channels-last, as in training: faster convolutions on the CPU
-        model.to(memory_format=torch.channels_last)
-        xt = xt.contiguous(memory_format=torch.channels_last)
+    xt = _channels_last_model_and_images(model, xt)
     loss_sum, correct = 0.0, 0
     for i in range(0, xt.shape[0], batch_size):
         logits = model(xt[i : i + batch_size])
@@ -168,6 +163,15 @@ def evaluate(
         correct += int((logits.argmax(1) == yt[i : i + batch_size]).sum())
     n = xt.shape[0]
     return EvalResult(loss_sum / n, correct / n, n)
+
+
+def _channels_last_model_and_images(model: nn.Module, x: Tensor) -> Tensor:
+    """For image batches (N, C, H, W): the model's kernels and the images channels-last (NHWC), in which oneDNN
+    trained a small CNN about 1.7x faster on one CPU thread (measured); other inputs are returned as they are."""
+    if x.dim() != 4:
+        return x
+    model.to(memory_format=torch.channels_last)
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _channels_last(t: Tensor) -> Tensor:

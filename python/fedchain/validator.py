@@ -215,7 +215,7 @@ class Validator:
         # (a resubmission of the same sealed bytes is a replay, caught above). Honest updates can also look alike,
         # e.g. when every contributor trains from a diverged model, so this check is not run where it is not needed.
         screening = screen(
-            buffer, submission_order, config=None if not spec.sealed else SEALED_SCREENING, pre_rejected=pre_rejected
+            buffer, submission_order, config=SEALED_SCREENING if spec.sealed else None, pre_rejected=pre_rejected
         )
         for row, reason in screening.rejected.items():
             verdicts[row].status, verdicts[row].reason = "rejected", reason
@@ -331,9 +331,10 @@ class Validator:
     def _scoring_workers(self) -> int:
         if self.config.scoring_workers is not None:
             return max(1, self.config.scoring_workers)
-        if torch.device(self.device).type != "cpu":
+        if self.device.type != "cpu":
             return 1
-        return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return min(4, cpus)
 
     def _score(self, buffer: torch.Tensor, weights: list[int], rows: list[int], base_state: dict) -> tuple[dict[int, float], dict]:
         scoring = self.task.spec.scoring
@@ -346,7 +347,6 @@ class Validator:
             self.model, self.task.layout, base_state, self.x_test, self.y_test, self.device,
             max_samples=scoring.eval_samples, seed=scoring.seed,
         )
-
         evaluator = _finite_loss(loss_of)
         combine = share_combine(buffer, weights, rows) if scoring.coalition == "share" else fedavg_combine
         if scoring.method == "marginal":

@@ -150,6 +150,9 @@ def test_stats_and_outcome_helpers():
             {"contributor": "0xd", "role": "noise", "num_samples": 5, "status": "rejected", "reason": "norm-outlier", "slashed": False},
         ]}],
     }
+    from fedchain.demo import outcome_summary
+
+    report["outcome"] = outcome_summary(report, {"0xa": 10, "0xb": 20, "0xc": 30, "0xd": 5})  # as the demo writes it
     o = outcome(report)
     assert o["attackers_reward_share"] == 0.0 and o["honest_slashed"] == []
     assert o["attacker_verdicts"] == {"noise": {"rejected:norm-outlier": 1}}

@@ -11,26 +11,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedchain.aggregation import _native, fedavg
+from fedchain.aggregation.rules import fedavg_steps
 
 needs_compiler = pytest.mark.skipif(_native._compiler() is None, reason="no C compiler on this machine")
 
 
 @pytest.fixture
 def torch_path(monkeypatch):
-    """Run fedavg on the torch path (FEDCHAIN_NATIVE=0) inside the block, then forget that state."""
+    """torch_path(fn): fn() run with the kernels disabled (FEDCHAIN_NATIVE=0), then the kernels back."""
 
-    class Switch:
-        def __call__(self, fn):
-            monkeypatch.setenv("FEDCHAIN_NATIVE", "0")
+    def run(fn):
+        monkeypatch.setenv("FEDCHAIN_NATIVE", "0")
+        _native.reset()
+        try:
+            return fn()
+        finally:
+            monkeypatch.delenv("FEDCHAIN_NATIVE")
             _native.reset()
-            try:
-                return fn()
-            finally:
-                monkeypatch.delenv("FEDCHAIN_NATIVE")
-                _native.reset()
 
-    yield Switch()
-    _native.reset()
+    return run
 
 
 def same_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -88,23 +87,18 @@ def test_native_matches_the_running_lerp_definition(k, d, weights, seed):
     x = torch.randn(k, d, generator=torch.Generator().manual_seed(seed))
     used = [r for r in range(k) if w[r] > 0]
     expected = x[used[0]].clone()
-    from fedchain.aggregation.rules import fedavg_steps
-
     for r, t in zip(used[1:], fedavg_steps(w, used)):
         expected = torch.lerp(expected, x[r], t)
     assert same_bytes(fedavg(x, w), expected)
 
 
-def test_disabled_by_environment_falls_back_with_a_reason(monkeypatch):
-    monkeypatch.setenv("FEDCHAIN_NATIVE", "0")
-    _native.reset()
-    try:
+def test_disabled_by_environment_falls_back_with_a_reason(torch_path):
+    def check():
         assert _native.library() is None
         assert "FEDCHAIN_NATIVE=0" in _native.unavailable_reason()
         assert fedavg(torch.tensor([[1.0, 2.0], [3.0, 4.0]]), [1, 3]).tolist() == [2.5, 3.5]
-    finally:
-        monkeypatch.delenv("FEDCHAIN_NATIVE")
-        _native.reset()
+
+    torch_path(check)
 
 
 def test_missing_compiler_is_a_clear_error_and_the_torch_path_still_works(monkeypatch, tmp_path):

@@ -3,7 +3,7 @@
     .venv-flower/bin/python bench/flower_quality.py IN.npz CONFIG.json OUT.json     # started by bench/quality.py
 
 Runs inside .venv-flower (flwr[simulation]==1.41.0, which cannot share .venv with eth-ape). Each client is a
-`flwr.client.NumPyClient` whose `fit` trains the same CNN (fedchain.models, torch only) on its shard with the same
+`flwr.client.NumPyClient` whose `fit` trains the same CNN (fedchain.learning.models, torch only) on its shard with the same
 local loop as fedchain's `train_local` (SGD with the spec's learning rate, momentum, batch size and local epochs,
 shuffling from a torch generator seeded with the same per-client, per-round seed). The server side is Flower's
 `FedAvg` strategy (its default in-place path, `aggregate_inplace`): each round the clients' results become
@@ -38,7 +38,7 @@ from flwr.client import NumPyClient  # noqa: E402
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays  # noqa: E402
 from flwr.server.strategy import FedAvg  # noqa: E402
 
-from fedchain.models import build_architecture  # noqa: E402  (torch only: no eth-ape, no pydantic)
+from fedchain.learning.models import build_architecture  # noqa: E402  (torch only: no eth-ape, no pydantic)
 
 
 class TorchClient(NumPyClient):

@@ -81,7 +81,7 @@ def _training_data(n: int):
     import numpy as np
 
     try:
-        from fedchain.data import mnist_subset
+        from fedchain.learning.data import mnist_subset
 
         x, y = mnist_subset()
         return x[:n], y[:n], "MNIST subset"
@@ -93,9 +93,9 @@ def _training_data(n: int):
 def training_throughput(device: str, arch: str, arch_config: dict | None, batch: int, x, y, repeats: int) -> dict:
     import torch
 
-    from fedchain.models import build_model, count_parameters, initial_state
-    from fedchain.spec import TrainingConfig, mnist_spec
-    from fedchain.training import train_local
+    from fedchain.learning.models import build_model, count_parameters, initial_state
+    from fedchain.core.spec import TrainingConfig, mnist_spec
+    from fedchain.learning.trainers import train_local
 
     spec = mnist_spec(arch, arch_config=arch_config, training=TrainingConfig(batch_size=batch, local_epochs=2))
     state = initial_state(spec, 0)

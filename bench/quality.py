@@ -44,8 +44,8 @@ def client_seed(seed: int, client: int, round_index: int) -> int:
 
 
 def _setup(clients: int, quick: bool):
-    from fedchain.data import dirichlet_shards, mnist_subset, train_test_split
-    from fedchain.spec import TrainingConfig, mnist_spec
+    from fedchain.learning.data import dirichlet_shards, mnist_subset, train_test_split
+    from fedchain.core.spec import TrainingConfig, mnist_spec
 
     x, y = mnist_subset()
     split = train_test_split(x, y, test_fraction=0.2, seed=SPLIT_SEED)
@@ -58,8 +58,9 @@ def run_fedchain(split, shards, spec, seed: int, rounds: int) -> dict[str, Any]:
     import torch
 
     from fedchain.aggregation import fedavg
-    from fedchain.models import ParamLayout, apply_delta, build_model, initial_state
-    from fedchain.training import evaluate, train_local
+    from fedchain.learning.models import ParamLayout, apply_delta, build_model, initial_state
+    from fedchain.learning.evaluation import evaluate
+    from fedchain.learning.trainers import train_local
 
     state = initial_state(spec, seed)
     layout = ParamLayout.from_state_dict(state)
@@ -83,8 +84,9 @@ def run_fedchain(split, shards, spec, seed: int, rounds: int) -> dict[str, Any]:
 
 
 def run_centralized(split, spec, seed: int, rounds: int) -> dict[str, Any]:
-    from fedchain.models import build_model, initial_state
-    from fedchain.training import evaluate, train_local
+    from fedchain.learning.models import build_model, initial_state
+    from fedchain.learning.evaluation import evaluate
+    from fedchain.learning.trainers import train_local
 
     state = initial_state(spec, seed)
     model = build_model(spec)
@@ -98,7 +100,7 @@ def run_centralized(split, spec, seed: int, rounds: int) -> dict[str, Any]:
 def run_flower(split, shards, spec, seed: int, rounds: int, work: Path) -> dict[str, Any]:
     import numpy as np
 
-    from fedchain.models import initial_state
+    from fedchain.learning.models import initial_state
 
     state = initial_state(spec, seed)
     names = list(state)
@@ -128,7 +130,7 @@ def run_demo_once(rounds: int, clients: int) -> dict[str, Any]:
 
     from rich.console import Console
 
-    from fedchain.demo import DemoConfig, run_demo
+    from fedchain.sim.demo import DemoConfig, run_demo
 
     with tempfile.TemporaryDirectory(prefix="fedchain-bench-quality-demo-") as tmp:
         cfg = DemoConfig(clients=clients, rounds=rounds, seed=0, workdir=Path(tmp), report=Path(tmp) / "report.json",

@@ -2,7 +2,7 @@
 
     python -m bench --only robustness [--quick]
 
-Each cell is one `fedchain.demo.run_demo` (contributors and validator as processes, sealed updates, the CNN,
+Each cell is one `fedchain.sim.demo.run_demo` (contributors and validator as processes, sealed updates, the CNN,
 Dirichlet(0.5) shards, TMC-Shapley scoring, seed 0) on a devnet shared by this section's runs: 10 contributors of
 which 3 attack, 10 rounds, for two attack mixes and the rules fedavg, trimmed-mean and multi-krum. Beside each, the
 same rule without the attackers: the 7 honest contributors alone, holding exactly the shards they hold in the
@@ -67,7 +67,7 @@ def _baseline_options(rule: str, honest: int, attackers: int) -> dict[str, Any]:
     contributors hold all the data, redrawn for their number)."""
     import dataclasses
 
-    from fedchain import demo
+    from fedchain.sim import demo
 
     names = {f.name for f in dataclasses.fields(demo.DemoConfig)}
     if not {"data_shards", "rule_params"} <= names or not hasattr(demo, "demo_rule"):

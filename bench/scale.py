@@ -2,7 +2,7 @@
 
     python -m bench --only scale [--quick]
 
-Each size is one `fedchain demo` run (`fedchain.demo.run_demo`: contributors and the validator are separate
+Each size is one `fedchain demo` run (`fedchain.sim.demo.run_demo`: contributors and the validator are separate
 `python -m fedchain.cli.main` processes, sealed updates, the CNN, Dirichlet(0.5) shards, fedavg, TMC-Shapley
 scoring) on one devnet shared by the runs of this section, 3 rounds each (5 for 5 contributors, the default demo;
 quick: 3 contributors, 1 round). Target (issue 5): scoring takes at most 20% of a default round (5 contributors,
@@ -85,7 +85,7 @@ class ProcessSampler(threading.Thread):
 
 @contextlib.contextmanager
 def shared_devnet(work: Path) -> Iterator[Any]:
-    from fedchain.devnet import running_devnet
+    from fedchain.sim.devnet import running_devnet
 
     with running_devnet(work / "devnet") as net:
         yield net
@@ -98,7 +98,7 @@ def measured_demo(net, work: Path, **config: Any) -> dict[str, Any]:
     """Run one demo on `net` with DemoConfig(**config); the report plus wall time and processes' peak memory."""
     from rich.console import Console
 
-    from fedchain.demo import DemoConfig, run_demo
+    from fedchain.sim.demo import DemoConfig, run_demo
 
     tag = f"run-{int(time.time() * 1000)}"
     cfg = DemoConfig(rpc_url=net.rpc_url, ipfs_api=net.ipfs_api, deployments=net.deployments_path,

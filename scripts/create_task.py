@@ -1,6 +1,7 @@
 """Create and fund a task from a JSON file of task parameters.
 
     ape run create_task --spec task.json [--deployments deployments/local.json] [--account ALIAS] [--mint]
+                        [--ipfs-api http://127.0.0.1:5001]
 
 The file (amounts as integers or decimal strings in the token's smallest unit; digests as 0x-hex of 32 bytes or as
 CIDv0 strings, from which the 32-byte sha2-256 digest is taken):
@@ -18,6 +19,10 @@ CIDv0 strings, from which the 32-byte sha2-256 digest is taken):
       "min_contributor_stake": "...",   # optional: default the registry's minimum
       "reward_token": "0x..."           # optional: default FedToken from the deployments file
     }
+
+Before anything is funded, the task spec document is fetched from the IPFS API by its CID (its bytes checked against
+it) and validated as `fedchain task create` does: its fields and rule parameters, that its model builds, and that its
+rule can run with max_contributors. A spec that would make every round fail is refused with the reason.
 
 The caller approves the TaskManager for the budget (num_rounds * reward_per_round) and creates the task; the new
 task id is printed. On a local network, --mint first mints the budget in FedToken to the caller (devnets only).
@@ -40,9 +45,25 @@ def _digest(value: str) -> bytes:
         if len(raw) != 32:
             raise click.BadParameter(f"digest {value} is not 32 bytes")
         return raw
-    from fedchain.content.cid import cid_to_digest  # the project's CID code (CIDv0: sha2-256 multihash)
+    from fedchain.core.cid import cid_to_digest  # the project's CID code (CIDv0: sha2-256 multihash)
 
     return cid_to_digest(value)
+
+
+def _check_spec(digest: bytes, ipfs_api: str, max_contributors: int) -> None:
+    """Fetch the task spec by its digest and refuse one that cannot run, before the task is funded."""
+    from fedchain.content.client import IpfsClient
+    from fedchain.core.cid import digest_to_cid
+    from fedchain.core.spec import TaskSpec
+    from fedchain.errors import FedchainError
+    from fedchain.learning.kinds import check_spec
+
+    try:
+        with IpfsClient(ipfs_api) as ipfs:
+            spec = TaskSpec.from_json_bytes(ipfs.cat(digest_to_cid(digest), max_size=1 << 20))
+        check_spec(spec, max_contributors=max_contributors)
+    except FedchainError as exc:
+        raise click.ClickException(f"task spec {digest_to_cid(digest)} refused, nothing was funded: {exc}") from exc
 
 
 def _account(network, alias: str | None):
@@ -59,9 +80,12 @@ def _account(network, alias: str | None):
               help="Deployments file (default: deployments/<network>.json).")
 @click.option("--account", "alias", default=None, help="Account alias (required off local networks).")
 @click.option("--mint", is_flag=True, help="Local networks: mint the budget in FedToken to the caller first.")
-def cli(network, spec_path, deployments_path, alias, mint):
+@click.option("--ipfs-api", default="http://127.0.0.1:5001", show_default=True,
+              help="Kubo RPC API holding the task spec (it is checked before the task is funded).")
+def cli(network, spec_path, deployments_path, alias, mint, ipfs_api):
     """Create and fund a task; print its id."""
     spec = json.loads(Path(spec_path).read_text())
+    _check_spec(_digest(spec["spec"]), ipfs_api, int(spec["max_contributors"]))
     deployments = json.loads(Path(deployments_path or f"deployments/{network.name}.json").read_text())
     contracts = deployments["contracts"]
     owner = _account(network, alias)

@@ -12,7 +12,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 @pytest.fixture(scope="module")
 def devnet(tmp_path_factory):
     """Anvil and the embedded IPFS node with fresh deployments; stopped after the module."""
-    from fedchain.devnet import running_devnet
+    from fedchain.sim.devnet import running_devnet
 
     workdir = tmp_path_factory.mktemp("devnet")
     with running_devnet(workdir) as net:

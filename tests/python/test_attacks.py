@@ -1,10 +1,10 @@
-"""fedchain.attacks: attacker behaviours for the demo."""
+"""fedchain.sim.attacks: attacker behaviours for the demo."""
 
 import numpy as np
 import pytest
 import torch
 
-from fedchain.attacks import (
+from fedchain.sim.attacks import (
     ATTACKS,
     AttackError,
     free_rider,

@@ -150,7 +150,7 @@ def test_stats_and_outcome_helpers():
             {"contributor": "0xd", "role": "noise", "num_samples": 5, "status": "rejected", "reason": "norm-outlier", "slashed": False},
         ]}],
     }
-    from fedchain.demo import outcome_summary
+    from fedchain.sim.demo import outcome_summary
 
     report["outcome"] = outcome_summary(report, {"0xa": 10, "0xb": 20, "0xc": 30, "0xd": 5})  # as the demo writes it
     o = outcome(report)

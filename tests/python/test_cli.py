@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fedchain.cli.main import app
-from fedchain.devnet import free_port
+from fedchain.sim.devnet import free_port
 
 FED = 10**18
 runner = CliRunner()
@@ -35,11 +35,11 @@ def test_missing_deployments_file_says_how_to_make_one(devnet, tmp_path):
 @pytest.fixture(scope="module")
 def task(devnet, protocol, ipfs, tmp_path_factory):
     """A task on the devnet and a keystore of a funded account."""
-    from fedchain.accounts import create_keystore
-    from fedchain.devnet import dev_account
-    from fedchain.keys import generate_sealing_key
-    from fedchain.spec import mnist_spec
-    from fedchain.tasks import create_task_from_spec
+    from fedchain.chain.accounts import create_keystore
+    from fedchain.sim.devnet import dev_account
+    from fedchain.core.keys import generate_sealing_key
+    from fedchain.core.spec import mnist_spec
+    from fedchain.roles.owner import create_task_from_spec
 
     tmp = tmp_path_factory.mktemp("cli")
     owner, validator = dev_account(0), dev_account(1)

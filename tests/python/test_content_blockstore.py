@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fedchain.content.blockstore import Blockstore
-from fedchain.content.cid import DAG_PB, Cid
+from fedchain.core.cid import DAG_PB, Cid
 from fedchain.content.errors import ContentNotFoundError
 from fedchain.content.unixfs import AddOptions, DagBuilder, read_all
 

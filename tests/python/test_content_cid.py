@@ -7,7 +7,7 @@ import hashlib
 import pytest
 from hypothesis import given, strategies as st
 
-from fedchain.content.cid import (
+from fedchain.core.cid import (
     DAG_PB,
     RAW,
     cid_from_bytes,

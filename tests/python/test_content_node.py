@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fedchain.content.cid import cid_to_digest
+from fedchain.core.cid import cid_to_digest
 from fedchain.content.client import IpfsClient
 from fedchain.content.errors import ContentNotFoundError, InvalidCidError
 from fedchain.content.node import NodeProcess, start_node_process

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fedchain.content.cid import DAG_PB, RAW, Cid, cid_from_bytes
+from fedchain.core.cid import DAG_PB, RAW, Cid, cid_from_bytes
 from fedchain.content.unixfs import (
     AddOptions,
     DagBuilder,

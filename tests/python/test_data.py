@@ -1,9 +1,9 @@
-"""fedchain.data: the contributor file format, the MNIST subset and the splits."""
+"""fedchain.learning.data: the contributor file format, the MNIST subset and the splits."""
 
 import numpy as np
 import pytest
 
-from fedchain.data import (
+from fedchain.learning.data import (
     DataError,
     dirichlet_shards,
     iid_shards,
@@ -14,7 +14,7 @@ from fedchain.data import (
     train_test_split,
     write_shards,
 )
-from fedchain.spec import mnist_spec
+from fedchain.core.spec import mnist_spec
 
 SPEC = mnist_spec()
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from fedchain.content.cid import digest_to_cid
+from fedchain.core.cid import digest_to_cid
 
 pytestmark = pytest.mark.e2e
 FED = 10**18
@@ -19,7 +19,7 @@ FED = 10**18
 
 @pytest.fixture(scope="module")
 def demo_report(devnet, tmp_path_factory):
-    from fedchain.demo import DemoConfig, run_demo
+    from fedchain.sim.demo import DemoConfig, run_demo
 
     out = tmp_path_factory.mktemp("demo")
     config = DemoConfig(
@@ -72,15 +72,15 @@ def test_each_contributor_received_exactly_its_entitlement(demo_report, protocol
 
 def test_validator_killed_mid_round_and_restarted_changes_nothing(devnet, protocol, ipfs, tmp_path):
     """Kill -9 the validator while it aggregates; the restarted one posts exactly what a fresh validator computes."""
-    from fedchain.accounts import create_keystore
+    from fedchain.chain.accounts import create_keystore
     from fedchain.chain.protocol import RoundPhase
-    from fedchain.contributor import Contributor, ContributorConfig
-    from fedchain.data import dirichlet_shards, load_npz, mnist_subset, save_npz, train_test_split
-    from fedchain.devnet import dev_account
-    from fedchain.keys import generate_sealing_key, load_sealing_key
-    from fedchain.spec import ScoringConfig, mnist_spec
-    from fedchain.tasks import create_task_from_spec
-    from fedchain.validator import Validator, ValidatorConfig
+    from fedchain.roles.contributor import Contributor, ContributorConfig
+    from fedchain.learning.data import dirichlet_shards, load_npz, mnist_subset, save_npz, train_test_split
+    from fedchain.sim.devnet import dev_account
+    from fedchain.core.keys import generate_sealing_key, load_sealing_key
+    from fedchain.core.spec import ScoringConfig, mnist_spec
+    from fedchain.roles.owner import create_task_from_spec
+    from fedchain.roles.validator import Validator, ValidatorConfig
 
     owner, validator = dev_account(0), dev_account(5)
     contributors = [dev_account(6 + i) for i in range(3)]

@@ -10,13 +10,15 @@ import sys
 import pytest
 import torch
 
-from fedchain.envelope import (
+from fedchain.core.envelope import (
+    METADATA_KEY,
     EnvelopeError,
     UpdateEnvelope,
     decode_model,
     decode_update,
     encode_model,
     encode_update,
+    register_extension,
     spec_of,
 )
 
@@ -56,13 +58,13 @@ def test_round_trip_keeps_every_field_and_tensor() -> None:
     env = decode_update(encode_update(_env()), SPEC, 1 << 20)
     assert (env.task_id, env.round, env.base_model_cid, env.num_samples, env.contributor) == (7, 0, CID, 500, ADDR)
     for name, t in _tensors().items():
-        assert torch.equal(env.tensors[name], t)
+        assert torch.equal(torch.from_numpy(env.tensors[name].copy()), t)
 
 
 def test_identical_content_gives_identical_bytes_in_another_process() -> None:
     code = (
         "import sys, torch; sys.path[:0] = sys.argv[1:];"
-        "from fedchain.envelope import UpdateEnvelope, encode_update; import hashlib;"
+        "from fedchain.core.envelope import UpdateEnvelope, encode_update; import hashlib;"
         "g = torch.Generator().manual_seed(0);"
         "t = {'fc.weight': torch.randn(3, 4, generator=g), 'fc.bias': torch.randn(3, generator=g)};"
         f"e = UpdateEnvelope(7, 0, '{CID}', 500, '{ADDR}', dict(reversed(list(t.items()))));"
@@ -160,9 +162,68 @@ def test_model_round_trip_with_metadata_and_any_dtype() -> None:
     assert data == encode_model(dict(reversed(list(tensors.items()))), {"arch": "mlp", "round": 2, "task_id": 1})
     got, meta = decode_model(data, spec_of(tensors))
     assert meta == {"task_id": 1, "round": 2, "arch": "mlp"}
-    assert torch.equal(got["w"], tensors["w"]) and torch.equal(got["steps"], tensors["steps"])
+    assert (got["w"] == tensors["w"].numpy()).all() and (got["steps"] == tensors["steps"].numpy()).all()
+    assert got["steps"].dtype.name == "int64"
 
 
 def test_a_model_file_is_not_an_update() -> None:
     data = encode_model(_tensors(), {})
     assert _reason(data) == "bad-metadata"
+
+
+def test_bytes_are_those_of_the_torch_encoding_the_network_already_carries() -> None:
+    from safetensors.torch import save
+
+    env = _env()
+    old = save({k: env.tensors[k] for k in sorted(env.tensors)}, metadata={METADATA_KEY: canonical(env.metadata())})
+    assert encode_update(env) == old
+
+
+def canonical(meta: dict) -> str:
+    return json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def _check_demo_record(value: dict) -> dict:
+    if set(value) != {"spent"} or not isinstance(value["spent"], int):
+        raise ValueError("needs exactly one integer field 'spent'")
+    return value
+
+
+register_extension("demo-record/1", _check_demo_record)
+
+
+def test_an_update_without_extensions_has_no_extensions_field() -> None:
+    assert "extensions" not in _env().metadata()
+
+
+def test_a_registered_extension_round_trips_in_the_metadata() -> None:
+    data = encode_update(_env(extensions={"demo-record/1": {"spent": 3}}))
+    env = decode_update(data, SPEC, 1 << 20)
+    assert env.extensions == {"demo-record/1": {"spent": 3}}
+    assert data != encode_update(_env())
+
+
+@pytest.mark.parametrize(
+    ("extensions", "message"),
+    [
+        ({"unknown/1": {}}, "unknown extension 'unknown/1'"),
+        ({"demo-record/1": {"spent": "x"}}, "needs exactly one integer field"),
+        ({"demo-record/1": [1]}, "must be a JSON object"),
+    ],
+)
+def test_unknown_or_invalid_extensions_are_bad_metadata(extensions: dict, message: str) -> None:
+    with pytest.raises(EnvelopeError, match=message) as info:
+        _env(extensions=extensions)
+    assert info.value.reason == "bad-metadata"
+    meta = {**_env().metadata(), "extensions": extensions}
+    assert _reason(_rewrite_metadata(encode_update(_env()), canonical(meta))) == "bad-metadata"
+
+
+def test_an_empty_extensions_object_is_refused_on_the_wire() -> None:
+    meta = {**_env().metadata(), "extensions": {}}
+    assert _reason(_rewrite_metadata(encode_update(_env()), canonical(meta))) == "bad-metadata"
+
+
+def test_extension_keys_are_versioned_names() -> None:
+    with pytest.raises(EnvelopeError, match="name/1"):
+        register_extension("NoVersion", _check_demo_record)

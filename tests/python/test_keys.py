@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fedchain.cli.main import app
-from fedchain.keys import (
+from fedchain.core.keys import (
     KeyFileExistsError,
     KeyFileNotFoundError,
     KeyPasswordError,

@@ -1,4 +1,4 @@
-"""fedchain.merkle against vectors from the real @openzeppelin/merkle-tree package.
+"""fedchain.core.merkle against vectors from the real @openzeppelin/merkle-tree package.
 
 How tests/python/fixtures/oz_merkle_vectors.json was made (outside the repository):
     mkdir /tmp/ozmt && cd /tmp/ozmt && npm init -y && npm i @openzeppelin/merkle-tree   # 1.0.8
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fedchain.merkle import EMPTY_ROOT, MerkleError, RewardTree, hash_pair, leaf_hash, verify
+from fedchain.core.merkle import EMPTY_ROOT, MerkleError, RewardTree, hash_pair, leaf_hash, verify
 
 VECTORS = json.loads((Path(__file__).parent / "fixtures" / "oz_merkle_vectors.json").read_text())
 CASES = VECTORS["cases"]

@@ -1,9 +1,9 @@
-"""fedchain.models: registry, flat layout, initial state."""
+"""fedchain.learning.models: registry, flat layout, initial state."""
 
 import pytest
 import torch
 
-from fedchain.models import (
+from fedchain.learning.models import (
     ModelError,
     ParamLayout,
     apply_delta,
@@ -13,7 +13,7 @@ from fedchain.models import (
     initial_state,
     known_architectures,
 )
-from fedchain.spec import mnist_spec
+from fedchain.core.spec import mnist_spec
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,11 @@
-"""fedchain.report: the round report and its canonical bytes."""
+"""fedchain.core.report: the round report and its canonical bytes."""
 
 import json
 
 import pytest
 
-from fedchain.merkle import RewardTree
-from fedchain.report import ReportError, RoundReport, UpdateRecord, canonical_json
+from fedchain.core.merkle import RewardTree
+from fedchain.core.report import ReportError, RoundReport, UpdateRecord, canonical_json
 
 A, B, C = "0x" + "aa" * 20, "0x" + "bb" * 20, "0x" + "cc" * 20
 BIG = 10**24 + 1  # beyond JSON's safe integers

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedchain.scoring import (
+from fedchain.learning.scoring import (
     DEFAULT_PERMUTATIONS,
     DEFAULT_TRUNCATION_TOL,
     ScoringError,
@@ -24,7 +24,7 @@ from fedchain.scoring import (
     tmc_shapley,
 )
 from fedchain.aggregation import fedavg
-from fedchain.screening import DUPLICATE, FREE_RIDER, screen
+from fedchain.learning.screening import DUPLICATE, FREE_RIDER, screen
 
 
 def quadratic_game(seed: int, d: int = 20):
@@ -105,7 +105,7 @@ def test_leave_one_out_hand_computed():
     res = marginal_scores(buffer, [1, 1], [0, 1], lambda v: float((v - 1.0) ** 2))
     assert res.raw == {0: 0.75, 1: -0.25}
     assert res.scores == {0: 1.0, 1: 0.0}
-    assert res.evaluations == 4 and res.method == "leave-one-out"
+    assert res.evaluations == 4 and res.method == "marginal"
 
 
 def test_non_finite_loss_is_refused():
@@ -130,7 +130,7 @@ def attacked_round():
     return buffer, [100] * 6, evaluate
 
 
-@pytest.mark.parametrize("method", ["tmc-shapley", "leave-one-out"])
+@pytest.mark.parametrize("method", ["tmc-shapley", "marginal"])
 def test_free_rider_and_duplicate_score_zero_through_screening_and_scoring(method):
     buffer, weights, evaluate = attacked_round()
     verdicts = screen(buffer)
@@ -142,7 +142,7 @@ def test_free_rider_and_duplicate_score_zero_through_screening_and_scoring(metho
         assert all(res.scores[r] > 0 for r in range(4))
 
 
-@pytest.mark.parametrize("method", ["tmc-shapley", "leave-one-out"])
+@pytest.mark.parametrize("method", ["tmc-shapley", "marginal"])
 def test_helpful_update_scores_more_than_a_useless_one(method):
     g = torch.Generator().manual_seed(12)
     target = torch.randn(40, generator=g)
@@ -158,7 +158,7 @@ def test_helpful_update_scores_more_than_a_useless_one(method):
 def test_round_where_nothing_helps_scores_all_zero():
     target = torch.ones(4)
     buffer = -torch.ones(3, 4)  # every update moves away from the target
-    res = score_round(buffer, [1, 1, 1], [0, 1, 2], lambda v: float(((v - target) ** 2).sum()), "leave-one-out")
+    res = score_round(buffer, [1, 1, 1], [0, 1, 2], lambda v: float(((v - target) ** 2).sum()), "marginal")
     assert res.scores == {0: 0.0, 1: 0.0, 2: 0.0}
 
 
@@ -227,7 +227,7 @@ def overshooting_round():
     return buffer, [1, 1, 2], evaluate
 
 
-@pytest.mark.parametrize("method", ["tmc-shapley", "leave-one-out"])
+@pytest.mark.parametrize("method", ["tmc-shapley", "marginal"])
 def test_share_coalitions_pay_nothing_for_diluting_overshooting_updates(method):
     buffer, weights, evaluate = overshooting_round()
     # A coalition's own FedAvg rewards the zero update for halving the overshoot...

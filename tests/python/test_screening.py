@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fedchain.errors import FedchainError
-from fedchain.screening import (
+from fedchain.learning.screening import (
     DUPLICATE,
     FREE_RIDER,
     NON_FINITE,

@@ -7,8 +7,8 @@ import os
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from fedchain.keys import public_key_bytes
-from fedchain.sealing import CHUNK_SIZE, SealBinding, SealError, open_sealed, read_binding, seal
+from fedchain.core.keys import public_key_bytes
+from fedchain.core.sealing import CHUNK_SIZE, SealBinding, SealError, open_sealed, read_binding, seal
 
 BINDING = SealBinding(task_id=3, round=1, contributor="0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed")
 

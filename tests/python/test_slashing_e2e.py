@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedchain.content.cid import cid_to_digest
+from fedchain.core.cid import cid_to_digest
 
 pytestmark = pytest.mark.e2e
 FED = 10**18
@@ -14,15 +14,15 @@ FED = 10**18
 
 @pytest.fixture(scope="module")
 def slashing_round(devnet, protocol, ipfs, tmp_path_factory):
-    from fedchain.contributor import Contributor, ContributorConfig
-    from fedchain.data import dirichlet_shards, mnist_subset, save_npz, train_test_split
-    from fedchain.devnet import dev_account
-    from fedchain.envelope import UpdateEnvelope, encode_update
-    from fedchain.keys import generate_sealing_key, load_sealing_key
-    from fedchain.sealing import SealBinding, seal
-    from fedchain.spec import mnist_spec
-    from fedchain.tasks import create_task_from_spec
-    from fedchain.validator import Validator, ValidatorConfig
+    from fedchain.roles.contributor import Contributor, ContributorConfig
+    from fedchain.learning.data import dirichlet_shards, mnist_subset, save_npz, train_test_split
+    from fedchain.sim.devnet import dev_account
+    from fedchain.core.envelope import UpdateEnvelope, encode_update
+    from fedchain.core.keys import generate_sealing_key, load_sealing_key
+    from fedchain.core.sealing import SealBinding, seal
+    from fedchain.core.spec import mnist_spec
+    from fedchain.roles.owner import create_task_from_spec
+    from fedchain.roles.validator import Validator, ValidatorConfig
 
     tmp = tmp_path_factory.mktemp("slash")
     owner, validator = dev_account(0), dev_account(12)
@@ -82,7 +82,7 @@ def slashing_round(devnet, protocol, ipfs, tmp_path_factory):
 
 
 def _report(ipfs, round_result):
-    from fedchain.report import RoundReport
+    from fedchain.core.report import RoundReport
 
     return RoundReport.from_json_bytes(ipfs.cat(round_result.report_cid))
 

@@ -8,7 +8,7 @@ library reduction whose order depends on the machine. The one exception, Multi-K
 distances, is computed fast by BLAS and then *certified* (see `multi_krum`), so that its discrete selection, and
 so its output bytes, are reproducible too.
 
-Inputs are assumed finite (fedchain.screening rejects non-finite rows first): with NaN or infinity the output is
+Inputs are assumed finite (fedchain.learning.screening rejects non-finite rows first): with NaN or infinity the output is
 defined by IEEE arithmetic but not meaningful.
 """
 

@@ -42,7 +42,7 @@ def devnet(
     fund_accounts: int = typer.Option(10, help="How many development accounts get FED tokens."),
 ) -> None:
     """Start Anvil and the embedded IPFS node, deploy the contracts, fund test accounts; Ctrl-C stops everything."""
-    from fedchain.devnet import dev_account, fund_dev_accounts, running_devnet
+    from fedchain.sim.devnet import dev_account, fund_dev_accounts, running_devnet
 
     with running_devnet(workdir, anvil_port=anvil_port, ipfs_port=ipfs_port, deployments_path=deployments) as net:
         funded = fund_dev_accounts(net, fund_accounts)
@@ -73,11 +73,11 @@ def account_create(
     password_env: str = PasswordEnv,
 ) -> None:
     """Create a new account in an encrypted keystore and print its address (never the key)."""
-    from fedchain.accounts import create_keystore, resolve_password
+    from fedchain.chain.accounts import create_keystore, resolve_password
 
     key = None
     if dev_index is not None:
-        from fedchain.devnet import dev_account
+        from fedchain.sim.devnet import dev_account
 
         key = dev_account(dev_index).key
     address = create_keystore(out, resolve_password(password_env, prompt="New keystore password: "), private_key=key)
@@ -94,9 +94,12 @@ def task_init_spec(
     scoring: str = typer.Option("tmc-shapley", help="Contribution scoring: tmc-shapley, marginal, equal."),
 ) -> None:
     """Write a starting task spec for the MNIST preset: edit it, then `fedchain task create --spec`."""
-    from fedchain.spec import ScoringConfig, mnist_spec
+    from fedchain.core.spec import ScoringConfig, TaskSpec, mnist_spec
+    from fedchain.learning.kinds import check_spec
 
-    spec = mnist_spec(architecture, list(sealing_key), aggregation={"rule": rule}, scoring=ScoringConfig(method=scoring))
+    spec = mnist_spec(architecture, list(sealing_key), scoring=ScoringConfig(method=scoring))
+    spec = TaskSpec.model_validate({**spec.to_json_obj(), "aggregation": {"rule": rule}})
+    check_spec(spec)
     if out.exists():
         raise typer.BadParameter(f"{out} exists; choose another path or delete it")
     out.write_text(json.dumps(spec.to_json_obj(), indent=2) + "\n")
@@ -121,8 +124,8 @@ def task_create(
     rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt, password_env: str = PasswordEnv,
 ) -> None:
     """Publish a spec and initial model to IPFS and create and fund the task on chain; prints the task id."""
-    from fedchain.spec import load_spec_file
-    from fedchain.tasks import create_task_from_spec
+    from fedchain.core.spec import load_spec_file
+    from fedchain.roles.owner import create_task_from_spec
 
     protocol, ipfs = connect(rpc_url, ipfs_api, deployments)
     owner = load_account(keystore, password_env)
@@ -151,7 +154,7 @@ def contribute(
 ) -> None:
     """Train on your data in every round of a task, submit sealed updates, and claim rewards at the end."""
     setup_logging(verbose)
-    from fedchain.contributor import Contributor, ContributorConfig
+    from fedchain.roles.contributor import Contributor, ContributorConfig
 
     protocol, ipfs = connect(rpc_url, ipfs_api, deployments)
     account = load_account(keystore, password_env)
@@ -159,7 +162,7 @@ def contribute(
     config = ContributorConfig(task_id=task, data_path=data, state_dir=state_dir, seed=seed, progress=not no_progress)
     contributor = Contributor(protocol, ipfs, account, config)
     if attack:
-        from fedchain.adversary import configure_attacker
+        from fedchain.sim.adversary import configure_attacker
 
         contributor = configure_attacker(contributor, attack)
     outcomes = contributor.run(max_rounds=max_rounds)
@@ -186,8 +189,8 @@ def validate(
     import os
 
     setup_logging(verbose)
-    from fedchain.keys import load_sealing_key
-    from fedchain.validator import Validator, ValidatorConfig
+    from fedchain.core.keys import load_sealing_key
+    from fedchain.roles.validator import Validator, ValidatorConfig
 
     protocol, ipfs = connect(rpc_url, ipfs_api, deployments)
     account = load_account(keystore, password_env)
@@ -215,7 +218,7 @@ def claim(
     rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt, password_env: str = PasswordEnv,
 ) -> None:
     """Claim every reward you are owed in a task (proofs rebuilt from the round reports)."""
-    from fedchain.rewards import claimable_rewards
+    from fedchain.views.rewards import claimable_rewards
 
     protocol, ipfs = connect(rpc_url, ipfs_api, deployments)
     account = load_account(keystore, password_env)
@@ -235,7 +238,7 @@ def status(
     rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt,
 ) -> None:
     """A table of the task's rounds: phase, updates, scores, rewards and model quality."""
-    from fedchain.status import task_status
+    from fedchain.views.status import task_status
 
     protocol, ipfs = connect(rpc_url, ipfs_api, deployments)
     summary = task_status(protocol, ipfs, task)
@@ -273,7 +276,7 @@ def model_pull(
     rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt,
 ) -> None:
     """Download a round's global model as safetensors, its CID checked against the chain."""
-    from fedchain.status import pull_model
+    from fedchain.views.status import pull_model
 
     protocol, ipfs = connect(rpc_url, ipfs_api, deployments)
     cid, chosen = pull_model(protocol, ipfs, task, round_index, out)

@@ -78,6 +78,6 @@ def connect(rpc_url: str, ipfs_api: str, deployments: Path):
 
 
 def load_account(keystore: Path, password_env: str):
-    from fedchain.accounts import load_keystore, resolve_password
+    from fedchain.chain.accounts import load_keystore, resolve_password
 
     return load_keystore(keystore, resolve_password(password_env))

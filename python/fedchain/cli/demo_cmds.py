@@ -42,8 +42,8 @@ def demo(
     timeout: float = typer.Option(900.0, help="Seconds before the demo gives up."),
 ) -> None:
     """Run the protocol end to end: devnet, MNIST task, contributors and validator processes, rewards paid."""
-    from fedchain.attacks import parse_attack_mix
-    from fedchain.demo import DemoConfig, run_demo
+    from fedchain.sim.attacks import parse_attack_mix
+    from fedchain.sim.demo import DemoConfig, run_demo
 
     config = DemoConfig(
         clients=clients, rounds=rounds, seed=seed, alpha=None if iid else alpha, sized=sized, data_shards=data_shards,

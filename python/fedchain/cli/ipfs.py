@@ -68,7 +68,7 @@ def cid_cmd(
     digest: bool = typer.Option(False, "--digest", help="also print the 32-byte on-chain digest (CIDv0)"),
 ) -> None:
     """Print the CID `ipfs add` would give a file, without any node."""
-    from fedchain.content.cid import cid_to_digest
+    from fedchain.core.cid import cid_to_digest
     from fedchain.content.unixfs import compute_cid
 
     with path.open("rb") as fh:

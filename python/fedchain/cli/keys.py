@@ -30,7 +30,7 @@ def create_cmd(
     force: bool = typer.Option(False, "--force", help="overwrite an existing key file"),
 ) -> None:
     """Create a sealing key pair; print the public key to publish in the task's model spec."""
-    from fedchain.keys import SealingKeyError, generate_sealing_key, public_key_hex
+    from fedchain.core.keys import SealingKeyError, generate_sealing_key, public_key_hex
 
     try:
         public = generate_sealing_key(out, _password(password_env, prompt, confirm=True), overwrite=force)
@@ -48,7 +48,7 @@ def public_cmd(
     prompt: bool = typer.Option(False, "--prompt", help="ask for the password interactively"),
 ) -> None:
     """Print the public key (hex) of a sealing key file."""
-    from fedchain.keys import SealingKeyError, load_sealing_key, public_key_bytes, public_key_hex
+    from fedchain.core.keys import SealingKeyError, load_sealing_key, public_key_bytes, public_key_hex
 
     try:
         private = load_sealing_key(key, _password(password_env, prompt, confirm=False))

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from fedchain.content.cid import DAG_PB, RAW, Cid, parse_cid
+from fedchain.core.cid import DAG_PB, RAW, Cid, parse_cid
 from fedchain.content.errors import BlockstoreError, ContentNotFoundError
 from fedchain.content.unixfs import BlockParts, _fields
 
@@ -49,7 +49,7 @@ def block_links(cid: Cid, block: bytes) -> list[Cid]:
     """CIDs a dag-pb block links to (none for raw blocks)."""
     if cid.codec == RAW or not block:
         return []
-    from fedchain.content.cid import cid_from_bytes
+    from fedchain.core.cid import cid_from_bytes
 
     links = []
     for number, wire, value in _fields(memoryview(block)):

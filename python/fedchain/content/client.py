@@ -39,7 +39,7 @@ from urllib.parse import quote
 import httpx
 import httpcore._sync.http11 as _httpcore_http11
 
-from fedchain.content.cid import Cid, parse_cid
+from fedchain.core.cid import Cid, parse_cid
 from fedchain.content.errors import (
     CidMismatchError,
     ContentError,

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
+from fedchain.core.cid import InvalidCidError  # noqa: F401 - re-exported: CIDs belong to the protocol core
 from fedchain.errors import FedchainError
 
 
 class ContentError(FedchainError):
     """Raised for any failure of the content-addressed storage layer."""
-
-
-class InvalidCidError(ContentError, ValueError):
-    """Raised when a string or byte string is not a CID this project can use."""
 
 
 class NodeUnreachableError(ContentError, ConnectionError):

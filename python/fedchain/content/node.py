@@ -41,7 +41,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from fedchain import __version__
 from fedchain.content.blockstore import DIRECT, RECURSIVE, Blockstore
-from fedchain.content.cid import Cid, parse_ipfs_path
+from fedchain.core.cid import Cid, parse_ipfs_path
 from fedchain.content.errors import ContentError, ContentNotFoundError, InvalidCidError, UnsupportedOptionError
 from fedchain.content.unixfs import AddOptions, DagBuilder, decode_file_block, iter_file
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Union
 
-from fedchain.content.cid import DAG_PB, RAW, Cid, decode_varint, encode_varint
+from fedchain.core.cid import DAG_PB, RAW, Cid, decode_varint, encode_varint
 from fedchain.content.errors import ContentError, UnsupportedOptionError
 
 DEFAULT_CHUNK_SIZE = 262_144
@@ -207,7 +207,7 @@ def encode_file_node(links: Sequence[_Link]) -> bytes:
 
 
 def _cid_from_link(link: _Link) -> Cid:
-    from fedchain.content.cid import cid_from_bytes
+    from fedchain.core.cid import cid_from_bytes
 
     return cid_from_bytes(link.cid_bytes)
 
@@ -279,7 +279,7 @@ def decode_file_block(cid: Cid, block: bytes | memoryview) -> FileNode:
         return FileNode((), view, len(view), ())
     if cid.codec != DAG_PB:
         raise DagFormatError(f"{cid} has codec {cid.codec_name}; only dag-pb and raw files can be read")
-    from fedchain.content.cid import cid_from_bytes
+    from fedchain.core.cid import cid_from_bytes
 
     try:
         links: list[PbLink] = []

@@ -10,7 +10,7 @@ Data file format (bring your own data in this form):
 
     import numpy as np
     np.savez("my_data.npz", x=images.astype(np.float32) / 255.0, y=labels.astype(np.int64))
-    # or: fedchain.data.save_npz("my_data.npz", x, y)
+    # or: fedchain.learning.data.save_npz("my_data.npz", x, y)
 
 Splits are deterministic for a seed: `train_test_split` (stratified), `iid_shards`, `dirichlet_shards` (label skew,
 the usual non-IID benchmark) and `sized_shards` (different amounts of data per contributor).
@@ -29,7 +29,7 @@ import numpy as np
 from fedchain.errors import FedchainError
 
 if TYPE_CHECKING:
-    from fedchain.spec import TaskSpec
+    from fedchain.core.spec import TaskSpec
 
 
 class DataError(FedchainError, ValueError):

@@ -10,9 +10,16 @@ spec always has the same CID:
 JSON layout (keys sorted by RFC 8785; `model_config` is the architecture's configuration; in Python it is the
 attribute `arch_config`, since pydantic reserves the name `model_config`):
 
-    {"aggregation": {"rule": "fedavg"}, "architecture": "cnn", "format": "fedchain-task-spec/1",
-     "input_shape": [1, 28, 28], "max_update_bytes": 8388608, "model_config": {...}, "name": "mnist-cnn",
-     "num_classes": 10, "scoring": {...}, "sealed": true, "training": {...}, "validator_sealing_keys": ["<64 hex>"]}
+    {"aggregation": {"clip_multiple": null, "rule": "fedavg"}, "architecture": "cnn",
+     "format": "fedchain-task-spec/2", "input_shape": [1, 28, 28], "kind": "classification",
+     "max_update_bytes": 8388608, "model_config": {...}, "name": "mnist-cnn", "num_classes": 10,
+     "policy": {...}, "privacy": null, "protocol_version": 1, "scoring": {...}, "sealed": true,
+     "training": {...}, "unlabelled": null, "validator_sealing_keys": ["<64 hex>"]}
+
+The spec is the one typed source of protocol truth: every parameter that two validators must agree on (the rule and
+its parameters, screening thresholds, what slashes, score rounding) is here, with today's values as defaults.
+Part of the protocol core: validating a spec imports no torch. Whether the named architecture can be built for this
+input shape is the learning layer's check (`fedchain.learning.kinds.check_spec`), run before a task is funded.
 
 Every validation failure is raised as `SpecError` naming the field, the value and what is allowed.
 """
@@ -22,15 +29,22 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import rfc8785
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fedchain.core.reasons import PROVABLE, Reason
 from fedchain.errors import FedchainError
 
-SPEC_FORMAT = "fedchain-task-spec/1"
+SPEC_FORMAT = "fedchain-task-spec/2"
+# The rules this code computes by (scoring, rounding, screening, slashing). A validator refuses any other version,
+# so two versions of the code never silently compute different results for one task.
+PROTOCOL_VERSION = 1
+SUPPORTED_PROTOCOL_VERSIONS = frozenset({PROTOCOL_VERSION})
+MAX_SAMPLES_LIMIT = 2**29 - 1  # the merge's exact-weight bound (fedchain.aggregation.rules.MAX_WEIGHT - 1)
 _HEX_KEY = re.compile(r"^[0-9a-f]{64}$")
+_ARCHITECTURE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
 
 class SpecError(FedchainError, ValueError):
@@ -111,8 +125,111 @@ class TrainingConfig(StrictModel):
     optimizer: Literal["sgd", "adam"] = "sgd"
 
 
+# ---------------------------------------------------------------- aggregation: one typed model per rule
+
+
+class _RuleBase(StrictModel):
+    # Rows whose L2 norm exceeds clip_multiple x the median row norm are scaled down to it first (any rule).
+    clip_multiple: float | None = Field(None, gt=0, allow_inf_nan=False)
+
+
+class FedAvgRule(_RuleBase):
+    """Sample-weighted mean (McMahan et al.)."""
+
+    rule: Literal["fedavg"] = "fedavg"
+
+
+class MedianRule(_RuleBase):
+    """Coordinate-wise median."""
+
+    rule: Literal["median"]
+
+
+class TrimmedMeanRule(_RuleBase):
+    """Coordinate-wise mean after cutting int(beta x K) rows at each end."""
+
+    rule: Literal["trimmed-mean"]
+    beta: float = Field(0.1, ge=0, lt=0.5)
+
+
+class MultiKrumRule(_RuleBase):
+    """Mean of the m rows nearest their K - f - 2 neighbours (Blanchard et al.); needs K >= 2f + 3."""
+
+    rule: Literal["multi-krum"]
+    f: int = Field(1, ge=0, le=1000)  # Byzantine contributors tolerated
+    m: int | None = Field(None, ge=1)  # rows averaged; None: K - f
+
+    def min_contributors(self) -> int:
+        return 2 * self.f + 3
+
+
+AggregationConfig = Annotated[
+    Union[FedAvgRule, MedianRule, TrimmedMeanRule, MultiKrumRule], Field(discriminator="rule")
+]
+RULE_NAMES = ("fedavg", "median", "trimmed-mean", "multi-krum")
+
+
+# ---------------------------------------------------------------- policy: what the validator refuses and slashes
+
+
+class ScreeningPolicy(StrictModel):
+    """Thresholds of the pre-scoring checks (fedchain.learning.screening); defaults suit dense deltas."""
+
+    duplicate_cosine: float = Field(0.99, gt=-1, le=1)  # a later row this similar to an earlier one copies it
+    free_rider_fraction: float = Field(0.01, ge=0, lt=1)  # norm at most this fraction of the median: nothing learned
+    outlier_ratio: float = Field(10.0, gt=1)  # norm above this multiple of the median norm is an outlier (at least)
+    outlier_mad_z: float = Field(3.5, gt=0)  # ... or beyond this many robust standard deviations of log norm
+
+
+class PolicyConfig(StrictModel):
+    """What a validator refuses, what it slashes for, and how it rounds: the same for every validator of a task."""
+
+    # Reasons that slash (with the update's digest as on-chain evidence); only provable reasons may be listed.
+    slash_reasons: tuple[Reason, ...] = tuple(sorted(PROVABLE, key=lambda r: r.value))
+    score_decimals: int = Field(6, ge=0, le=12)  # scores are rounded to this many decimals before the reward split
+    diverged_loss_factor: float = Field(10.0, gt=1)  # base loss above this multiple of ln(classes): diverged model
+    loss_cap: float = Field(1e6, gt=0, allow_inf_nan=False)  # a scoring coalition's loss when it is not finite
+    # An update claiming more samples is rejected (not slashed): one absurd count must not stop every round.
+    max_samples_per_update: int = Field(100_000_000, ge=1, le=MAX_SAMPLES_LIMIT)
+    screening: ScreeningPolicy = Field(default_factory=ScreeningPolicy)
+
+    @field_validator("slash_reasons")
+    @classmethod
+    def _only_provable(cls, v: tuple[Reason, ...]) -> tuple[Reason, ...]:
+        unprovable = sorted(r.value for r in v if r not in PROVABLE)
+        if unprovable:
+            allowed = ", ".join(sorted(r.value for r in PROVABLE))
+            raise ValueError(f"{unprovable} cannot slash: no on-chain evidence proves them (allowed: {allowed})")
+        if len(set(v)) != len(v):
+            raise ValueError("a reason is listed twice")
+        return tuple(sorted(v, key=lambda r: r.value))
+
+
+# ---------------------------------------------------------------- optional sections, filled in by later features
+
+
+class PrivacyConfig(StrictModel):
+    """Differentially private training (DP-SGD) with each contributor's spend kept on chain."""
+
+    epsilon_cap: float = Field(gt=0, allow_inf_nan=False)  # each contributor's total epsilon for the task
+    delta: float = Field(1e-5, gt=0, lt=1)
+    clipping_norm: float = Field(1.0, gt=0, allow_inf_nan=False)  # per-sample gradient L2 bound
+    min_noise_multiplier: float = Field(1.0, gt=0, allow_inf_nan=False)
+    accountant: Literal["rdp", "prv"] = "rdp"
+    accountant_version: str = Field("opacus-1.6.0", min_length=1, max_length=64)
+
+
+class UnlabelledConfig(StrictModel):
+    """Learning from unlabelled data by pseudo-labelling (FixMatch-style)."""
+
+    confidence_threshold: float = Field(0.95, gt=0, le=1)
+    unlabelled_loss_weight: float = Field(1.0, ge=0, allow_inf_nan=False)
+    unlabelled_ratio: int = Field(7, ge=1, le=64)  # unlabelled samples per labelled one in a batch
+    adaptive_thresholds: bool = False  # per-class thresholds (FlexMatch)
+
+
 class ScoringConfig(StrictModel):
-    """How the validator values each accepted update (see fedchain.scoring)."""
+    """How the validator values each accepted update (see fedchain.learning.scoring)."""
 
     method: Literal["tmc-shapley", "marginal", "equal"] = "tmc-shapley"
     # Budget: at most permutations x K forward passes over eval_samples (fewer: coalitions are cached, and small
@@ -122,7 +239,7 @@ class ScoringConfig(StrictModel):
     seed: int = Field(0, ge=0, lt=2**63)
     eval_samples: int = Field(192, ge=1)  # fixed held-out subset for scoring: each coalition costs one forward pass over it
     # How a coalition's update is formed: "share" (each member's own term of the round's FedAvg, so that zero or noise
-    # updates cannot earn by diluting the others; fedchain.scoring.share_combine) or "fedavg" (the coalition's own
+    # updates cannot earn by diluting the others; fedchain.learning.scoring.share_combine) or "fedavg" (the coalition's own
     # FedAvg). Measured on the same demo runs, "fedavg" then "share": a noise attacker's pay under FedAvg 19% -> 1.3%,
     # Spearman(data size, reward) 0.69 -> 0.95.
     coalition: Literal["fedavg", "share"] = "share"
@@ -131,18 +248,40 @@ class ScoringConfig(StrictModel):
 class TaskSpec(StrictModel):
     """A federated task: architecture, data shape, training, aggregation, scoring and sealing."""
 
-    format: Literal["fedchain-task-spec/1"] = SPEC_FORMAT
+    format: str = SPEC_FORMAT
+    protocol_version: int = PROTOCOL_VERSION
     name: str = Field(min_length=1, max_length=200)
+    kind: Literal["classification"] = "classification"  # the task kind (fedchain.learning.kinds)
     architecture: str = Field(min_length=1)
     arch_config: dict[str, Any] = Field(default_factory=dict, alias="model_config")
     input_shape: tuple[int, ...] = Field(min_length=1)
     num_classes: int = Field(ge=2)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
-    aggregation: dict[str, Any] = Field(default_factory=lambda: {"rule": "fedavg"})  # checked by fedchain.aggregation
+    aggregation: AggregationConfig = Field(default_factory=FedAvgRule)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    privacy: PrivacyConfig | None = None  # None: plain (non-private) training
+    unlabelled: UnlabelledConfig | None = None  # None: contributors' data is labelled
     sealed: bool = True  # updates sealed to the validator's keys (False: anyone can read them)
     validator_sealing_keys: list[str] = Field(default_factory=list)  # hex X25519 public keys, 64 hex chars each
     max_update_bytes: int = Field(64 * 1024 * 1024, ge=1)
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, v: str) -> str:
+        if v != SPEC_FORMAT:
+            raise ValueError(f"this fedchain reads {SPEC_FORMAT!r} specs, got {v!r}: write the spec anew with "
+                             "`fedchain task init-spec` or use the fedchain version that wrote it")
+        return v
+
+    @field_validator("protocol_version")
+    @classmethod
+    def _implemented_version(cls, v: int) -> int:
+        if v not in SUPPORTED_PROTOCOL_VERSIONS:
+            have = ", ".join(map(str, sorted(SUPPORTED_PROTOCOL_VERSIONS)))
+            raise ValueError(f"protocol version {v} is not implemented by this fedchain (it implements {have}); "
+                             "use a fedchain release that implements it, so every validator computes the same result")
+        return v
 
     @field_validator("input_shape")
     @classmethod
@@ -164,20 +303,20 @@ class TaskSpec(StrictModel):
             raise ValueError("duplicate sealing key")
         return out
 
-    @field_validator("aggregation")
+    @field_validator("aggregation", mode="before")
     @classmethod
-    def _has_rule(cls, v: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(v.get("rule"), str) or not v["rule"]:
-            raise ValueError('must name its rule, e.g. {"rule": "fedavg"}')
+    def _names_a_known_rule(cls, v: Any) -> Any:
+        if isinstance(v, dict) and v.get("rule") not in RULE_NAMES:
+            raise ValueError(f"unknown rule {v.get('rule')!r}: use one of {', '.join(RULE_NAMES)}, "
+                             'e.g. {"rule": "trimmed-mean", "beta": 0.2}')
         return v
 
     @field_validator("architecture")
     @classmethod
-    def _known_architecture(cls, v: str) -> str:
-        from fedchain.models import known_architectures  # late import: models imports torch
-
-        if v not in known_architectures():
-            raise ValueError(f"unknown architecture; known: {', '.join(known_architectures())}")
+    def _architecture_name(cls, v: str) -> str:
+        # Whether it exists and builds is checked by fedchain.learning.kinds.check_spec (the core imports no torch).
+        if not _ARCHITECTURE.match(v):
+            raise ValueError("must be a lower-case architecture name such as 'cnn' or 'mlp'")
         return v
 
     @model_validator(mode="after")
@@ -211,11 +350,15 @@ class TaskSpec(StrictModel):
             raise SpecError(f"task spec must be a JSON object, got {type(obj).__name__}")
         return cls.model_validate(obj)
 
-    def num_parameters(self) -> int:
-        """D: the length of this task's flat update vector."""
-        from fedchain.models import ParamLayout, build_model
-
-        return ParamLayout.from_model(build_model(self)).total
+    def check_contributors(self, max_contributors: int) -> None:
+        """Refuse a rule that cannot run with a round of `max_contributors` (checked before a task is funded)."""
+        if isinstance(self.aggregation, MultiKrumRule) and max_contributors < self.aggregation.min_contributors():
+            f = self.aggregation.f
+            raise SpecError(
+                f"aggregation: multi-krum with f={f} needs at least {2 * f + 3} contributors a round (2f + 3), "
+                f"but the task allows {max_contributors}: lower f or raise --max-contributors",
+                [("aggregation.f", f"needs max_contributors >= {2 * f + 3}")],
+            )
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -255,7 +398,7 @@ def mnist_spec(
     name: str | None = None,
     sealed: bool | None = None,
     training: TrainingConfig | None = None,
-    aggregation: dict[str, Any] | None = None,
+    aggregation: AggregationConfig | dict[str, Any] | None = None,
     scoring: ScoringConfig | None = None,
     max_update_bytes: int = 8 * 1024 * 1024,
     arch_config: dict[str, Any] | None = None,
@@ -273,7 +416,7 @@ def mnist_spec(
         input_shape=(1, 28, 28),
         num_classes=10,
         training=training or TrainingConfig(),
-        aggregation=dict(aggregation or {"rule": "fedavg"}),
+        aggregation=aggregation or FedAvgRule(),
         scoring=scoring or ScoringConfig(),
         sealed=bool(sealing_keys) if sealed is None else sealed,
         validator_sealing_keys=list(sealing_keys),

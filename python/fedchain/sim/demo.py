@@ -91,11 +91,11 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict:
 def _check_choices(config: DemoConfig) -> None:
     """Refuse a bad rule or scoring choice before anything starts (a devnet, six processes): both raise a
     FedchainError that names the field and the accepted values."""
-    from fedchain.aggregation import RuleConfig
-    from fedchain.spec import ScoringConfig
+    from fedchain.core.spec import ScoringConfig, mnist_spec
 
-    RuleConfig.from_dict(config.rule_params or demo_rule(config.rule, sum(config.attack.values()), config.total_clients))
-    ScoringConfig(method=config.scoring, coalition=config.coalition)
+    rule = config.rule_params or demo_rule(config.rule, sum(config.attack.values()), config.total_clients)
+    spec = mnist_spec(aggregation=rule, scoring=ScoringConfig(method=config.scoring, coalition=config.coalition))
+    spec.check_contributors(config.total_clients)
 
 
 @contextlib.contextmanager
@@ -104,7 +104,7 @@ def _network(config: DemoConfig, console: Console) -> Iterator[tuple[str, str, P
         deployments = config.deployments or Path("deployments/local.json")
         yield config.rpc_url, config.ipfs_api, deployments  # type: ignore[misc]
         return
-    from fedchain.devnet import running_devnet
+    from fedchain.sim.devnet import running_devnet
 
     run_dir = config.workdir / f"run-{int(time.time())}"
     with console.status("starting the devnet (Anvil + IPFS node) and deploying the contracts…"):
@@ -194,9 +194,9 @@ def _fund_and_create(config, protocol, ipfs, validator, participants, run_dir: P
 
 
 def _prepare(config: DemoConfig, run_dir: Path, password: str) -> tuple[Participant, list[Participant], Path]:
-    from fedchain.accounts import create_keystore, load_keystore
-    from fedchain.data import dirichlet_shards, iid_shards, mnist_subset, save_npz, sized_shards, train_test_split
-    from fedchain.keys import generate_sealing_key
+    from fedchain.chain.accounts import create_keystore, load_keystore
+    from fedchain.learning.data import dirichlet_shards, iid_shards, mnist_subset, save_npz, sized_shards, train_test_split
+    from fedchain.core.keys import generate_sealing_key
 
     x, y = mnist_subset()
     x_train, y_train, x_test, y_test = train_test_split(x, y, test_fraction=0.2, seed=config.seed)
@@ -233,7 +233,7 @@ def _prepare(config: DemoConfig, run_dir: Path, password: str) -> tuple[Particip
 
 
 def _fund(protocol, accounts: list[Participant], config: DemoConfig) -> None:
-    from fedchain.devnet import dev_account
+    from fedchain.sim.devnet import dev_account
 
     funder = dev_account(0)
     min_validator = protocol.registry.functions.minValidatorStake().call()
@@ -252,9 +252,9 @@ def _fund(protocol, accounts: list[Participant], config: DemoConfig) -> None:
 
 
 def _create_task(config: DemoConfig, protocol, ipfs, validator: Participant, run_dir: Path) -> int:
-    from fedchain.devnet import dev_account
-    from fedchain.spec import ScoringConfig, mnist_spec
-    from fedchain.tasks import create_task_from_spec
+    from fedchain.sim.devnet import dev_account
+    from fedchain.core.spec import ScoringConfig, mnist_spec
+    from fedchain.roles.owner import create_task_from_spec
 
     spec = mnist_spec(
         architecture=config.architecture,
@@ -288,12 +288,15 @@ def _public_key_hex(run_dir: Path) -> str:
 
 # ─── running ───
 def _spawn(args: list[str], env: dict, log_path: Path) -> subprocess.Popen:
-    out = open(log_path, "wb")
-    return subprocess.Popen([sys.executable, "-m", "fedchain.cli.main", *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+    # The child writes through its own copy of the descriptor: the parent closes its copy at once.
+    with open(log_path, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "fedchain.cli.main", *args], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 def _follow_rounds(config, console, protocol, ipfs, task_id, processes, run_dir, started) -> list[dict]:
-    from fedchain.rewards import fetch_report
+    from fedchain.views.rewards import fetch_report
 
     table = Table(title=f"task {task_id}")
     for col in ("round", "accuracy", "loss", "accepted", "rejected", "gas", "seconds", "phases (s)"):
@@ -382,7 +385,7 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 def _cid(digest: bytes) -> str:
-    from fedchain.content.cid import digest_to_cid
+    from fedchain.core.cid import digest_to_cid
 
     return digest_to_cid(digest)
 
@@ -423,7 +426,7 @@ def _write_outputs(config: DemoConfig, report: dict, console: Console) -> None:
     config.report.parent.mkdir(parents=True, exist_ok=True)
     config.report.write_text(json.dumps(report, indent=2) + "\n")
     if config.plot is not None:
-        from fedchain.plots import plot_demo
+        from fedchain.sim.plots import plot_demo
 
         plot_demo(report, config.plot)
         console.print(f"plot: {config.plot}")

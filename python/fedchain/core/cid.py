@@ -13,7 +13,11 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
-from fedchain.content.errors import InvalidCidError
+from fedchain.errors import FedchainError
+
+
+class InvalidCidError(FedchainError, ValueError):
+    """Raised when a string or byte string is not a CID this project can use."""
 
 DAG_PB = 0x70
 RAW = 0x55

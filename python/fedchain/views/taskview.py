@@ -8,12 +8,12 @@ from functools import cached_property
 import torch
 
 from fedchain.chain.protocol import Protocol, TaskInfo
-from fedchain.content.cid import digest_to_cid
+from fedchain.core.cid import digest_to_cid
 from fedchain.content.client import IpfsClient
-from fedchain.envelope import decode_model
+from fedchain.core.envelope import decode_model
 from fedchain.errors import FedchainError
-from fedchain.models import ParamLayout, build_model
-from fedchain.spec import TaskSpec
+from fedchain.learning.models import ParamLayout, build_model, tensors_from_arrays
+from fedchain.core.spec import TaskSpec
 
 
 class TaskNotFoundError(FedchainError, LookupError):
@@ -66,7 +66,7 @@ class TaskView:
     def load_model(self, cid: str) -> dict[str, torch.Tensor]:
         data = self.ipfs.cat(cid, max_size=self.model_max_bytes())
         state, _metadata = decode_model(data, expected=self.layout.expected_tensors(), max_bytes=self.model_max_bytes())
-        return state
+        return tensors_from_arrays(state)
 
     def global_model(self, round_index: int) -> GlobalModel:
         cid = self.base_model_cid(round_index)

@@ -34,8 +34,8 @@ from pydantic import ConfigDict, Field, PlainSerializer, field_validator, model_
 from pydantic.functional_validators import BeforeValidator
 
 from fedchain.errors import FedchainError
-from fedchain.merkle import MerkleError, RewardTree, normalize_address
-from fedchain.spec import StrictModel
+from fedchain.core.merkle import MerkleError, RewardTree, normalize_address
+from fedchain.core.spec import StrictModel
 
 REPORT_FORMAT = "fedchain-round-report/1"
 FLOAT_DECIMALS = 9
@@ -171,6 +171,10 @@ class RoundReport(_ReportModel):
 
     def reward_tree(self) -> RewardTree:
         return RewardTree(self.task_id, self.round, self.reward_entries())
+
+    def with_rewards_root(self) -> RoundReport:
+        """This report with `rewards_root` set to the root of its own rewards (the one place leaves are built)."""
+        return self.model_copy(update={"rewards_root": self.reward_tree().root_hex})
 
     def check_rewards_root(self) -> None:
         """Raise ReportError unless rewards_root is the root of reward_tree()."""

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # Anvil's well-known development mnemonic: throwaway keys for a local chain only, never for real funds.
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
-_CHECKOUT_ROOT = Path(__file__).resolve().parents[2]
+_CHECKOUT_ROOT = Path(__file__).resolve().parents[3]
 
 
 class DevnetError(FedchainError):

@@ -1,16 +1,16 @@
-"""Creating a task: publish the spec and the initial model to IPFS, then create and fund it on chain."""
+"""Creating a task: check the spec, publish it and the initial model to IPFS, then create and fund it on chain."""
 
 from __future__ import annotations
 
 from eth_account.signers.local import LocalAccount
 
 from fedchain.chain.protocol import Protocol, TaskParams
-from fedchain.content.cid import cid_to_digest
 from fedchain.content.client import IpfsClient
-from fedchain.envelope import encode_model
-from fedchain.errors import ConfigError
-from fedchain.models import initial_state
-from fedchain.spec import TaskSpec
+from fedchain.core.cid import cid_to_digest
+from fedchain.core.envelope import encode_model
+from fedchain.core.spec import TaskSpec
+from fedchain.learning.kinds import check_spec
+from fedchain.learning.models import initial_state
 
 
 def publish_initial_model(ipfs: IpfsClient, spec: TaskSpec, seed: int) -> str:
@@ -35,9 +35,13 @@ def create_task_from_spec(
     reward_token: str | None = None,
     seed: int = 0,
 ) -> int:
-    """Returns the new task's id."""
-    if spec.sealed and not spec.validator_sealing_keys:
-        raise ConfigError("the spec says updates are sealed but names no validator_sealing_keys")
+    """Returns the new task's id.
+
+    Raises:
+        SpecError: before anything is published or funded, if the spec cannot run (its model does not build, the
+            rule cannot run with `max_contributors`, or it asks for training this version cannot do).
+    """
+    check_spec(spec, max_contributors=max_contributors)
     registry_min = protocol.registry.functions.minContributorStake().call()
     min_stake = registry_min if min_stake is None else min_stake
     spec_cid = ipfs.add_bytes(spec.to_json_bytes())

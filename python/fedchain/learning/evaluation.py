@@ -1,20 +1,17 @@
-"""Local training, evaluation, and a fast loss oracle for contribution scoring.
+"""Evaluation: the objective a task kind trains and scores by, held-out metrics, and a fast loss oracle for scoring.
 
-    model = build_model(spec)
-    result = train_local(model, global_state, x, y, spec.training, seed=7, device=pick_device())
-    delta_vec = layout.flatten(result.delta)           # what the contributor submits (with result.num_samples)
-    ev = evaluate(model, apply_delta(global_state, delta_vec, layout), x_test, y_test)
+    ev = evaluate(model, state, x_test, y_test)                      # EvalResult(loss, accuracy, samples)
+    oracle = LossEvaluator(model, layout, global_state, x_test, y_test, max_samples=500)
+    oracle(delta_vec)                                                # loss of global + delta
 
-On CPU, training is deterministic for a seed (same bytes). With several torch processes on few cores, call
-`torch.set_num_threads(1)` in each.
+The objective (loss and accuracy of a batch) comes from the task kind (fedchain.learning.kinds); classification's
+is the default.
 """
 
 from __future__ import annotations
 
 import copy
-import random
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,19 +21,30 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from fedchain.errors import FedchainError
-from fedchain.models import ParamLayout, StateDict
-from fedchain.spec import TrainingConfig
+from fedchain.learning.models import ParamLayout
 
 
 class TrainingError(FedchainError, ValueError):
     """Raised when training or evaluation cannot run on the given model, state or data."""
 
 
-def set_seed(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's (CPU and CUDA) global RNGs."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+
+@dataclass(frozen=True)
+class Objective:
+    """What a task kind minimises and reports: a batch's mean loss, and its number of correct predictions."""
+
+    # (model output, targets, reduction="mean" | "sum") -> loss, with F.cross_entropy's signature
+    loss: Callable[..., Tensor]
+    correct: Callable[[Tensor, Tensor], int]  # (model output, targets) -> number of correct predictions
+    target_dtype: torch.dtype = torch.int64
+
+
+def _classification_correct(logits: Tensor, y: Tensor) -> int:
+    return int((logits.argmax(1) == y).sum())
+
+
+# Single-label classification: cross-entropy over class logits (B, C) and integer labels (B,).
+CLASSIFICATION = Objective(loss=F.cross_entropy, correct=_classification_correct)
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
@@ -45,100 +53,22 @@ def pick_device(prefer: str | None = None) -> torch.device:
         return torch.device(prefer)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-
-def _as_tensors(x: np.ndarray | Tensor, y: np.ndarray | Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
+def _as_tensors(
+    x: np.ndarray | Tensor, y: np.ndarray | Tensor, device: torch.device, y_dtype: torch.dtype = torch.int64
+) -> tuple[Tensor, Tensor]:
     xt = torch.as_tensor(x, dtype=torch.float32).to(device)
-    yt = torch.as_tensor(y, dtype=torch.int64).to(device)
+    yt = torch.as_tensor(y, dtype=y_dtype).to(device)
     if xt.shape[0] != yt.shape[0] or yt.dim() != 1:
         raise TrainingError(f"x has {xt.shape[0]} samples and y shape {tuple(yt.shape)}: expected y of shape (N,)")
     if xt.shape[0] == 0:
         raise TrainingError("no samples to train or evaluate on")
     return xt, yt
 
-
-@dataclass(frozen=True)
-class TrainResult:
-    delta: StateDict  # trained - base, float32 on CPU, the float state entries only (ParamLayout's)
-    num_samples: int
-    train_loss: float  # mean loss over the last epoch (before each step's update)
-    seconds: float
-
-
 @dataclass(frozen=True)
 class EvalResult:
     loss: float  # mean cross-entropy
     accuracy: float  # in [0, 1]
     samples: int
-
-
-def _optimizer(params: list[nn.Parameter], cfg: TrainingConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.learning_rate)
-    return torch.optim.SGD(params, lr=cfg.learning_rate, momentum=cfg.momentum)
-
-
-def train_local(
-    model: nn.Module,
-    base_state: Mapping[str, Tensor],
-    x: np.ndarray | Tensor,
-    y: np.ndarray | Tensor,
-    cfg: TrainingConfig,
-    seed: int,
-    device: torch.device | str | None = None,
-    progress: bool = True,
-    desc: str = "training",
-) -> TrainResult:
-    """Train `model` from `base_state` on (x, y) for cfg.local_epochs; return the update (trained - base).
-
-    Shuffling and any dropout draw from a generator seeded with `seed` (the caller's RNG is left as it was).
-    FedProx: with cfg.fedprox_mu > 0 the loss adds mu/2 * ||w - w_base||^2 over the trainable parameters.
-    The model is left holding the trained weights.
-    """
-    device = torch.device(device) if device is not None else pick_device()
-    t0 = time.perf_counter()
-    xt, yt = _as_tensors(x, y, device)
-    n = xt.shape[0]
-    layout = ParamLayout.from_state_dict(base_state)
-    model.load_state_dict(dict(base_state))
-    model.to(device).train()
-    xt = _channels_last_model_and_images(model, xt)
-    params = [p for p in model.parameters() if p.requires_grad]
-    anchors = [p.detach().clone() for p in params] if cfg.fedprox_mu > 0 else []
-    opt = _optimizer(params, cfg)
-    batches_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=cfg.local_epochs * batches_per_epoch, desc=desc, unit="batch", disable=not progress, leave=False)
-    devices = [device.index or 0] if device.type == "cuda" else []
-    loss_sum = 0.0
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
-        for epoch in range(cfg.local_epochs):
-            perm = torch.randperm(n, generator=gen).to(device)
-            loss_sum = 0.0
-            for b in range(batches_per_epoch):
-                idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                loss = F.cross_entropy(model(xt[idx]), yt[idx])
-                loss_sum += loss.item() * idx.numel()
-                if anchors:
-                    prox = sum(((p - a) ** 2).sum() for p, a in zip(params, anchors))
-                    loss = loss + 0.5 * cfg.fedprox_mu * prox
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / n:.4f}")
-    bar.close()
-    trained = model.state_dict()
-    delta = {
-        e.name: (
-            trained[e.name].detach().to("cpu", torch.float32) - base_state[e.name].detach().to("cpu", torch.float32)
-        ).contiguous()  # back to the standard layout, as files and flat vectors expect
-        for e in layout.entries
-    }
-    return TrainResult(delta, n, loss_sum / n, time.perf_counter() - t0)
-
 
 @torch.inference_mode()
 def evaluate(
@@ -148,22 +78,23 @@ def evaluate(
     y: np.ndarray | Tensor,
     batch_size: int = 1000,
     device: torch.device | str | None = None,
+    objective: Objective = CLASSIFICATION,
 ) -> EvalResult:
-    """Mean cross-entropy and accuracy of `model` loaded with `state` (None: as it is) on (x, y)."""
+    """Mean loss and accuracy of `model` loaded with `state` (None: as it is) on (x, y)."""
     device = torch.device(device) if device is not None else pick_device()
     if state is not None:
         model.load_state_dict(dict(state))
     model.to(device).eval()
-    xt, yt = _as_tensors(x, y, device)
+    xt, yt = _as_tensors(x, y, device, objective.target_dtype)
     xt = _channels_last_model_and_images(model, xt)
     loss_sum, correct = 0.0, 0
     for i in range(0, xt.shape[0], batch_size):
         logits = model(xt[i : i + batch_size])
-        loss_sum += F.cross_entropy(logits, yt[i : i + batch_size], reduction="sum").item()
-        correct += int((logits.argmax(1) == yt[i : i + batch_size]).sum())
+        target = yt[i : i + batch_size]
+        loss_sum += objective.loss(logits, target, reduction="sum").item()
+        correct += objective.correct(logits, target)
     n = xt.shape[0]
     return EvalResult(loss_sum / n, correct / n, n)
-
 
 def _channels_last_model_and_images(model: nn.Module, x: Tensor) -> Tensor:
     """For image batches (N, C, H, W): the model's kernels and the images channels-last (NHWC), in which oneDNN
@@ -177,7 +108,6 @@ def _channels_last_model_and_images(model: nn.Module, x: Tensor) -> Tensor:
 def _channels_last(t: Tensor) -> Tensor:
     # convolution kernels (4-d) follow the input's memory format; a copy of a small kernel costs microseconds
     return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
-
 
 class LossEvaluator:
     """Loss (and accuracy) of base + delta on a fixed evaluation set, fast enough to call hundreds of times a round.
@@ -202,14 +132,16 @@ class LossEvaluator:
         max_samples: int | None = None,
         seed: int = 0,
         batch_size: int = 2000,
+        objective: Objective = CLASSIFICATION,
     ) -> None:
+        self.objective = objective
         self.device = torch.device(device) if device is not None else pick_device()
         self.model = model.to(self.device).eval()
         self.layout = layout
         if max_samples is not None and max_samples < len(y):
             idx = np.sort(np.random.default_rng(seed).choice(len(y), size=max_samples, replace=False))
             x, y = x[idx], y[idx]
-        self.x, self.y = _as_tensors(x, y, self.device)
+        self.x, self.y = _as_tensors(x, y, self.device, objective.target_dtype)
         if self.x.dim() == 4:
             # NHWC: oneDNN's convolutions run about 3x faster on the CPU with image and weights channels-last
             self.x = self.x.contiguous(memory_format=torch.channels_last)
@@ -248,13 +180,14 @@ class LossEvaluator:
 
     def __call__(self, delta_vec: Tensor | None) -> float:
         """Mean cross-entropy of base + delta (None: the base itself)."""
-        return float(F.cross_entropy(self._logits(delta_vec), self.y))
+        return float(self.objective.loss(self._logits(delta_vec), self.y))
 
     def accuracy(self, delta_vec: Tensor | None) -> float:
-        return float((self._logits(delta_vec).argmax(1) == self.y).float().mean())
+        return self.objective.correct(self._logits(delta_vec), self.y) / self.samples
 
     def evaluate(self, delta_vec: Tensor | None) -> EvalResult:
         logits = self._logits(delta_vec)
         return EvalResult(
-            float(F.cross_entropy(logits, self.y)), float((logits.argmax(1) == self.y).float().mean()), self.samples
+            float(self.objective.loss(logits, self.y)), self.objective.correct(logits, self.y) / self.samples,
+            self.samples,
         )

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from fedchain.chain.protocol import Protocol
-from fedchain.content.cid import digest_to_cid
+from fedchain.core.cid import digest_to_cid
 from fedchain.content.client import IpfsClient
 from fedchain.errors import FedchainError
-from fedchain.rewards import fetch_report
+from fedchain.views.rewards import fetch_report
 from fedchain.state import write_bytes_atomic
-from fedchain.taskview import TaskView
+from fedchain.views.taskview import TaskView
 
 
 def task_status(protocol: Protocol, ipfs: IpfsClient, task_id: int) -> dict:

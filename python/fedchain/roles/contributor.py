@@ -9,30 +9,26 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import torch
 from eth_account.signers.local import LocalAccount
 
 from fedchain.chain.errors import TransactionRevertedError
 from fedchain.chain.protocol import Protocol, RoundPhase
-from fedchain.content.cid import cid_to_digest
 from fedchain.content.client import IpfsClient
-from fedchain.data import load_npz
-from fedchain.envelope import UpdateEnvelope, encode_update
-from fedchain.follow import TaskFollower
-from fedchain.models import build_model
-from fedchain.rewards import claimable_rewards
-from fedchain.sealing import SealBinding, seal
-from fedchain.taskview import TaskView
-from fedchain.training import TrainResult, pick_device, train_local
+from fedchain.core.cid import cid_to_digest
+from fedchain.core.envelope import UpdateEnvelope, encode_update
+from fedchain.core.sealing import SealBinding, seal
+from fedchain.learning.evaluation import pick_device
+from fedchain.learning.kinds import kind_of
+from fedchain.learning.models import build_model
+from fedchain.learning.trainers import LocalData, Trainer, TrainResult, trainer_for
+from fedchain.views.follow import TaskFollower
+from fedchain.views.rewards import claimable_rewards
+from fedchain.views.taskview import TaskView
 
 log = logging.getLogger(__name__)
 STALL_CHECK_SECONDS = 5.0  # how often a waiting contributor checks for a missed aggregation deadline
-
-# An attacker (demo only) rewrites its trained update; honest contributors pass None.
-UpdateTransform = Callable[[dict[str, torch.Tensor], int], dict[str, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -45,8 +41,7 @@ class ContributorConfig:
     progress: bool = True                # show a progress bar while training
     claim_at_end: bool = True
     device: str | None = None            # None: CUDA when available, else CPU
-    label_transform: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
-    update_transform: UpdateTransform | None = field(default=None, repr=False)
+    trainer: Trainer | None = field(default=None, repr=False)  # None: the one the task's spec asks for
 
 
 @dataclass
@@ -66,15 +61,20 @@ class Contributor:
         self.config = config
         self.task = TaskView(protocol, ipfs, config.task_id)
         self.device = torch.device(config.device) if config.device else pick_device()
+        self._trainer = config.trainer
         self._cursor_path = config.state_dir / f"contributor-{account.address}-task{config.task_id}.cursor.json"
+
+    @property
+    def trainer(self) -> Trainer:
+        """The configured trainer, else the one the task's spec asks for (read when first needed)."""
+        if self._trainer is None:
+            self._trainer = trainer_for(self.task.spec)
+        return self._trainer
 
     # ─── the loop ───
     def run(self, *, max_rounds: int | None = None) -> list[RoundOutcome]:
         """Contribute to every round until the task ends (or `max_rounds` submissions); then claim."""
-        spec = self.task.spec
-        x, y = load_npz(self.config.data_path, spec)
-        if self.config.label_transform is not None:
-            y = self.config.label_transform(y)
+        data = kind_of(self.task.spec).load_data(self.config.data_path, self.task.spec)
         outcomes: list[RoundOutcome] = []
         attempted: set[int] = set()  # rounds tried in this process: a refused submission is not retried
         follower = TaskFollower(
@@ -96,7 +96,7 @@ class Contributor:
             except TransactionRevertedError as exc:
                 log.error("cannot stake the task's minimum, so no longer contributing: %s", exc)
                 break
-            outcome = self.contribute_round(round_index, x, y)
+            outcome = self.contribute_round(round_index, data)
             if outcome is not None:
                 outcomes.append(outcome)
         if self.config.claim_at_end:
@@ -137,19 +137,16 @@ class Contributor:
         except TransactionRevertedError:
             pass  # another participant expired it first
 
-    def contribute_round(self, round_index: int, x: np.ndarray, y: np.ndarray) -> RoundOutcome | None:
+    def contribute_round(self, round_index: int, data: LocalData) -> RoundOutcome | None:
         spec = self.task.spec
         base = self.task.global_model(round_index)
         model = build_model(spec)
         seed = self.config.seed * 1_000_003 + round_index
-        log.info("round %d: training on %d samples from %s", round_index, len(y), base.cid)
-        result: TrainResult = train_local(
-            model, base.state, x, y, spec.training, seed=seed, device=self.device, progress=self.config.progress
+        log.info("round %d: training on %d samples from %s", round_index, len(data), base.cid)
+        result: TrainResult = self.trainer.train(
+            model, base.state, data, spec, seed=seed, device=self.device, progress=self.config.progress
         )
-        delta = result.delta
-        if self.config.update_transform is not None:
-            delta = self.config.update_transform(delta, seed)
-        payload = self.build_payload(round_index, base.cid, result.num_samples, delta)
+        payload = self.build_payload(round_index, base.cid, result.num_samples, result.delta)
         cid = self.ipfs.add_bytes(payload)
         try:
             tx = self.protocol.submit_update(

@@ -1,13 +1,14 @@
-"""fedchain.training: local training, evaluation and the scoring loss oracle."""
+"""fedchain.learning.trainers and fedchain.learning.evaluation: local training, evaluation and the scoring loss oracle."""
 
 import numpy as np
 import pytest
 import torch
 
-from fedchain.data import mnist_subset
-from fedchain.models import ParamLayout, apply_delta, build_architecture, build_model, initial_state
-from fedchain.spec import TrainingConfig, mnist_spec
-from fedchain.training import LossEvaluator, TrainingError, evaluate, pick_device, set_seed, train_local
+from fedchain.learning.data import mnist_subset
+from fedchain.learning.models import ParamLayout, apply_delta, build_architecture, build_model, initial_state
+from fedchain.core.spec import TrainingConfig, mnist_spec
+from fedchain.learning.evaluation import LossEvaluator, TrainingError, evaluate, pick_device
+from fedchain.learning.trainers import set_seed, train_local
 
 CPU = torch.device("cpu")
 SPEC = mnist_spec()
@@ -148,7 +149,7 @@ def test_set_seed_and_pick_device():
 @pytest.mark.skipif(not __import__("os").environ.get("FEDCHAIN_SLOW"), reason="set FEDCHAIN_SLOW=1 (about 30 s)")
 def test_fedavg_reaches_93_percent_on_non_iid_mnist_in_5_rounds():
     """The default TrainingConfig's target: 5 Dirichlet(0.5) shards, 5 rounds of sample-weighted FedAvg."""
-    from fedchain.data import dirichlet_shards, train_test_split
+    from fedchain.learning.data import dirichlet_shards, train_test_split
 
     torch.set_num_threads(1)
     x, y = mnist_subset()

@@ -5,7 +5,7 @@ its configuration. Everything that crosses a process boundary is a *flat float32
 state: `ParamLayout` fixes the order (state-dict names sorted), so a (K, D) buffer of K updates has one row per update.
 Integer buffers (BatchNorm's `num_batches_tracked`) are not part of the layout: they are not averaged.
 
-    >>> spec = mnist_spec(sealed=False)          # from fedchain.spec
+    >>> spec = mnist_spec(sealed=False)          # from fedchain.core.spec
     >>> model = build_model(spec)
     >>> layout = ParamLayout.from_model(model)
     >>> state = initial_state(spec, seed=0)
@@ -19,13 +19,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from fedchain.errors import FedchainError
 
 if TYPE_CHECKING:
-    from fedchain.spec import TaskSpec
+    from fedchain.core.spec import TaskSpec
 
 StateDict = dict[str, Tensor]
 # A factory builds a module from (input_shape, num_classes, **model_config).
@@ -242,7 +243,7 @@ class ParamLayout:
         """{name: (shape, "float32")}: what a decoded update must contain, exactly."""
         return {e.name: (e.shape, "float32") for e in self.entries}
 
-    def check(self, state: Mapping[str, Tensor]) -> None:
+    def check(self, state: Mapping[str, Tensor] | Mapping[str, np.ndarray]) -> None:
         """Raise ModelError unless `state` holds every layout tensor with the right shape (extra entries allowed)."""
         for e in self.entries:
             t = state.get(e.name)
@@ -250,7 +251,8 @@ class ParamLayout:
                 raise ModelError(f"state is missing tensor {e.name!r} (expected shape {e.shape})")
             if tuple(t.shape) != e.shape:
                 raise ModelError(f"tensor {e.name!r} has shape {tuple(t.shape)}, expected {e.shape}")
-            if not torch.is_floating_point(t):
+            floating = np.issubdtype(t.dtype, np.floating) if isinstance(t, np.ndarray) else torch.is_floating_point(t)
+            if not floating:
                 raise ModelError(f"tensor {e.name!r} has dtype {t.dtype}, expected a floating-point tensor")
 
     def flatten(self, state: Mapping[str, Tensor]) -> Tensor:
@@ -259,8 +261,10 @@ class ParamLayout:
         self.flatten_into(state, out)
         return out
 
-    def flatten_into(self, state: Mapping[str, Tensor], out_row: Tensor) -> Tensor:
-        """Write the layout's tensors into `out_row` (a float32 vector of length D, e.g. a row of a (K, D) buffer)."""
+    def flatten_into(self, state: Mapping[str, Tensor] | Mapping[str, np.ndarray], out_row: Tensor) -> Tensor:
+        """Write the layout's tensors into `out_row` (a float32 vector of length D, e.g. a row of a (K, D) buffer).
+
+        `state` may hold NumPy arrays (as decoded envelopes do): they are copied straight into a CPU row."""
         if out_row.dim() != 1 or out_row.numel() != self.total or out_row.dtype != torch.float32:
             raise ModelError(
                 f"out_row must be a float32 vector of length {self.total}, "
@@ -268,7 +272,13 @@ class ParamLayout:
             )
         self.check(state)
         for e in self.entries:
-            out_row[e.offset : e.offset + e.numel].copy_(state[e.name].detach().reshape(-1))
+            src = state[e.name]
+            if isinstance(src, np.ndarray) and out_row.device.type == "cpu":
+                out_row[e.offset : e.offset + e.numel].numpy()[:] = src.reshape(-1)
+            elif isinstance(src, np.ndarray):
+                out_row[e.offset : e.offset + e.numel].copy_(torch.from_numpy(src.reshape(-1).copy()))
+            else:
+                out_row[e.offset : e.offset + e.numel].copy_(src.detach().reshape(-1))
         return out_row
 
     def unflatten(self, vec: Tensor) -> StateDict:
@@ -276,6 +286,11 @@ class ParamLayout:
         if vec.dim() != 1 or vec.numel() != self.total:
             raise ModelError(f"expected a vector of length {self.total}, got shape {tuple(vec.shape)}")
         return {e.name: vec[e.offset : e.offset + e.numel].view(e.shape) for e in self.entries}
+
+
+def tensors_from_arrays(arrays: Mapping[str, np.ndarray]) -> StateDict:
+    """Torch tensors (own, writable copies) from decoded envelope arrays."""
+    return {name: torch.from_numpy(np.array(a)) for name, a in arrays.items()}
 
 
 def apply_delta(state: Mapping[str, Tensor], delta_vec: Tensor, layout: ParamLayout) -> StateDict:

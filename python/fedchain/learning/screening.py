@@ -27,12 +27,13 @@ from dataclasses import dataclass, field
 import torch
 
 from fedchain.aggregation import median_of, reproducible_gram, reproducible_sq_norms
+from fedchain.core.reasons import Reason
 from fedchain.errors import FedchainError
 
-NON_FINITE = "non-finite"
-DUPLICATE = "duplicate"
-FREE_RIDER = "free-rider"
-NORM_OUTLIER = "norm-outlier"
+NON_FINITE = Reason.NON_FINITE
+DUPLICATE = Reason.DUPLICATE
+FREE_RIDER = Reason.FREE_RIDER
+NORM_OUTLIER = Reason.NORM_OUTLIER
 REASONS = (NON_FINITE, DUPLICATE, FREE_RIDER, NORM_OUTLIER)
 
 
@@ -65,7 +66,7 @@ class ScreeningResult:
     """Per-row verdicts: accepted rows ascending, rejected rows with their reason code."""
 
     accepted: list[int]
-    rejected: dict[int, str]
+    rejected: dict[int, str]  # row -> reason code (a Reason value)
     norms: list[float] = field(default_factory=list)  # L2 norm of every row (nan/inf for non-finite rows)
     duplicate_of: dict[int, int] = field(default_factory=dict)  # duplicate row -> the earlier row it copies
     median_norm: float = 0.0  # the reference median norm the norm checks used

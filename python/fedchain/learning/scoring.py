@@ -61,7 +61,7 @@ class ScoreResult:
     """Scores of the accepted rows (row index -> share of the round, summing to 1 or all 0) and how they were made."""
 
     scores: dict[int, float]
-    method: str  # "leave-one-out" | "tmc-shapley"
+    method: str  # "marginal" | "tmc-shapley"
     params: dict[str, Any]  # the estimator's parameters, for the round report
     evaluations: int  # losses computed: the base and each distinct coalition
     stderr: dict[int, float]  # standard error of each score (0 for the exact leave-one-out)
@@ -162,12 +162,12 @@ def marginal_scores(
     aggregate against the previous global model. |A| + 2 evaluations (|A| + 1 when |A| = 1)."""
     w, rows = _prepare(buffer, weights, accepted)
     if not rows:
-        return ScoreResult({}, "leave-one-out", {}, 0, {}, {})
+        return ScoreResult({}, "marginal", {}, 0, {}, {})
     game = _Game(buffer, w, evaluate, combine)
     full = game.value(rows)
     raw = {r: full - game.value([q for q in rows if q != r]) for r in rows}
     scores, _ = normalise(raw)
-    return ScoreResult(scores, "leave-one-out", {}, game.evaluations, {r: 0.0 for r in rows}, raw)
+    return ScoreResult(scores, "marginal", {}, game.evaluations, {r: 0.0 for r in rows}, raw)
 
 
 def permutation(players: Sequence[int], seed: int, index: int) -> list[int]:
@@ -347,15 +347,15 @@ def score_round(
     seed: int = 0,
     combine: Combine = fedavg_combine,
 ) -> ScoreResult:
-    """Score every row of the round: `accepted` rows by `method` ("tmc-shapley" | "leave-one-out"), all other
+    """Score every row of the round: `accepted` rows by `method` ("tmc-shapley" | "marginal"), all other
     rows (rejected by screening, discarded by the robust rule) 0."""
     k = buffer.shape[0]
     if method == "tmc-shapley":
         res = tmc_shapley(buffer, weights, accepted, evaluate, permutations, truncation_tol, seed, combine)
-    elif method == "leave-one-out":
+    elif method == "marginal":
         res = marginal_scores(buffer, weights, accepted, evaluate, combine)
     else:
-        raise ScoringError(f"unknown scoring method {method!r}: use 'tmc-shapley' or 'leave-one-out'")
+        raise ScoringError(f"unknown scoring method {method!r}: use 'tmc-shapley' or 'marginal'")
     return ScoreResult(
         scores={r: res.scores.get(r, 0.0) for r in range(k)},
         method=res.method,

@@ -1,5 +1,7 @@
 """Update envelopes and model files: safetensors (never pickle), deterministic bytes, strict validation.
 
+Part of the protocol core: NumPy and safetensors only, no torch (tensors are accepted, arrays come out).
+
 An update is the delta (trained - base) of every float32 tensor of the task's model, plus who made it for which
 task, round and base model. Bytes are deterministic: safetensors orders tensors by dtype then name (all float32
 here, so by name), and every piece of metadata is one canonical JSON value (sorted keys, no spaces) under one
@@ -17,15 +19,16 @@ from __future__ import annotations
 import json
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import torch
+import numpy as np
 from safetensors import SafetensorError
-from safetensors.torch import load as _st_load
-from safetensors.torch import save as _st_save
+from safetensors.numpy import load as _st_load
+from safetensors.numpy import save as _st_save
 
+from fedchain.core.reasons import Reason
 from fedchain.errors import FedchainError
 
 FORMAT_VERSION = 1
@@ -39,6 +42,11 @@ _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 TensorSpec = Mapping[str, tuple[tuple[int, ...], str]]
 """Tensor name → (shape, dtype name such as "float32")."""
 
+# Tensors go in as NumPy arrays or torch tensors (converted without importing torch here) and come out as read-only
+# NumPy arrays: the protocol core reads and writes envelopes without the learning stack.
+ArrayLike = Any
+_EXTENSION_KEY = re.compile(r"^[a-z][a-z0-9-]{0,39}/[1-9][0-9]{0,3}$")
+
 
 # ---------------------------------------------------------------- errors
 
@@ -46,55 +54,55 @@ TensorSpec = Mapping[str, tuple[tuple[int, ...], str]]
 class EnvelopeError(FedchainError, ValueError):
     """Raised when an update envelope or model file cannot be encoded or is not acceptable; see `reason`."""
 
-    reason: ClassVar[str] = "malformed"
+    reason: ClassVar[str] = Reason.MALFORMED
 
 
 class MalformedEnvelopeError(EnvelopeError):
     """Raised when the bytes are not a safetensors file (truncated, garbage, bad header or offsets)."""
 
-    reason = "malformed"
+    reason = Reason.MALFORMED
 
 
 class EnvelopeTooLargeError(EnvelopeError):
     """Raised when the file is bigger than the cap."""
 
-    reason = "too-large"
+    reason = Reason.TOO_LARGE
 
 
 class UnexpectedTensorError(EnvelopeError):
     """Raised when the file holds a tensor the model spec does not name."""
 
-    reason = "unexpected-tensor"
+    reason = Reason.UNEXPECTED_TENSOR
 
 
 class MissingTensorError(EnvelopeError):
     """Raised when a tensor of the model spec is absent."""
 
-    reason = "missing-tensor"
+    reason = Reason.MISSING_TENSOR
 
 
 class WrongShapeError(EnvelopeError):
     """Raised when a tensor's shape differs from the model spec."""
 
-    reason = "wrong-shape"
+    reason = Reason.WRONG_SHAPE
 
 
 class WrongDtypeError(EnvelopeError):
     """Raised when a tensor's dtype differs from the model spec (updates are float32)."""
 
-    reason = "wrong-dtype"
+    reason = Reason.WRONG_DTYPE
 
 
 class NonFiniteError(EnvelopeError):
     """Raised when a tensor holds NaN or an infinity."""
 
-    reason = "non-finite"
+    reason = Reason.NON_FINITE
 
 
 class BadMetadataError(EnvelopeError):
     """Raised when the fedchain metadata is missing, not canonical JSON, or has a wrong field."""
 
-    reason = "bad-metadata"
+    reason = Reason.BAD_METADATA
 
 
 # ---------------------------------------------------------------- the envelope
@@ -112,8 +120,7 @@ def _checksum_address(address: str) -> str:
 
 
 def _check_cid(value: str) -> None:
-    from fedchain.content.cid import parse_cid
-    from fedchain.content.errors import InvalidCidError
+    from fedchain.core.cid import InvalidCidError, parse_cid
 
     try:
         parse_cid(value)
@@ -135,16 +142,20 @@ class UpdateEnvelope:
     base_model_cid: str
     num_samples: int
     contributor: str  # 0x EIP-55 checksum address (a lower-case address is normalised to it)
-    tensors: dict[str, torch.Tensor] = field(repr=False)
+    tensors: dict[str, ArrayLike] = field(repr=False)  # decoded: read-only float32 NumPy arrays
+    # Versioned records added by later protocol features ({"name/version": {...}}), e.g. a privacy ledger entry.
+    # Absent when empty, so an update without extensions has the same bytes as before extensions existed.
+    extensions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("task_id", "round", "num_samples"):
             _check_uint(name, getattr(self, name))
         _check_cid(self.base_model_cid)
         object.__setattr__(self, "contributor", _checksum_address(self.contributor))
+        object.__setattr__(self, "extensions", check_extensions(self.extensions))
 
     def metadata(self) -> dict[str, Any]:
-        return {
+        meta: dict[str, Any] = {
             "format": UPDATE_FORMAT,
             "version": FORMAT_VERSION,
             "task_id": self.task_id,
@@ -153,6 +164,51 @@ class UpdateEnvelope:
             "num_samples": self.num_samples,
             "contributor": self.contributor,
         }
+        if self.extensions:
+            meta["extensions"] = self.extensions
+        return meta
+
+
+# ---------------------------------------------------------------- extensions
+
+# name/version -> a checker that returns the record in canonical form or raises ValueError with what is wrong.
+_EXTENSIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def register_extension(key: str, check: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Make `key` ("name/version") a known update extension, validated by `check` on encode and decode.
+
+    A new feature adds a new key (or a new version of one); the envelope format itself does not change.
+    """
+    if not _EXTENSION_KEY.match(key):
+        raise EnvelopeError(f"extension key {key!r} must look like 'name/1' (lower-case name, version >= 1)")
+    if key in _EXTENSIONS and _EXTENSIONS[key] is not check:
+        raise EnvelopeError(f"extension {key!r} is already registered")
+    _EXTENSIONS[key] = check
+
+
+def known_extensions() -> list[str]:
+    return sorted(_EXTENSIONS)
+
+
+def check_extensions(extensions: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each extension known and valid; an unknown one is refused, since two validators must read the same fields."""
+    if not isinstance(extensions, Mapping):
+        raise BadMetadataError(f"extensions must be a JSON object, got {type(extensions).__name__}")
+    out: dict[str, dict[str, Any]] = {}
+    for key in sorted(extensions):
+        value = extensions[key]
+        check = _EXTENSIONS.get(key)
+        if check is None:
+            known = ", ".join(known_extensions()) or "none"
+            raise BadMetadataError(f"unknown extension {key!r} (this fedchain knows: {known})")
+        if not isinstance(value, dict):
+            raise BadMetadataError(f"extension {key!r} must be a JSON object, got {type(value).__name__}")
+        try:
+            out[key] = check(value)
+        except ValueError as exc:
+            raise BadMetadataError(f"extension {key!r}: {exc}") from None
+    return out
 
 
 def canonical_json(value: Any) -> str:
@@ -160,30 +216,37 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
+def dtype_name(dtype: Any) -> str:
+    """"float32" for np.float32, np.dtype("float32") or torch.float32."""
+    return str(dtype).removeprefix("torch.").removeprefix("<class 'numpy.").removesuffix("'>")
 
 
-# ---------------------------------------------------------------- encoding
+def _as_array(name: str, t: ArrayLike) -> np.ndarray:
+    if isinstance(t, np.ndarray):
+        return np.ascontiguousarray(t)
+    if hasattr(t, "detach") and hasattr(t, "numpy"):  # a torch tensor, converted without importing torch
+        try:
+            return np.ascontiguousarray(t.detach().cpu().numpy())
+        except TypeError as exc:  # e.g. bfloat16, which NumPy has no dtype for
+            raise WrongDtypeError(f"{name} is {dtype_name(t.dtype)}, which this format cannot carry") from exc
+    raise EnvelopeError(f"{name} is a {type(t).__name__}, not an array or tensor")
 
 
-def _prepare(tensors: Mapping[str, torch.Tensor], only_dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+def _prepare(tensors: Mapping[str, ArrayLike], only_dtype: str | None) -> dict[str, np.ndarray]:
     if not tensors:
         raise EnvelopeError("no tensors to encode")
-    out: dict[str, torch.Tensor] = {}
+    out: dict[str, np.ndarray] = {}
     for name in sorted(tensors):
-        t = tensors[name]
         if not isinstance(name, str) or not name or name == "__metadata__":
             raise EnvelopeError(f"invalid tensor name {name!r}")
-        if not isinstance(t, torch.Tensor):
-            raise EnvelopeError(f"{name} is a {type(t).__name__}, not a torch.Tensor")
-        if only_dtype is not None and t.dtype != only_dtype:
-            raise WrongDtypeError(f"{name} is {dtype_name(t.dtype)}; updates carry {dtype_name(only_dtype)} deltas")
-        out[name] = t.detach().to("cpu").contiguous()
+        t = tensors[name]
+        if only_dtype is not None and dtype_name(t.dtype) != only_dtype:
+            raise WrongDtypeError(f"{name} is {dtype_name(t.dtype)}; updates carry {only_dtype} deltas")
+        out[name] = _as_array(name, t)
     return out
 
 
-def _save(tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> bytes:
+def _save(tensors: dict[str, np.ndarray], metadata: dict[str, Any]) -> bytes:
     return _st_save(tensors, metadata={METADATA_KEY: canonical_json(metadata)})
 
 
@@ -192,10 +255,10 @@ def encode_update(env: UpdateEnvelope) -> bytes:
 
     Non-finite values are not refused here (decode_update refuses them), so tests can build bad updates.
     """
-    return _save(_prepare(env.tensors, torch.float32), env.metadata())
+    return _save(_prepare(env.tensors, "float32"), env.metadata())
 
 
-def encode_model(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> bytes:
+def encode_model(tensors: Mapping[str, ArrayLike], metadata: Mapping[str, Any]) -> bytes:
     """A global model as safetensors bytes with `metadata` (any JSON object) stored canonically."""
     try:
         meta = {"format": MODEL_FORMAT, "version": FORMAT_VERSION, "metadata": dict(metadata)}
@@ -266,7 +329,7 @@ _ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfl
               "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
 
 
-def _load(data: bytes) -> dict[str, torch.Tensor]:
+def _load(data: bytes) -> dict[str, np.ndarray]:
     try:
         tensors = _st_load(bytes(data))
     except (SafetensorError, ValueError, RuntimeError, TypeError) as exc:
@@ -274,9 +337,9 @@ def _load(data: bytes) -> dict[str, torch.Tensor]:
     return {name: tensors[name] for name in sorted(tensors)}
 
 
-def _check_finite(tensors: Mapping[str, torch.Tensor]) -> None:
+def _check_finite(tensors: Mapping[str, np.ndarray]) -> None:
     for name, t in tensors.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        if np.issubdtype(t.dtype, np.floating) and not bool(np.isfinite(t).all()):
             raise NonFiniteError(f"{name} holds NaN or infinite values")
 
 
@@ -289,24 +352,31 @@ def decode_update(data: bytes, expected: TensorSpec, max_bytes: int = DEFAULT_MA
     """
     header = _header(data, max_bytes)
     meta = _metadata(header, UPDATE_FORMAT)
-    extra = set(meta) - {"format", "version", "task_id", "round", "base_model_cid", "num_samples", "contributor"}
+    extra = set(meta) - {
+        "format", "version", "task_id", "round", "base_model_cid", "num_samples", "contributor", "extensions"
+    }
     if extra:
         raise BadMetadataError(f"unknown metadata fields {sorted(extra)}")
+    if "extensions" in meta and not meta["extensions"]:
+        raise BadMetadataError("an empty extensions object must be left out (one content, one encoding)")
     _check_spec(header, expected)
     tensors = _load(data)
     _check_finite(tensors)
     try:
         env = UpdateEnvelope(meta.get("task_id"), meta.get("round"), meta.get("base_model_cid"),  # type: ignore[arg-type]
-                             meta.get("num_samples"), meta.get("contributor"), tensors)  # type: ignore[arg-type]
+                             meta.get("num_samples"), meta.get("contributor"), tensors,  # type: ignore[arg-type]
+                             meta.get("extensions", {}))
     except TypeError as exc:
         raise BadMetadataError(str(exc)) from None
+    if canonical_json(env.extensions) != canonical_json(meta.get("extensions", {})):
+        raise BadMetadataError("extensions are not in their canonical form")
     if env.contributor != meta.get("contributor"):
         raise BadMetadataError(f"contributor {meta.get('contributor')} is not in EIP-55 checksum form")
     return env
 
 
 def decode_model(data: bytes, expected: TensorSpec | None = None,
-                 max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Parse a global model file; return (tensors by name, the metadata given to encode_model)."""
     header = _header(data, max_bytes)
     meta = _metadata(header, MODEL_FORMAT)
@@ -319,6 +389,6 @@ def decode_model(data: bytes, expected: TensorSpec | None = None,
     return tensors, meta["metadata"]
 
 
-def spec_of(tensors: Mapping[str, torch.Tensor]) -> dict[str, tuple[tuple[int, ...], str]]:
+def spec_of(tensors: Mapping[str, ArrayLike]) -> dict[str, tuple[tuple[int, ...], str]]:
     """The TensorSpec describing `tensors` (handy to build a task's model spec from a model)."""
     return {name: (tuple(t.shape), dtype_name(t.dtype)) for name, t in sorted(tensors.items())}

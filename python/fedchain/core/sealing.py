@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from fedchain.core.reasons import Reason
 from fedchain.errors import FedchainError
 
 MAGIC = b"FCSEAL1\n"
@@ -49,37 +50,37 @@ _ZERO_NONCE = bytes(12)
 class SealError(FedchainError, ValueError):
     """Raised when an envelope cannot be sealed or opened; `reason` is a short code for reports."""
 
-    reason: ClassVar[str] = "malformed"
+    reason: ClassVar[str] = Reason.MALFORMED
 
 
 class NotSealedError(SealError):
     """Raised when the bytes are not a sealed envelope at all (no magic prefix)."""
 
-    reason = "not-sealed"
+    reason = Reason.NOT_SEALED
 
 
 class MalformedSealError(SealError):
     """Raised when a sealed envelope's header or chunk layout is broken."""
 
-    reason = "malformed"
+    reason = Reason.MALFORMED
 
 
 class NotARecipientError(SealError):
     """Raised when the key given is not one the envelope was sealed to."""
 
-    reason = "not-a-recipient"
+    reason = Reason.NOT_A_RECIPIENT
 
 
 class TamperedError(SealError):
     """Raised when authentication fails: the header or the ciphertext was changed."""
 
-    reason = "tampered"
+    reason = Reason.TAMPERED
 
 
 class BindingMismatchError(SealError):
     """Raised when the envelope is bound to another task, round or contributor than expected (a replay)."""
 
-    reason = "binding-mismatch"
+    reason = Reason.BINDING_MISMATCH
 
 
 # ---------------------------------------------------------------- the binding

@@ -4,7 +4,7 @@ An update ("delta") is either a flat Tensor(D) or a {name: Tensor} dict (as `Tra
 function accepts both and returns the same kind, new tensors (inputs are never modified).
 
     label-flip   trains honestly on poisoned labels y -> num_classes - 1 - y         (stage "data")
-    sign-flip    submits -scale * its honest update                                   (stage "update")
+    sign-flip    submits -scale * its honest update (scale 5)                         (stage "update")
     noise        submits Gaussian noise N(0, std^2) shaped like an update             (stage "update")
     free-rider   submits the global model unchanged (zero update) or tiny noise on it (stage "update")
     copycat      resubmits another contributor's update: the sealed bytes as they are, or, for unsealed tasks,
@@ -12,19 +12,22 @@ function accepts both and returns the same kind, new tensors (inputs are never m
 
     mix = parse_attack_mix("label-flip:1,sign-flip:1")   # {"label-flip": 1, "sign-flip": 1}
     ATTACKS["sign-flip"].apply_update(delta, seed=3)
+    trainer = ATTACKS["label-flip"].wrap(SupervisedTrainer())   # a contributor's trainer, poisoned
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar, Union
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from fedchain.core.spec import TaskSpec
 from fedchain.errors import FedchainError
+from fedchain.learning.trainers import LocalData, Trainer, TrainResult
 
 Delta = Union[Tensor, Mapping[str, Tensor]]
 D = TypeVar("D", Tensor, Mapping[str, Tensor])
@@ -62,7 +65,7 @@ def label_flip(y: np.ndarray | Tensor, num_classes: int) -> np.ndarray | Tensor:
     return (num_classes - 1) - y
 
 
-def sign_flip(delta: D, scale: float = 3.0) -> D:
+def sign_flip(delta: D, scale: float = 5.0) -> D:
     """-scale * delta: pushes the global model against the honest direction."""
     return _map(delta, lambda t, _: t * (-scale))
 
@@ -98,7 +101,8 @@ class Attack:
 
     stage "data": train honestly on `apply_data(x, y, num_classes)`; "update": train (or not) and submit
     `apply_update(delta, seed)`; "copy": submit another contributor's update (`apply_update(victim_delta, seed)`
-    for unsealed tasks; the sealed envelope bytes unchanged for sealed ones).
+    for unsealed tasks; the sealed envelope bytes unchanged for sealed ones; fedchain.sim.adversary).
+    `wrap(trainer)` turns an honest trainer into this attacker's (data and update stages).
     """
 
     name: str
@@ -124,19 +128,52 @@ class Attack:
             return perturb_copy(delta, p["rel_std"], seed)
         return delta
 
+    def wrap(self, inner: Trainer) -> Trainer:
+        """The attacker's trainer around an honest one (the copycat does not train: see fedchain.sim.adversary)."""
+        if self.stage == "copy":
+            raise AttackError("the copycat copies other updates instead of training; use CopycatContributor")
+        return AttackingTrainer(self, inner)
+
 
 ATTACKS: dict[str, Attack] = {
     a.name: a
     for a in [
         Attack("label-flip", "data", "trains on labels y -> num_classes-1-y"),
-        Attack("sign-flip", "update", "submits -scale x its honest update", {"scale": 3.0}),
+        Attack("sign-flip", "update", "submits -scale x its honest update", {"scale": 5.0}),
         Attack("noise", "update", "submits Gaussian noise", {"std": 0.05}, needs_training=False),
-        Attack("free-rider", "update", "submits the global model unchanged or with tiny noise", {"tiny_std": 1e-5},
+        Attack("free-rider", "update", "submits the global model unchanged", {"tiny_std": 0.0},
                needs_training=False),
         Attack("copycat", "copy", "resubmits another contributor's update (perturbed when unsealed)",
                {"rel_std": 0.01}, needs_training=False),
     ]
 }
+
+
+@dataclass(frozen=True)
+class AttackingTrainer:
+    """A trainer that poisons the data before, or rewrites the update after, an honest trainer's work."""
+
+    attack: Attack
+    inner: Trainer
+
+    def train(
+        self, model: nn.Module, base_state: Mapping[str, Tensor], data: LocalData, spec: TaskSpec, *,
+        seed: int, device: torch.device, progress: bool = True,
+    ) -> TrainResult:
+        if self.attack.stage == "data":
+            x, y = self.attack.apply_data(data.x, data.y, spec.num_classes)
+            return self.inner.train(model, base_state, LocalData(x, y), spec, seed=seed, device=device,
+                                    progress=progress)
+        if self.attack.needs_training:
+            result = self.inner.train(model, base_state, data, spec, seed=seed, device=device, progress=progress)
+        else:  # nothing learned: an update shaped like the model's float state
+            zeros = {k: torch.zeros_like(v, dtype=torch.float32)
+                     for k, v in base_state.items() if torch.is_floating_point(v)}
+            result = TrainResult(zeros, len(data), 0.0, 0.0)
+        # One seed per tensor (sorted names), so each tensor's noise is independent and reproducible.
+        delta = {name: self.attack.apply_update(t, seed=seed * 7919 + i)
+                 for i, (name, t) in enumerate(sorted(result.delta.items()))}
+        return replace(result, delta=delta)
 
 
 def get_attack(name: str) -> Attack:

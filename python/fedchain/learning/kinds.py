@@ -1,0 +1,82 @@
+"""Task kinds: what a task learns, as one seam. A kind owns its data checks, its objective (loss and accuracy) and
+how a spec's model is checked, so a new kind (next-token prediction comes next) plugs in without touching the
+validator or the contributor.
+
+    kind = kind_of(spec)                    # Classification for spec.kind == "classification"
+    data = kind.load_data("shard.npz", spec)
+    check_spec(spec, max_contributors=5)    # before a task is funded: the model builds, the rule can run
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from fedchain.core.spec import SpecError, TaskSpec
+from fedchain.learning.data import load_npz
+from fedchain.learning.evaluation import CLASSIFICATION, Objective
+from fedchain.learning.models import ModelError, ParamLayout, build_model
+from fedchain.learning.trainers import LocalData
+
+
+class TaskKind(ABC):
+    """One kind of learning task."""
+
+    name: ClassVar[str]
+    objective: ClassVar[Objective]
+
+    @abstractmethod
+    def load_data(self, path: str | Path, spec: TaskSpec) -> LocalData:
+        """Read and check a data file for this task; raise DataError saying what to fix."""
+
+    def check_spec(self, spec: TaskSpec) -> None:
+        """Raise SpecError unless the spec's model builds and runs on one input of the spec's shape."""
+        try:
+            model = build_model(spec)
+            with torch.no_grad():
+                model.eval()(torch.zeros((1, *spec.input_shape)))
+        except ModelError as exc:
+            raise SpecError(f"architecture: {exc}", [("architecture", str(exc))]) from exc
+        except (RuntimeError, ValueError) as exc:
+            problem = f"{spec.architecture} with model_config {spec.arch_config} cannot run on input {spec.input_shape}"
+            raise SpecError(f"model_config: {problem}: {exc}", [("model_config", problem)]) from exc
+
+
+class Classification(TaskKind):
+    """Single-label classification: inputs of the spec's shape, integer labels in [0, num_classes)."""
+
+    name = "classification"
+    objective = CLASSIFICATION
+
+    def load_data(self, path: str | Path, spec: TaskSpec) -> LocalData:
+        x, y = load_npz(path, spec)
+        return LocalData(x, y)
+
+
+KINDS: dict[str, TaskKind] = {kind.name: kind for kind in (Classification(),)}
+
+
+def kind_of(spec: TaskSpec) -> TaskKind:
+    try:
+        return KINDS[spec.kind]
+    except KeyError:
+        raise SpecError(f"kind: {spec.kind!r} is not implemented here; known: {', '.join(KINDS)}") from None
+
+
+def check_spec(spec: TaskSpec, *, max_contributors: int | None = None) -> None:
+    """Everything about a spec that needs the learning stack, checked before a task is created and funded: the kind
+    exists, the model builds and runs, the trainer it asks for exists, and the rule can run with a full round."""
+    from fedchain.learning.trainers import trainer_for
+
+    kind_of(spec).check_spec(spec)
+    trainer_for(spec)
+    if max_contributors is not None:
+        spec.check_contributors(max_contributors)
+
+
+def num_parameters(spec: TaskSpec) -> int:
+    """D: the length of this task's flat update vector."""
+    return ParamLayout.from_model(build_model(spec)).total

@@ -18,11 +18,12 @@ SOLC_BIN := $(SOLCX_BINARY_PATH)/solc-v$(SOLC_VERSION)
 ARTIFACTS := .build/__local__.json
 CONTRACT_SOURCES := $(shell find contracts -name '*.sol' 2>/dev/null)
 
-.PHONY: help setup demo test test-contracts test-python bench bench-quick clean
+.PHONY: help setup demo test lint test-contracts test-python bench bench-quick clean
 
 help:
 	@echo "make demo         run the demo: local devnet, contributors, rounds, rewards"
-	@echo "make test         run the whole test suite"
+	@echo "make test         run the whole test suite (lint first)"
+	@echo "make lint         the linters and type checker: ruff, mypy"
 	@echo "make bench        run every benchmark, write bench/results and BENCHMARKS.md"
 	@echo "make bench-quick  the reduced benchmark run (under a minute)"
 
@@ -67,8 +68,13 @@ $(ARTIFACTS): $(STAMP_PY) $(SOLC_BIN) $(CONTRACT_SOURCES) ape-config.yaml
 demo: setup
 	$(VENV)/bin/fedchain demo
 
+# ruff (lint, import order, complexity), mypy (strict on the protocol core and aggregation); the layer rule is a test.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy -p fedchain
+
 # ape's pytest plugin would start a chain for the Python suite too (-p no:ape_test): that suite starts its own devnet.
-test: setup
+test: lint
 	$(VENV)/bin/ape test --network ethereum:local:foundry tests/contracts
 	$(VENV)/bin/pytest -q -p no:ape_test tests/python
 

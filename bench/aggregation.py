@@ -200,7 +200,7 @@ def bench_case(k: int, d: int, flower: FlowerSide | None, tmp: Path, repeats: in
         flower.ask({"cmd": "load", "path": str(path), "weights": weights})
     rows = []
     for name, ours, theirs in rules(k, d):
-        out, _, peak = measure(lambda: ours(buffer, weights), memory=True)  # warm-up, and the memory figure
+        out, _, peak = measure(lambda: ours(buffer, weights), memory=True)  # noqa: B023, F821 - called at once; `buffer` is deleted later  # warm-up, and the memory figure
         times: list[float] = []
         comparisons = {}
         sequences = theirs if flower is not None and theirs else [(None, {})]
@@ -215,7 +215,7 @@ def bench_case(k: int, d: int, flower: FlowerSide | None, tmp: Path, repeats: in
                 reps = max(1, min(repeats, int(FLOWER_SECONDS_PER_SEQUENCE * 1e3 // max(warm["ms"], 1.0))))
             ratios, their_ms = [], []
             for _ in range(reps):
-                _, ms, _ = measure(lambda: ours(buffer, weights))
+                _, ms, _ = measure(lambda: ours(buffer, weights))  # noqa: B023, F821 - called at once
                 times.append(ms)
                 if fn is not None:
                     reply = flower.ask({"cmd": "run", "fn": fn, "args": args, "save": None, "memory": False})

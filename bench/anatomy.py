@@ -57,13 +57,13 @@ class _Timed:
 def _setup(net, work: Path, clients: int, rounds: int):
     from fedchain.chain.protocol import Protocol
     from fedchain.content.client import IpfsClient
-    from fedchain.roles.contributor import Contributor, ContributorConfig
-    from fedchain.learning.data import dirichlet_shards, mnist_subset, save_npz, train_test_split
-    from fedchain.sim.devnet import dev_account, fund_dev_accounts
     from fedchain.core.keys import generate_sealing_key, load_sealing_key
     from fedchain.core.spec import mnist_spec
+    from fedchain.learning.data import dirichlet_shards, mnist_subset, save_npz, train_test_split
+    from fedchain.roles.contributor import Contributor, ContributorConfig
     from fedchain.roles.owner import create_task_from_spec
     from fedchain.roles.validator import Validator, ValidatorConfig
+    from fedchain.sim.devnet import dev_account, fund_dev_accounts
 
     protocol = Protocol(net.chain, net.deployments)
     ipfs = IpfsClient(net.ipfs_api)
@@ -176,6 +176,8 @@ def _round_path(rd: dict) -> dict[str, Any]:
 
 
 def summarise(per_round, quick, clients, rounds, spec, threads) -> dict[str, Any]:
+    from fedchain.learning.kinds import num_parameters
+
     paths = [_round_path(rd) for rd in per_round]
     contributor_phase = {p: stats([c[p] for rd in per_round for c in rd["contributors"]]) for p in CONTRIBUTOR_PHASES}
     validator_phase = {p: stats([rd["validator"][p] for rd in per_round]) for p in VALIDATOR_PHASES}

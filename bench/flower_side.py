@@ -34,8 +34,8 @@ PROTOCOL = os.fdopen(os.dup(1), "w", buffering=1)
 os.dup2(2, 1)  # anything else written to stdout lands on stderr
 sys.stdout = sys.stderr
 
-import numpy as np  # noqa: E402
 import flwr  # noqa: E402
+import numpy as np  # noqa: E402
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters  # noqa: E402
 from flwr.server.strategy import aggregate as flower  # noqa: E402
 

@@ -71,7 +71,7 @@ def copy_bandwidth(device: str, nbytes: int, repeats: int) -> dict[str, Any]:
     n = nbytes // 4
     a = torch.ones(n, dtype=torch.float32, device=device)
     b = torch.empty_like(a)
-    times = (_cuda_time if device == "cuda" else _cpu_time)(lambda: b.copy_(a), repeats)
+    times = (_cuda_time if device == "cuda" else _cpu_time)(lambda: b.copy_(a), repeats)  # noqa: F821 - del'd after
     del a, b
     gbps = [2 * nbytes / t / 1e9 for t in times]
     return {"bytes": nbytes, "GBps": stats(gbps, 1), "best_GBps": round(max(gbps), 1)}
@@ -93,8 +93,8 @@ def _training_data(n: int):
 def training_throughput(device: str, arch: str, arch_config: dict | None, batch: int, x, y, repeats: int) -> dict:
     import torch
 
-    from fedchain.learning.models import build_model, count_parameters, initial_state
     from fedchain.core.spec import TrainingConfig, mnist_spec
+    from fedchain.learning.models import build_model, count_parameters, initial_state
     from fedchain.learning.trainers import train_local
 
     spec = mnist_spec(arch, arch_config=arch_config, training=TrainingConfig(batch_size=batch, local_epochs=2))
@@ -132,14 +132,14 @@ def aggregation(d: int, repeats: int, gpu_bw: float, cpu_bw: float) -> dict[str,
     weights = [100 + 37 * i for i in range(K)]
     steps = fedavg_steps(weights, list(range(K)))
     moved = (K + 1) * d * 4
-    gpu_lerp = _cuda_time(lambda: _lerp_fedavg(gbuf, steps), repeats)
+    gpu_lerp = _cuda_time(lambda: _lerp_fedavg(gbuf, steps), repeats)  # noqa: F821 - del'd after use
     w = torch.tensor(weights, dtype=torch.float32, device="cuda") / sum(weights)
-    gpu_mv = _cuda_time(lambda: w @ gbuf, repeats)
+    gpu_mv = _cuda_time(lambda: w @ gbuf, repeats)  # noqa: F821 - del'd after use
     gpu_out = _lerp_fedavg(gbuf, steps).cpu()
     cbuf = gbuf.cpu()
     del gbuf
     torch.cuda.empty_cache()
-    cpu = _cpu_time(lambda: fedavg(cbuf, weights), max(3, repeats // 2))
+    cpu = _cpu_time(lambda: fedavg(cbuf, weights), max(3, repeats // 2))  # noqa: F821 - del'd after use
     same = bool(torch.equal(fedavg(cbuf, weights), gpu_out))
     del cbuf
 

@@ -44,8 +44,8 @@ def client_seed(seed: int, client: int, round_index: int) -> int:
 
 
 def _setup(clients: int, quick: bool):
-    from fedchain.learning.data import dirichlet_shards, mnist_subset, train_test_split
     from fedchain.core.spec import TrainingConfig, mnist_spec
+    from fedchain.learning.data import dirichlet_shards, mnist_subset, train_test_split
 
     x, y = mnist_subset()
     split = train_test_split(x, y, test_fraction=0.2, seed=SPLIT_SEED)
@@ -58,8 +58,8 @@ def run_fedchain(split, shards, spec, seed: int, rounds: int) -> dict[str, Any]:
     import torch
 
     from fedchain.aggregation import fedavg
-    from fedchain.learning.models import ParamLayout, apply_delta, build_model, initial_state
     from fedchain.learning.evaluation import evaluate
+    from fedchain.learning.models import ParamLayout, apply_delta, build_model, initial_state
     from fedchain.learning.trainers import train_local
 
     state = initial_state(spec, seed)
@@ -84,8 +84,8 @@ def run_fedchain(split, shards, spec, seed: int, rounds: int) -> dict[str, Any]:
 
 
 def run_centralized(split, spec, seed: int, rounds: int) -> dict[str, Any]:
-    from fedchain.learning.models import build_model, initial_state
     from fedchain.learning.evaluation import evaluate
+    from fedchain.learning.models import build_model, initial_state
     from fedchain.learning.trainers import train_local
 
     state = initial_state(spec, seed)

@@ -20,11 +20,10 @@ together at most 2% of the rewards; no honest contributor slashed in any run; Sp
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
-
-import os
 
 from bench._util import now
 from bench.scale import measured_demo, shared_devnet

@@ -23,8 +23,9 @@ import math
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from bench._util import fmt_stats, now, stats
 

@@ -36,10 +36,10 @@ def test_missing_deployments_file_says_how_to_make_one(devnet, tmp_path):
 def task(devnet, protocol, ipfs, tmp_path_factory):
     """A task on the devnet and a keystore of a funded account."""
     from fedchain.chain.accounts import create_keystore
-    from fedchain.sim.devnet import dev_account
     from fedchain.core.keys import generate_sealing_key
     from fedchain.core.spec import mnist_spec
     from fedchain.roles.owner import create_task_from_spec
+    from fedchain.sim.devnet import dev_account
 
     tmp = tmp_path_factory.mktemp("cli")
     owner, validator = dev_account(0), dev_account(1)

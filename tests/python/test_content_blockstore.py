@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from fedchain.content.blockstore import Blockstore
-from fedchain.core.cid import DAG_PB, Cid
 from fedchain.content.errors import ContentNotFoundError
 from fedchain.content.unixfs import AddOptions, DagBuilder, read_all
+from fedchain.core.cid import DAG_PB, Cid
 
 CHUNK = 262_144
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
+from fedchain.content.errors import InvalidCidError
 from fedchain.core.cid import (
     DAG_PB,
     RAW,
@@ -18,7 +20,6 @@ from fedchain.core.cid import (
     parse_cid,
     parse_ipfs_path,
 )
-from fedchain.content.errors import InvalidCidError
 
 HELLO_V0 = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"
 HELLO_RAW_V1 = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"

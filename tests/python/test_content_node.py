@@ -18,11 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fedchain.core.cid import cid_to_digest
 from fedchain.content.client import IpfsClient
 from fedchain.content.errors import ContentNotFoundError, InvalidCidError
 from fedchain.content.node import NodeProcess, start_node_process
 from fedchain.content.unixfs import AddOptions, compute_cid
+from fedchain.core.cid import cid_to_digest
 
 CHUNK = 262_144
 HELLO_V0 = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"

@@ -11,9 +11,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from fedchain.core.cid import DAG_PB, RAW, Cid, cid_from_bytes
 from fedchain.content.unixfs import (
     AddOptions,
     DagBuilder,
@@ -24,6 +24,7 @@ from fedchain.content.unixfs import (
     iter_file,
     read_all,
 )
+from fedchain.core.cid import DAG_PB, RAW, Cid, cid_from_bytes
 
 CHUNK = 262_144
 

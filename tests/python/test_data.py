@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from fedchain.core.spec import mnist_spec
 from fedchain.learning.data import (
     DataError,
     dirichlet_shards,
@@ -14,7 +15,6 @@ from fedchain.learning.data import (
     train_test_split,
     write_shards,
 )
-from fedchain.core.spec import mnist_spec
 
 SPEC = mnist_spec()
 

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from fedchain.core.cid import digest_to_cid
+from fedchain.learning.trainers import LocalData
 
 pytestmark = pytest.mark.e2e
 FED = 10**18
@@ -74,13 +75,13 @@ def test_validator_killed_mid_round_and_restarted_changes_nothing(devnet, protoc
     """Kill -9 the validator while it aggregates; the restarted one posts exactly what a fresh validator computes."""
     from fedchain.chain.accounts import create_keystore
     from fedchain.chain.protocol import RoundPhase
-    from fedchain.roles.contributor import Contributor, ContributorConfig
-    from fedchain.learning.data import dirichlet_shards, load_npz, mnist_subset, save_npz, train_test_split
-    from fedchain.sim.devnet import dev_account
     from fedchain.core.keys import generate_sealing_key, load_sealing_key
     from fedchain.core.spec import ScoringConfig, mnist_spec
+    from fedchain.learning.data import dirichlet_shards, load_npz, mnist_subset, save_npz, train_test_split
+    from fedchain.roles.contributor import Contributor, ContributorConfig
     from fedchain.roles.owner import create_task_from_spec
     from fedchain.roles.validator import Validator, ValidatorConfig
+    from fedchain.sim.devnet import dev_account
 
     owner, validator = dev_account(0), dev_account(5)
     contributors = [dev_account(6 + i) for i in range(3)]
@@ -101,7 +102,7 @@ def test_validator_killed_mid_round_and_restarted_changes_nothing(devnet, protoc
         save_npz(data, split.x_train[shard][:300], split.y_train[shard][:300])
         client = Contributor(protocol, ipfs, account, ContributorConfig(task_id, data, tmp_path / "state", progress=False))
         protocol.ensure_stake(account, protocol.task(task_id).min_contributor_stake)
-        assert client.contribute_round(0, *load_npz(data, spec)) is not None
+        assert client.contribute_round(0, LocalData(*load_npz(data, spec))) is not None
     assert protocol.round(task_id, 0).phase == RoundPhase.AGGREGATING  # the third submission closed the round
 
     password = "pw"

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import numpy as np
 
 from fedchain.chain.protocol import RoundPhase
-from fedchain.roles.contributor import Contributor, ContributorConfig, RoundOutcome
-from fedchain.learning.data import save_npz
 from fedchain.core.spec import mnist_spec
+from fedchain.learning.data import save_npz
+from fedchain.roles.contributor import Contributor, ContributorConfig, RoundOutcome
 from fedchain.roles.validator import RoundResult, Validator, ValidatorConfig
 
 ZERO = b"\x00" * 32

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from fedchain.core.spec import mnist_spec
 from fedchain.learning.models import (
     ModelError,
     ParamLayout,
@@ -13,7 +14,6 @@ from fedchain.learning.models import (
     initial_state,
     known_architectures,
 )
-from fedchain.core.spec import mnist_spec
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fedchain.aggregation import fedavg
 from fedchain.learning.scoring import (
     DEFAULT_PERMUTATIONS,
     DEFAULT_TRUNCATION_TOL,
@@ -23,7 +24,6 @@ from fedchain.learning.scoring import (
     share_combine,
     tmc_shapley,
 )
-from fedchain.aggregation import fedavg
 from fedchain.learning.screening import DUPLICATE, FREE_RIDER, screen
 
 

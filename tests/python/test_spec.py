@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from fedchain.core.spec import (
     MultiKrumRule,
@@ -119,7 +120,7 @@ def test_constructor_errors_are_spec_errors_and_value_errors():
 
 def test_specs_are_frozen():
     spec = mnist_spec()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         spec.name = "other"  # type: ignore[misc]
 
 

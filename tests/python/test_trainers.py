@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from fedchain.learning.data import mnist_subset
-from fedchain.learning.models import ParamLayout, apply_delta, build_architecture, build_model, initial_state
 from fedchain.core.spec import TrainingConfig, mnist_spec
+from fedchain.learning.data import mnist_subset
 from fedchain.learning.evaluation import LossEvaluator, TrainingError, evaluate, pick_device
+from fedchain.learning.models import ParamLayout, apply_delta, build_architecture, build_model, initial_state
 from fedchain.learning.trainers import set_seed, train_local
 
 CPU = torch.device("cpu")

@@ -5,6 +5,7 @@ Rows of a preallocated (K, D) float32 buffer hold the updates, in `canonical_ord
 contract and each rule's definition.
 """
 
+from fedchain.aggregation._chunks import reproducible_gram, reproducible_sq_norms
 from fedchain.aggregation.config import RULES, AggregationError, AggregationResult, RuleConfig, canonical_order
 from fedchain.aggregation.rules import (
     MAX_WEIGHT,
@@ -21,7 +22,6 @@ from fedchain.aggregation.rules import (
     trimmed_cut,
     trimmed_mean,
 )
-from fedchain.aggregation._chunks import reproducible_gram, reproducible_sq_norms
 
 __all__ = [
     "MAX_WEIGHT",

@@ -23,6 +23,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
 from fedchain.aggregation import _native
@@ -389,10 +390,10 @@ def fast_gram(buffer: torch.Tensor) -> tuple[torch.Tensor, float]:
             return gram, gamma
     width = min(GRAM_CHUNK, d)
 
-    def scratch() -> tuple[np.ndarray, torch.Tensor]:
+    def scratch() -> tuple[NDArray[np.float64], torch.Tensor]:
         return np.zeros((k, k)), torch.empty(k, width, dtype=torch.float64)
 
-    def body(start: int, end: int, s: tuple[np.ndarray, torch.Tensor]) -> None:
+    def body(start: int, end: int, s: tuple[NDArray[np.float64], torch.Tensor]) -> None:
         block = s[1][:, : end - start]
         for i in range(k):
             block[i].copy_(buffer[i, start:end])  # exact widening, row by row (one op never spans threads)
@@ -401,10 +402,10 @@ def fast_gram(buffer: torch.Tensor) -> tuple[torch.Tensor, float]:
 
     with threadpool_limits(limits=1, user_api="blas"):  # our workers are the parallelism; no nested BLAS pools
         parts = run_chunks(d, GRAM_CHUNK, scratch, body)
-    gram = parts[0][0]
+    total = parts[0][0]
     for part in parts[1:]:
-        gram = gram + part[0]
-    return torch.from_numpy(gram), gamma
+        total = total + part[0]
+    return torch.from_numpy(total), gamma
 
 
 def _native_gram(buffer: torch.Tensor) -> torch.Tensor | None:

@@ -33,8 +33,10 @@ def create_keystore(path: Path, password: str, *, light: bool = False, private_k
     if path.exists():
         raise KeystoreError(f"{path} already exists; choose another path or delete it first")
     account = Account.from_key(private_key) if private_key is not None else Account.create()
-    kdf_args = {"kdf": "scrypt", "iterations": LIGHT_SCRYPT_N} if light else {}
-    keystore = Account.encrypt(account.key, password, **kdf_args)
+    keystore = (
+        Account.encrypt(account.key, password, kdf="scrypt", iterations=LIGHT_SCRYPT_N)
+        if light else Account.encrypt(account.key, password)
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import requests
 from eth_abi import decode as abi_decode
@@ -15,7 +15,7 @@ from eth_utils import keccak, to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted, Web3RPCError
-from web3.types import TxReceipt
+from web3.types import RPCEndpoint, TxReceipt
 
 from fedchain.chain.artifacts import load_artifact
 from fedchain.chain.errors import ChainError, RpcUnreachableError, TransactionRevertedError
@@ -117,7 +117,8 @@ class Chain:
         factory = self.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
         result = self.send(factory.constructor(*args), account, action=f"deploy {name}")
         address = result.receipt["contractAddress"]
-        return self.w3.eth.contract(address=address, abi=artifact.abi), result
+        contract = cast(Contract, self.w3.eth.contract(address=address, abi=artifact.abi))
+        return contract, result
 
     # ─── transactions ───
     def send(self, call: Any, account: LocalAccount, *, action: str = "", value: int = 0) -> TxResult:
@@ -149,7 +150,7 @@ class Chain:
                 "to": to_checksum_address(to), "value": value, "nonce": nonce, "gas": 21_000, "chainId": self.chain_id,
                 "maxFeePerGas": self.w3.eth.gas_price * 2 + 1, "maxPriorityFeePerGas": 1,
             }
-            tx_hash = self.w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
+            tx_hash = self.w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)  # type: ignore[arg-type]
             self._nonces[account.address] = nonce + 1
         receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.receipt_timeout, poll_latency=0.05)
         return TxResult(tx_hash.hex(), receipt["blockNumber"], receipt["gasUsed"], receipt)
@@ -174,7 +175,7 @@ class Chain:
 
     def _next_nonce(self, sender: str) -> int:
         if sender not in self._nonces:
-            self._nonces[sender] = self.w3.eth.get_transaction_count(sender, "pending")
+            self._nonces[sender] = self.w3.eth.get_transaction_count(to_checksum_address(sender), "pending")
         return self._nonces[sender]
 
     def _resync_nonce(self, sender: str) -> None:
@@ -184,6 +185,7 @@ class Chain:
     def _raise_revert(self, action: str, exc: ContractLogicError) -> None:
         data = exc.data if isinstance(exc.data, str) else None
         name, args = self.decoder.decode(data) if data else ("Revert", {"message": exc.message or str(exc)})
+        args = dict[str, object](args)
         raise TransactionRevertedError(action, name, args, raw=data or "") from exc
 
     def _explain_failed_receipt(self, call: Any, fields: dict, action: str, receipt: TxReceipt) -> None:
@@ -211,10 +213,10 @@ class Chain:
         Real chains produce blocks on their own and need nothing.
         """
         if self.is_dev_chain() and self.timestamp() < time.time() - lag:
-            self.w3.provider.make_request("evm_mine", [])
+            self.w3.provider.make_request(RPCEndpoint("evm_mine"), [])
 
     def block_number(self) -> int:
         return self.w3.eth.block_number
 
     def timestamp(self, block: int | str = "latest") -> int:
-        return self.w3.eth.get_block(block)["timestamp"]
+        return int(self.w3.eth.get_block(block)["timestamp"])  # type: ignore[arg-type]

@@ -5,13 +5,20 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
 
 from fedchain.cli.common import (
-    DeploymentsOpt, IpfsApi, Keystore, PasswordEnv, RpcUrl, connect, console, friendly_errors, load_account,
+    DeploymentsOpt,
+    IpfsApi,
+    Keystore,
+    PasswordEnv,
+    RpcUrl,
+    connect,
+    console,
+    friendly_errors,
+    load_account,
     setup_logging,
 )
 
@@ -67,7 +74,7 @@ def devnet(
 @friendly_errors
 def account_create(
     out: Path = typer.Option(..., "--out", help="Keystore file to write (mode 0600)."),
-    dev_index: Optional[int] = typer.Option(
+    dev_index: int | None = typer.Option(
         None, "--dev-index", min=0, help="Devnet only: store the development mnemonic's account N (funded by `fedchain devnet`)."
     ),
     password_env: str = PasswordEnv,
@@ -115,11 +122,11 @@ def task_create(
     reward_per_round: int = typer.Option(10**21, help="Reward per round in the token's smallest unit."),
     submission_window: int = typer.Option(300, help="Seconds a round accepts submissions."),
     aggregation_window: int = typer.Option(300, help="Seconds the validator has after submissions close."),
-    min_stake: Optional[int] = typer.Option(None, help="Minimum contributor stake (default: the registry's minimum)."),
+    min_stake: int | None = typer.Option(None, help="Minimum contributor stake (default: the registry's minimum)."),
     max_contributors: int = typer.Option(10, min=1),
     validator: str = typer.Option(..., help="The validator's address."),
     slash_fraction: float = typer.Option(0.5, min=0.0, max=1.0, help="Slash amount as a fraction of the minimum stake."),
-    reward_token: Optional[str] = typer.Option(None, help="ERC20 paying rewards (default: FedToken)."),
+    reward_token: str | None = typer.Option(None, help="ERC20 paying rewards (default: FedToken)."),
     seed: int = typer.Option(0, help="Seed of the initial model's weights."),
     rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt, password_env: str = PasswordEnv,
 ) -> None:
@@ -144,9 +151,9 @@ def contribute(
     data: Path = typer.Option(..., "--data", help="Your private data: .npz with x (float32) and y (int64)."),
     keystore: Path = Keystore,
     state_dir: Path = typer.Option(Path(".fedchain/state"), help="Progress files, so a restart resumes."),
-    max_rounds: Optional[int] = typer.Option(None, help="Stop after this many submissions."),
+    max_rounds: int | None = typer.Option(None, help="Stop after this many submissions."),
     seed: int = typer.Option(0),
-    attack: Optional[str] = typer.Option(None, hidden=True, help="Demo only: behave as this attacker."),
+    attack: str | None = typer.Option(None, hidden=True, help="Demo only: behave as this attacker."),
     wait_for_task: float = typer.Option(0.0, help="Seconds to wait for the task to be created (for scripts)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the training progress bar."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
@@ -174,12 +181,12 @@ def validate(
     task: int = typer.Option(..., "--task", help="Task id."),
     holdout: Path = typer.Option(..., "--holdout", help="Held-out data (.npz with x and y) to evaluate and score on."),
     keystore: Path = Keystore,
-    sealing_key: Optional[Path] = typer.Option(None, "--sealing-key", help="The validator's X25519 key (fedchain keys create)."),
-    sealing_password_env: Optional[str] = typer.Option(None, help="Environment variable with the sealing key's password."),
+    sealing_key: Path | None = typer.Option(None, "--sealing-key", help="The validator's X25519 key (fedchain keys create)."),
+    sealing_password_env: str | None = typer.Option(None, help="Environment variable with the sealing key's password."),
     state_dir: Path = typer.Option(Path(".fedchain/state"), help="Checkpoints, so a restart resumes."),
-    max_rounds: Optional[int] = typer.Option(None, help="Stop after this many rounds."),
+    max_rounds: int | None = typer.Option(None, help="Stop after this many rounds."),
     wait_for_task: float = typer.Option(0.0, help="Seconds to wait for the task to be created (for scripts)."),
-    scoring_workers: Optional[int] = typer.Option(
+    scoring_workers: int | None = typer.Option(
         None, min=1, help="Threads that value coalitions in parallel (default: one per CPU, at most 4; 1 on a GPU)."
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
@@ -271,7 +278,7 @@ def status(
 @friendly_errors
 def model_pull(
     task: int = typer.Option(..., "--task", help="Task id."),
-    round_index: Optional[int] = typer.Option(None, "--round", help="Round whose result to pull (default: the latest finalized)."),
+    round_index: int | None = typer.Option(None, "--round", help="Round whose result to pull (default: the latest finalized)."),
     out: Path = typer.Option(..., "--out", help="Where to write the safetensors file."),
     rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt,
 ) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -69,7 +70,9 @@ def connect(rpc_url: str, ipfs_api: str, deployments: Path):
             f"{deployments} is for chain {deployed.chain_id} but {rpc_url} is chain {chain.chain_id}: "
             "pass the matching --deployments or --rpc-url"
         )
-    if not chain.w3.eth.get_code(deployed.address("TaskManager")):
+    from eth_utils import to_checksum_address
+
+    if not chain.w3.eth.get_code(to_checksum_address(deployed.address("TaskManager"))):
         raise ChainError(
             f"no TaskManager code at {deployed.address('TaskManager')} on {rpc_url}: the devnet was restarted "
             f"since {deployments} was written; redeploy (`fedchain devnet`)"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -22,7 +21,7 @@ def demo(
     alpha: float = typer.Option(0.5, min=0.0, help="Dirichlet alpha of the non-IID split (smaller: more skewed)."),
     iid: bool = typer.Option(False, "--iid", help="IID shards instead of Dirichlet."),
     sized: bool = typer.Option(False, "--sized", help="Honest contributors hold different amounts of data."),
-    data_shards: Optional[int] = typer.Option(
+    data_shards: int | None = typer.Option(
         None, min=1, help="Deal the data over this many shards (default: one per contributor); contributors take the first."
     ),
     attack: str = typer.Option("", help="Attackers to add, e.g. label-flip:1,sign-flip:1,noise:1,free-rider:1,copycat:1."),
@@ -33,11 +32,11 @@ def demo(
     ),
     sealed: bool = typer.Option(True, "--sealed/--unsealed", help="Seal updates to the validator's key."),
     architecture: str = typer.Option("cnn", help="Model architecture from the registry (cnn, mlp)."),
-    rpc_url: Optional[str] = typer.Option(None, "--rpc-url", help="Use this running chain instead of starting a devnet."),
-    ipfs_api: Optional[str] = typer.Option(None, "--ipfs-api", help="Use this IPFS API instead of starting a devnet."),
-    deployments: Optional[Path] = typer.Option(None, "--deployments", help="Deployments file for --rpc-url."),
+    rpc_url: str | None = typer.Option(None, "--rpc-url", help="Use this running chain instead of starting a devnet."),
+    ipfs_api: str | None = typer.Option(None, "--ipfs-api", help="Use this IPFS API instead of starting a devnet."),
+    deployments: Path | None = typer.Option(None, "--deployments", help="Deployments file for --rpc-url."),
     report: Path = typer.Option(Path("report.json"), "--report", help="Where to write the JSON report."),
-    plot: Optional[Path] = typer.Option(Path("report.png"), "--plot", help="Where to write the PNG plot."),
+    plot: Path | None = typer.Option(Path("report.png"), "--plot", help="Where to write the PNG plot."),
     workdir: Path = typer.Option(Path(".fedchain/demo"), help="Data shards, keys, logs and checkpoints."),
     timeout: float = typer.Option(900.0, help="Seconds before the demo gives up."),
 ) -> None:

@@ -68,8 +68,8 @@ def cid_cmd(
     digest: bool = typer.Option(False, "--digest", help="also print the 32-byte on-chain digest (CIDv0)"),
 ) -> None:
     """Print the CID `ipfs add` would give a file, without any node."""
-    from fedchain.core.cid import cid_to_digest
     from fedchain.content.unixfs import compute_cid
+    from fedchain.core.cid import cid_to_digest
 
     with path.open("rb") as fh:
         cid = compute_cid(fh, cid_version=cid_version)

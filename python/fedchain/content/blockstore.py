@@ -26,9 +26,9 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from fedchain.core.cid import DAG_PB, RAW, Cid, parse_cid
 from fedchain.content.errors import BlockstoreError, ContentNotFoundError
 from fedchain.content.unixfs import BlockParts, _fields
+from fedchain.core.cid import DAG_PB, RAW, Cid, parse_cid
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,9 @@ def block_links(cid: Cid, block: bytes) -> list[Cid]:
     links = []
     for number, wire, value in _fields(memoryview(block)):
         if number == 2 and wire == 2:
-            for lnum, lwire, lval in _fields(value):  # type: ignore[arg-type]
+            for lnum, lwire, lval in _fields(value):
                 if lnum == 1 and lwire == 2:
-                    links.append(cid_from_bytes(bytes(lval)))  # type: ignore[arg-type]
+                    links.append(cid_from_bytes(bytes(lval)))
     return links
 
 

@@ -26,30 +26,30 @@ import logging
 import os
 import queue
 import random
-import threading
 import re
+import threading
 import time
 import uuid
-from contextlib import closing
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
-from typing import IO, Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 from urllib.parse import quote
 
-import httpx
 import httpcore._sync.http11 as _httpcore_http11
+import httpx
 
-from fedchain.core.cid import Cid, parse_cid
 from fedchain.content.errors import (
     CidMismatchError,
     ContentError,
     ContentNotFoundError,
     ContentTooLargeError,
-    InvalidCidError,
+    NodeRefusedCidError,
     NodeRpcError,
     NodeUnreachableError,
 )
 from fedchain.content.unixfs import AddOptions, DagBuilder
+from fedchain.core.cid import Cid, parse_cid
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,10 @@ class _Verifier:
         )
 
 
+class _Sink(Protocol):
+    def write(self, piece: bytes, /) -> int: ...
+
+
 class _Pieces:
     """Received pieces kept as they are and joined once (a growing BytesIO re-copies as it grows)."""
 
@@ -226,7 +230,8 @@ class IpfsClient:
               content: Any = None, headers: dict[str, str] | None = None) -> httpx.Response:
         """POST a command and return the open streaming response (status 200), mapping errors."""
         try:
-            request = self._http.build_request("POST", command, params=params, content=content, headers=headers)
+            query: Any = params  # httpx's QueryParamTypes, spelled out by the callers
+            request = self._http.build_request("POST", command, params=query, content=content, headers=headers)
             response = self._http.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.PoolTimeout,
                 httpx.WriteError, httpx.ReadError) as exc:
@@ -259,7 +264,7 @@ class IpfsClient:
         if any(s in lowered for s in ("not found", "could not find", "no link named", "not pinned")):
             return ContentNotFoundError(text)
         if "invalid path" in lowered or "invalid cid" in lowered or "selected encoding not supported" in lowered:
-            return InvalidCidError(text)
+            return NodeRefusedCidError(text)
         if status == 404:
             return NodeRpcError(f"{text} (is {self.api} an IPFS RPC API? the gateway port is not)", status)
         return NodeRpcError(text, status)
@@ -356,7 +361,7 @@ class IpfsClient:
 
     # ------------------------------------------------------------ cat
 
-    def _cat_into(self, cid: Cid, sink: IO[bytes], limit: int, reread: Callable[[], BinaryIO],
+    def _cat_into(self, cid: Cid, sink: _Sink, limit: int, reread: Callable[[], BinaryIO],
                   reset: Callable[[], None]) -> int:
         def attempt() -> int:
             reset()

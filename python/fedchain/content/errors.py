@@ -10,6 +10,10 @@ class ContentError(FedchainError):
     """Raised for any failure of the content-addressed storage layer."""
 
 
+class NodeRefusedCidError(ContentError, InvalidCidError):
+    """Raised when the node refuses a CID or path as invalid (both a content error and an invalid CID)."""
+
+
 class NodeUnreachableError(ContentError, ConnectionError):
     """Raised when no IPFS RPC API answers at the address tried."""
 

@@ -41,9 +41,9 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from fedchain import __version__
 from fedchain.content.blockstore import DIRECT, RECURSIVE, Blockstore
-from fedchain.core.cid import Cid, parse_ipfs_path
 from fedchain.content.errors import ContentError, ContentNotFoundError, InvalidCidError, UnsupportedOptionError
 from fedchain.content.unixfs import AddOptions, DagBuilder, decode_file_block, iter_file
+from fedchain.core.cid import Cid, parse_ipfs_path
 
 log = logging.getLogger("fedchain.content.node")
 
@@ -326,15 +326,14 @@ class _Handler(BaseHTTPRequestHandler):
             "Golang": f"none (Python {platform.python_version()})",
         }])
 
-    def cmd_add(self, params: dict[str, list[str]]) -> None:
-        self.close_connection = True  # until the body is fully read, what follows on the socket is unknown
-        options = _add_options(params)
-        pin = _bool(params, "pin", True)
-        only_hash = _bool(params, "only-hash", False)
+    def _multipart_boundary(self) -> bytes:
         ctype, ctype_opts = parse_options_header(self.headers.get("Content-Type", ""))
         boundary = ctype_opts.get(b"boundary")
         if ctype != b"multipart/form-data" or not boundary:
             raise RpcError("file argument 'path' is required (send a multipart/form-data body)", code=1)
+        return boundary
+
+    def _body_reader(self) -> _BodyReader:
         chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
         length_header = self.headers.get("Content-Length")
         if not chunked and length_header is None:
@@ -343,11 +342,20 @@ class _Handler(BaseHTTPRequestHandler):
             length = None if chunked else int(length_header or "0")
         except ValueError:
             raise RpcError(f"invalid Content-Length {length_header!r}", code=1) from None
-        reader = _BodyReader(self.rfile, length, chunked)
+        return _BodyReader(self.rfile, length, chunked)
+
+    def cmd_add(self, params: dict[str, list[str]]) -> None:
+        self.close_connection = True  # until the body is fully read, what follows on the socket is unknown
+        options = _add_options(params)
+        pin = _bool(params, "pin", True)
+        only_hash = _bool(params, "only-hash", False)
+        boundary = self._multipart_boundary()
+        reader = self._body_reader()
         batch = None if only_hash else self.store.batch()
         try:
             state = _MultipartAdd(options, None if batch is None else batch.put)
-            parser = MultipartParser(boundary, state.callbacks())
+            callbacks: Any = state.callbacks()  # python-multipart's TypedDict of callbacks
+            parser = MultipartParser(boundary, callbacks)
             try:
                 while data := reader.read(READ_SIZE):
                     parser.write(data)
@@ -508,7 +516,8 @@ class NodeServer(ThreadingHTTPServer):
     @property
     def api_multiaddr(self) -> str:
         host, port = self.server_address[:2]
-        return f"/ip4/{host}/tcp/{port}"
+        host_text = host.decode() if isinstance(host, bytes) else str(host)
+        return f"/ip4/{host_text}/tcp/{port}"
 
 
 def parse_listen(api: str) -> tuple[str, int]:

@@ -21,10 +21,10 @@ import hashlib
 import io
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Union
+from typing import Any, BinaryIO
 
-from fedchain.core.cid import DAG_PB, RAW, Cid, decode_varint, encode_varint
 from fedchain.content.errors import ContentError, UnsupportedOptionError
+from fedchain.core.cid import DAG_PB, RAW, Cid, decode_varint, encode_varint
 
 DEFAULT_CHUNK_SIZE = 262_144
 DEFAULT_MAX_LINKS = 174
@@ -32,7 +32,7 @@ MAX_CHUNK_SIZE = 1_048_576  # Kubo refuses larger chunks: blocks over 1 MiB do n
 UNIXFS_FILE = 2
 UNIXFS_RAW = 0
 
-BlockParts = Sequence[Union[bytes, memoryview]]
+BlockParts = Sequence[bytes | bytearray | memoryview]
 BlockSink = Callable[[Cid, BlockParts], None]
 """Receives each new block as its CID and the pieces whose concatenation is the block (valid during the call)."""
 
@@ -249,7 +249,7 @@ class FileNode:
     blocksizes: tuple[int, ...]
 
 
-def _fields(buf: memoryview) -> Iterator[tuple[int, int, object]]:
+def _fields(buf: memoryview) -> Iterator[tuple[int, int, Any]]:
     """Protobuf fields as (number, wire type, value: int for varints, memoryview for bytes)."""
     pos, end = 0, len(buf)
     while pos < end:
@@ -268,6 +268,45 @@ def _fields(buf: memoryview) -> Iterator[tuple[int, int, object]]:
             raise ValueError(f"unsupported protobuf wire type {wire}")
 
 
+def _pb_node(view: memoryview) -> tuple[list[PbLink], memoryview]:
+    """A dag-pb node's links and its Data field; ValueError if malformed."""
+    from fedchain.core.cid import cid_from_bytes
+
+    links: list[PbLink] = []
+    data: memoryview | None = None
+    for number, wire, value in _fields(view):
+        if number == 2 and wire == 2:
+            link_hash, tsize = None, 0
+            for lnum, lwire, lval in _fields(value):
+                if lnum == 1 and lwire == 2:
+                    link_hash = cid_from_bytes(bytes(lval))
+                elif lnum == 3 and lwire == 0:
+                    tsize = lval
+            if link_hash is None:
+                raise ValueError("link without a hash")
+            links.append(PbLink(link_hash, tsize))
+        elif number == 1 and wire == 2:
+            data = value
+    if data is None:
+        raise ValueError("dag-pb node without UnixFS data")
+    return links, data
+
+
+def _unixfs_data(data: memoryview) -> tuple[int, memoryview, int | None, list[int]]:
+    """(type, inline bytes, filesize, blocksizes) of a UnixFS Data message; ValueError if malformed."""
+    kind, inline, filesize, sizes = UNIXFS_FILE, memoryview(b""), None, []
+    for number, wire, value in _fields(data):
+        if number == 1 and wire == 0:
+            kind = value
+        elif number == 2 and wire == 2:
+            inline = value
+        elif number == 3 and wire == 0:
+            filesize = value
+        elif number == 4 and wire == 0:
+            sizes.append(value)
+    return kind, inline, filesize, sizes
+
+
 def decode_file_block(cid: Cid, block: bytes | memoryview) -> FileNode:
     """Decode a block of a UnixFS file DAG (raw leaf or dag-pb File/Raw node).
 
@@ -279,36 +318,9 @@ def decode_file_block(cid: Cid, block: bytes | memoryview) -> FileNode:
         return FileNode((), view, len(view), ())
     if cid.codec != DAG_PB:
         raise DagFormatError(f"{cid} has codec {cid.codec_name}; only dag-pb and raw files can be read")
-    from fedchain.core.cid import cid_from_bytes
-
     try:
-        links: list[PbLink] = []
-        data: memoryview | None = None
-        for number, wire, value in _fields(view):
-            if number == 2 and wire == 2:
-                link_hash, tsize = None, 0
-                for lnum, lwire, lval in _fields(value):  # type: ignore[arg-type]
-                    if lnum == 1 and lwire == 2:
-                        link_hash = cid_from_bytes(bytes(lval))  # type: ignore[arg-type]
-                    elif lnum == 3 and lwire == 0:
-                        tsize = lval  # type: ignore[assignment]
-                if link_hash is None:
-                    raise ValueError("link without a hash")
-                links.append(PbLink(link_hash, tsize))
-            elif number == 1 and wire == 2:
-                data = value  # type: ignore[assignment]
-        if data is None:
-            raise ValueError("dag-pb node without UnixFS data")
-        kind, inline, filesize, sizes = UNIXFS_FILE, memoryview(b""), None, []
-        for number, wire, value in _fields(data):
-            if number == 1 and wire == 0:
-                kind = value  # type: ignore[assignment]
-            elif number == 2 and wire == 2:
-                inline = value  # type: ignore[assignment]
-            elif number == 3 and wire == 0:
-                filesize = value
-            elif number == 4 and wire == 0:
-                sizes.append(value)
+        links, data = _pb_node(view)
+        kind, inline, filesize, sizes = _unixfs_data(data)
     except ValueError as exc:
         raise DagFormatError(f"block {cid} is not a valid dag-pb UnixFS node: {exc}") from None
     if kind not in (UNIXFS_FILE, UNIXFS_RAW):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+from numpy.typing import NDArray
 from safetensors import SafetensorError
 from safetensors.numpy import load as _st_load
 from safetensors.numpy import save as _st_save
@@ -221,7 +222,7 @@ def dtype_name(dtype: Any) -> str:
     return str(dtype).removeprefix("torch.").removeprefix("<class 'numpy.").removesuffix("'>")
 
 
-def _as_array(name: str, t: ArrayLike) -> np.ndarray:
+def _as_array(name: str, t: ArrayLike) -> NDArray[Any]:
     if isinstance(t, np.ndarray):
         return np.ascontiguousarray(t)
     if hasattr(t, "detach") and hasattr(t, "numpy"):  # a torch tensor, converted without importing torch
@@ -232,10 +233,10 @@ def _as_array(name: str, t: ArrayLike) -> np.ndarray:
     raise EnvelopeError(f"{name} is a {type(t).__name__}, not an array or tensor")
 
 
-def _prepare(tensors: Mapping[str, ArrayLike], only_dtype: str | None) -> dict[str, np.ndarray]:
+def _prepare(tensors: Mapping[str, ArrayLike], only_dtype: str | None) -> dict[str, NDArray[Any]]:
     if not tensors:
         raise EnvelopeError("no tensors to encode")
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, NDArray[Any]] = {}
     for name in sorted(tensors):
         if not isinstance(name, str) or not name or name == "__metadata__":
             raise EnvelopeError(f"invalid tensor name {name!r}")
@@ -246,7 +247,7 @@ def _prepare(tensors: Mapping[str, ArrayLike], only_dtype: str | None) -> dict[s
     return out
 
 
-def _save(tensors: dict[str, np.ndarray], metadata: dict[str, Any]) -> bytes:
+def _save(tensors: dict[str, NDArray[Any]], metadata: dict[str, Any]) -> bytes:
     return _st_save(tensors, metadata={METADATA_KEY: canonical_json(metadata)})
 
 
@@ -329,7 +330,7 @@ _ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfl
               "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
 
 
-def _load(data: bytes) -> dict[str, np.ndarray]:
+def _load(data: bytes) -> dict[str, NDArray[Any]]:
     try:
         tensors = _st_load(bytes(data))
     except (SafetensorError, ValueError, RuntimeError, TypeError) as exc:
@@ -337,7 +338,7 @@ def _load(data: bytes) -> dict[str, np.ndarray]:
     return {name: tensors[name] for name in sorted(tensors)}
 
 
-def _check_finite(tensors: Mapping[str, np.ndarray]) -> None:
+def _check_finite(tensors: Mapping[str, NDArray[Any]]) -> None:
     for name, t in tensors.items():
         if np.issubdtype(t.dtype, np.floating) and not bool(np.isfinite(t).all()):
             raise NonFiniteError(f"{name} holds NaN or infinite values")
@@ -376,7 +377,7 @@ def decode_update(data: bytes, expected: TensorSpec, max_bytes: int = DEFAULT_MA
 
 
 def decode_model(data: bytes, expected: TensorSpec | None = None,
-                 max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[dict[str, NDArray[Any]], dict[str, Any]]:
     """Parse a global model file; return (tensors by name, the metadata given to encode_model)."""
     header = _header(data, max_bytes)
     meta = _metadata(header, MODEL_FORMAT)

@@ -33,9 +33,9 @@ import rfc8785
 from pydantic import ConfigDict, Field, PlainSerializer, field_validator, model_validator
 from pydantic.functional_validators import BeforeValidator
 
-from fedchain.errors import FedchainError
 from fedchain.core.merkle import MerkleError, RewardTree, normalize_address
 from fedchain.core.spec import StrictModel
+from fedchain.errors import FedchainError
 
 REPORT_FORMAT = "fedchain-round-report/1"
 FLOAT_DECIMALS = 9
@@ -127,7 +127,7 @@ class UpdateRecord(_ReportModel):
 class RoundReport(_ReportModel):
     """A round's outcome: the merged model, how it was merged and scored, and every update's verdict and reward."""
 
-    format: Literal["fedchain-round-report/1"] = REPORT_FORMAT
+    format: Literal["fedchain-round-report/1"] = "fedchain-round-report/1"
     task_id: int = Field(ge=0)
     round: int = Field(ge=0)
     base_model_cid: str = Field(min_length=1)
@@ -143,7 +143,8 @@ class RoundReport(_ReportModel):
     @field_validator("aggregation", "scoring", "metrics")
     @classmethod
     def _rounded(cls, v: dict[str, Any]) -> dict[str, Any]:
-        return round_floats(v)
+        rounded: dict[str, Any] = round_floats(v)
+        return rounded
 
     @field_validator("rewards_root", mode="before")
     @classmethod
@@ -195,7 +196,8 @@ class RoundReport(_ReportModel):
             raise ReportError(f"round report is not valid JSON: {exc}") from exc
         if not isinstance(obj, dict):
             raise ReportError(f"round report must be a JSON object, got {type(obj).__name__}")
-        return cls.model_validate(obj)
+        report: RoundReport = cls.model_validate(obj)
+        return report
 
 
 def canonical_json(report: RoundReport) -> bytes:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 import rfc8785
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -67,8 +67,9 @@ def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
         if isinstance(inner, ValidationError):
             out += [(".".join(filter(None, (loc, sub))), msg) for sub, msg in validation_problems(inner)]
             continue
-        if getattr(inner, "problems", None):
-            out += [(".".join(filter(None, (loc, sub))), msg) for sub, msg in inner.problems]
+        problems = getattr(inner, "problems", None)
+        if problems:
+            out += [(".".join(filter(None, (loc, sub))), msg) for sub, msg in problems]
             continue
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
@@ -105,7 +106,7 @@ class StrictModel(BaseModel):
             raise self.error_class(format_problems(problems, type(self).__name__), problems) from exc
 
     @classmethod
-    def model_validate(cls, obj: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Any:
         try:
             return super().model_validate(obj, **kwargs)
         except ValidationError as exc:
@@ -164,7 +165,7 @@ class MultiKrumRule(_RuleBase):
 
 
 AggregationConfig = Annotated[
-    Union[FedAvgRule, MedianRule, TrimmedMeanRule, MultiKrumRule], Field(discriminator="rule")
+    FedAvgRule | MedianRule | TrimmedMeanRule | MultiKrumRule, Field(discriminator="rule")
 ]
 RULE_NAMES = ("fedavg", "median", "trimmed-mean", "multi-krum")
 
@@ -348,7 +349,8 @@ class TaskSpec(StrictModel):
             raise SpecError(f"task spec is not valid JSON: {exc}") from exc
         if not isinstance(obj, dict):
             raise SpecError(f"task spec must be a JSON object, got {type(obj).__name__}")
-        return cls.model_validate(obj)
+        spec: TaskSpec = cls.model_validate(obj)
+        return spec
 
     def check_contributors(self, max_contributors: int) -> None:
         """Refuse a rule that cannot run with a round of `max_contributors` (checked before a task is funded)."""
@@ -412,7 +414,7 @@ def mnist_spec(
     return TaskSpec(
         name=name or f"mnist-{architecture}",
         architecture=architecture,
-        model_config=dict(arch_config if arch_config is not None else MNIST_ARCH_CONFIGS[architecture]),
+        model_config=dict(arch_config if arch_config is not None else MNIST_ARCH_CONFIGS[architecture]),  # type: ignore[call-arg]
         input_shape=(1, 28, 28),
         num_classes=10,
         training=training or TrainingConfig(),

@@ -101,7 +101,7 @@ def _channels_last_model_and_images(model: nn.Module, x: Tensor) -> Tensor:
     trained a small CNN about 1.7x faster on one CPU thread (measured); other inputs are returned as they are."""
     if x.dim() != 4:
         return x
-    model.to(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # accepted at run time
     return x.contiguous(memory_format=torch.channels_last)
 
 

@@ -192,6 +192,7 @@ class Validator:
                 binding = SealBinding(self.config.task_id, round_index, sub.contributor)
                 if read_binding(data) != binding:
                     return Reason.REPLAY  # sealed for another sender or round
+                assert self.sealing_key is not None  # checked in __init__ for sealed tasks
                 data = open_sealed(data, self.sealing_key, binding)
             envelope = decode_update(data, self.task.layout.expected_tensors(), max_bytes=spec.max_update_bytes)
         except (SealError, EnvelopeError) as exc:

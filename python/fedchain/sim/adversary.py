@@ -12,12 +12,12 @@ from dataclasses import replace
 
 import torch
 
-from fedchain.sim import attacks
 from fedchain.chain.errors import TransactionRevertedError
 from fedchain.core.cid import cid_to_digest, digest_to_cid
-from fedchain.roles.contributor import Contributor, RoundOutcome
 from fedchain.core.envelope import UpdateEnvelope, decode_update, encode_update
 from fedchain.learning.trainers import LocalData
+from fedchain.roles.contributor import Contributor, RoundOutcome
+from fedchain.sim import attacks
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from fedchain.core.spec import TaskSpec
 from fedchain.errors import FedchainError
 from fedchain.learning.trainers import LocalData, Trainer, TrainResult
 
-Delta = Union[Tensor, Mapping[str, Tensor]]
+Delta = Tensor | Mapping[str, Tensor]
 D = TypeVar("D", Tensor, Mapping[str, Tensor])
 
 
@@ -113,7 +113,7 @@ class Attack:
 
     def apply_data(self, x: np.ndarray, y: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
         if self.name == "label-flip":
-            return x, label_flip(y, num_classes)
+            return x, np.asarray(label_flip(y, num_classes))
         return x, y
 
     def apply_update(self, delta: D, seed: int = 0, **overrides: float) -> D:

@@ -14,9 +14,9 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from eth_account.signers.local import LocalAccount
 from rich.console import Console
@@ -195,8 +195,15 @@ def _fund_and_create(config, protocol, ipfs, validator, participants, run_dir: P
 
 def _prepare(config: DemoConfig, run_dir: Path, password: str) -> tuple[Participant, list[Participant], Path]:
     from fedchain.chain.accounts import create_keystore, load_keystore
-    from fedchain.learning.data import dirichlet_shards, iid_shards, mnist_subset, save_npz, sized_shards, train_test_split
     from fedchain.core.keys import generate_sealing_key
+    from fedchain.learning.data import (
+        dirichlet_shards,
+        iid_shards,
+        mnist_subset,
+        save_npz,
+        sized_shards,
+        train_test_split,
+    )
 
     x, y = mnist_subset()
     x_train, y_train, x_test, y_test = train_test_split(x, y, test_fraction=0.2, seed=config.seed)
@@ -252,9 +259,9 @@ def _fund(protocol, accounts: list[Participant], config: DemoConfig) -> None:
 
 
 def _create_task(config: DemoConfig, protocol, ipfs, validator: Participant, run_dir: Path) -> int:
-    from fedchain.sim.devnet import dev_account
     from fedchain.core.spec import ScoringConfig, mnist_spec
     from fedchain.roles.owner import create_task_from_spec
+    from fedchain.sim.devnet import dev_account
 
     spec = mnist_spec(
         architecture=config.architecture,

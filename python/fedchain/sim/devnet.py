@@ -12,9 +12,10 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -110,8 +111,8 @@ class Devnet:
     rpc_url: str
     ipfs_api: str
     deployments_path: Path
-    deployments: "Deployments"
-    chain: "Chain"
+    deployments: Deployments
+    chain: Chain
 
 
 DEV_FED_GRANT = 1_000_000 * 10**18  # FED minted to each funded development account
@@ -127,7 +128,7 @@ def fund_dev_accounts(net: Devnet, count: int, amount: int = DEV_FED_GRANT) -> l
     for index in range(count):
         address = dev_account(index).address
         net.chain.send(protocol.token.functions.mint(address, amount), deployer, action="mint")
-        funded.append(address)
+        funded.append(str(address))
     return funded
 
 

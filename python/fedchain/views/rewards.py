@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from eth_utils import to_checksum_address
 
 from fedchain.chain.protocol import Protocol
-from fedchain.core.cid import digest_to_cid
 from fedchain.content.client import IpfsClient
-from fedchain.errors import FedchainError
+from fedchain.core.cid import digest_to_cid
 from fedchain.core.merkle import RewardTree
 from fedchain.core.report import RoundReport
+from fedchain.errors import FedchainError
 
 REPORT_MAX_BYTES = 16 << 20
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from fedchain.chain.protocol import Protocol
-from fedchain.core.cid import digest_to_cid
 from fedchain.content.client import IpfsClient
+from fedchain.core.cid import digest_to_cid
 from fedchain.errors import FedchainError
-from fedchain.views.rewards import fetch_report
 from fedchain.state import write_bytes_atomic
+from fedchain.views.rewards import fetch_report
 from fedchain.views.taskview import TaskView
 
 
@@ -57,10 +57,10 @@ def pull_model(protocol: Protocol, ipfs: IpfsClient, task_id: int, round_index: 
     view = TaskView(protocol, ipfs, task_id)
     info = view.info()
     if round_index is None:
-        finalized = [f.round for f in protocol.finalizations(task_id)]
-        if not finalized:
+        rounds = [f.round for f in protocol.finalizations(task_id)]
+        if not rounds:
             raise FedchainError(f"task {task_id} has no finalized round yet; pass --round or wait")
-        round_index = max(finalized)
+        round_index = max(rounds)
     if not 0 <= round_index < info.num_rounds:
         raise FedchainError(f"task {task_id} has rounds 0..{info.num_rounds - 1}; got --round {round_index}")
     finalized = protocol.finalizations(task_id, round_index)

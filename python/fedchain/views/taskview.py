@@ -8,12 +8,12 @@ from functools import cached_property
 import torch
 
 from fedchain.chain.protocol import Protocol, TaskInfo
-from fedchain.core.cid import digest_to_cid
 from fedchain.content.client import IpfsClient
+from fedchain.core.cid import digest_to_cid
 from fedchain.core.envelope import decode_model
+from fedchain.core.spec import TaskSpec
 from fedchain.errors import FedchainError
 from fedchain.learning.models import ParamLayout, build_model, tensors_from_arrays
-from fedchain.core.spec import TaskSpec
 
 
 class TaskNotFoundError(FedchainError, LookupError):

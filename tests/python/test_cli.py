@@ -117,3 +117,53 @@ def test_demo_refuses_a_bad_choice_before_starting_anything(tmp_path, option, va
     code, out = invoke("demo", option, value, "--workdir", str(tmp_path / "work"))
     assert code == 1 and expected in out and "Traceback" not in out
     assert not (tmp_path / "work").exists()  # nothing started, nothing written
+
+
+@pytest.mark.parametrize(
+    ("aggregation", "expected"),
+    [
+        ({"rule": "krum", "beta": 7}, "unknown rule 'krum'"),
+        ({"rule": "trimmed-mean", "beta": 7}, "beta: Input should be less than 0.5"),
+        ({"rule": "multi-krum", "f": 50}, "multi-krum with f=50 needs at least 103 contributors"),
+    ],
+)
+def test_task_create_refuses_a_spec_whose_rounds_would_all_fail_before_funding(devnet, protocol, task, aggregation,
+                                                                               expected):
+    from fedchain.core.spec import mnist_spec
+
+    spec_file = task["tmp"] / "bad-spec.json"
+    spec_file.write_text(json.dumps({**mnist_spec("mlp").to_json_obj(), "aggregation": aggregation}))
+    tasks_before = protocol.task_count()
+    code, out = invoke("task", "create", "--spec", str(spec_file), "--keystore", str(task["keystore"]),
+                       "--validator", "0x" + "11" * 20, "--max-contributors", "5", *common(devnet),
+                       env={"FEDCHAIN_PASSWORD": "right"})
+    assert code == 1 and expected in out and "Traceback" not in out
+    assert protocol.task_count() == tasks_before  # nothing was created or funded
+
+
+def test_ape_create_task_refuses_a_bad_spec_before_funding(devnet, protocol, ipfs, task, tmp_path):
+    """`ape run create_task` checks the spec it points to (fetched from IPFS by its CID) as `fedchain task create`."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from fedchain.core.spec import mnist_spec
+
+    bad = json.dumps({**mnist_spec("mlp").to_json_obj(), "aggregation": {"rule": "multi-krum", "f": 50}}).encode()
+    params = {
+        "spec": ipfs.add_bytes(bad), "initial_model": ipfs.add_bytes(b"unused"), "num_rounds": 1,
+        "reward_per_round": str(FED), "submission_window": 600, "aggregation_window": 600, "max_contributors": 5,
+        "validator": "0x" + "11" * 20, "slash_amount": "0",
+    }
+    (tmp_path / "task.json").write_text(json.dumps(params))
+    root = Path(__file__).resolve().parents[2]
+    tasks_before = protocol.task_count()
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ape"), "run", "create_task", "--spec", str(tmp_path / "task.json"),
+         "--deployments", str(devnet.deployments_path), "--ipfs-api", devnet.ipfs_api, "--network", devnet.rpc_url],
+        cwd=root, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(root / "python")},
+    )
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "multi-krum with f=50 needs at least 103 contributors" in done.stdout + done.stderr
+    assert protocol.task_count() == tasks_before

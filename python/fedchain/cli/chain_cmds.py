@@ -132,12 +132,15 @@ def task_create(
 ) -> None:
     """Publish a spec and initial model to IPFS and create and fund the task on chain; prints the task id."""
     from fedchain.core.spec import load_spec_file
+    from fedchain.learning.kinds import check_spec
     from fedchain.roles.owner import create_task_from_spec
 
+    task_spec = load_spec_file(spec)
+    check_spec(task_spec, max_contributors=max_contributors)  # before any connection, upload or payment
     protocol, ipfs = connect(rpc_url, ipfs_api, deployments)
     owner = load_account(keystore, password_env)
     task_id = create_task_from_spec(
-        protocol, ipfs, owner, load_spec_file(spec), rounds=rounds, reward_per_round=reward_per_round,
+        protocol, ipfs, owner, task_spec, rounds=rounds, reward_per_round=reward_per_round,
         submission_window=submission_window, aggregation_window=aggregation_window, min_stake=min_stake,
         max_contributors=max_contributors, validator=validator, slash_fraction=slash_fraction,
         reward_token=reward_token, seed=seed,

@@ -129,36 +129,39 @@ class TrainingConfig(StrictModel):
 # ---------------------------------------------------------------- aggregation: one typed model per rule
 
 
-class _RuleBase(StrictModel):
-    # Rows whose L2 norm exceeds clip_multiple x the median row norm are scaled down to it first (any rule).
-    clip_multiple: float | None = Field(None, gt=0, allow_inf_nan=False)
+# Rows whose L2 norm exceeds clip_multiple x the median row norm are scaled down to it first (any rule; None: off).
+ClipMultiple = Annotated[float | None, Field(gt=0, allow_inf_nan=False)]
 
 
-class FedAvgRule(_RuleBase):
+class FedAvgRule(StrictModel):
     """Sample-weighted mean (McMahan et al.)."""
 
     rule: Literal["fedavg"] = "fedavg"
+    clip_multiple: ClipMultiple = None
 
 
-class MedianRule(_RuleBase):
+class MedianRule(StrictModel):
     """Coordinate-wise median."""
 
     rule: Literal["median"]
+    clip_multiple: ClipMultiple = None
 
 
-class TrimmedMeanRule(_RuleBase):
+class TrimmedMeanRule(StrictModel):
     """Coordinate-wise mean after cutting int(beta x K) rows at each end."""
 
     rule: Literal["trimmed-mean"]
     beta: float = Field(0.1, ge=0, lt=0.5)
+    clip_multiple: ClipMultiple = None
 
 
-class MultiKrumRule(_RuleBase):
+class MultiKrumRule(StrictModel):
     """Mean of the m rows nearest their K - f - 2 neighbours (Blanchard et al.); needs K >= 2f + 3."""
 
     rule: Literal["multi-krum"]
     f: int = Field(1, ge=0, le=1000)  # Byzantine contributors tolerated
     m: int | None = Field(None, ge=1)  # rows averaged; None: K - f
+    clip_multiple: ClipMultiple = None
 
     def min_contributors(self) -> int:
         return 2 * self.f + 3

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from fedchain.aggregation import RuleConfig, aggregate
 from fedchain.core.policy import has_diverged, round_score, sample_count_reason, slash_decisions
-from fedchain.core.reasons import discarded_by
+from fedchain.core.reasons import Reason, discarded_by
 from fedchain.core.report import RoundReport, UpdateRecord
 from fedchain.core.spec import PolicyConfig, TaskSpec
 from fedchain.learning.evaluation import EvalResult, LossEvaluator, evaluate
@@ -189,7 +189,7 @@ def compute_outcome(inputs: RoundInputs, model: nn.Module, settings: ComputeSett
     objective = kind_of(spec).objective
     x, y = inputs.holdout.x, inputs.holdout.y
     # Judging the base model costs an evaluation: only a non-finite update needs it.
-    diverged = "non-finite" in rejections and has_diverged(
+    diverged = Reason.NON_FINITE in rejections and has_diverged(
         evaluate(model, inputs.base_state, x, y, device=settings.device, objective=objective).loss,
         spec.num_classes, policy,
     )

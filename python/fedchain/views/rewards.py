@@ -9,7 +9,6 @@ from eth_utils import to_checksum_address
 from fedchain.chain.protocol import Protocol
 from fedchain.content.client import IpfsClient
 from fedchain.core.cid import digest_to_cid
-from fedchain.core.merkle import RewardTree
 from fedchain.core.report import RoundReport
 from fedchain.errors import FedchainError
 
@@ -27,10 +26,6 @@ class Claim:
     proof: list[bytes]
 
 
-def report_rewards(report: RoundReport) -> dict[str, int]:
-    return {to_checksum_address(u.contributor): int(u.reward) for u in report.updates if int(u.reward) > 0}
-
-
 def fetch_report(ipfs: IpfsClient, report_digest: bytes) -> RoundReport:
     return RoundReport.from_json_bytes(ipfs.cat(digest_to_cid(report_digest), max_size=REPORT_MAX_BYTES))
 
@@ -42,10 +37,14 @@ def claimable_rewards(protocol: Protocol, ipfs: IpfsClient, task_id: int, accoun
     for fin in protocol.finalizations(task_id):
         if fin.total_rewards == 0 or protocol.has_claimed(task_id, fin.round, account):
             continue
-        rewards = report_rewards(fetch_report(ipfs, fin.report_digest))
+        report = fetch_report(ipfs, fin.report_digest)
+        if (report.task_id, report.round) != (task_id, fin.round):
+            raise RewardProofError(f"the report posted for task {task_id} round {fin.round} is for task "
+                                   f"{report.task_id} round {report.round}")
+        rewards = report.reward_entries()
         if account not in rewards:
             continue
-        tree = RewardTree(task_id, fin.round, rewards)
+        tree = report.reward_tree()  # the leaves are built from a report in one place: RoundReport.reward_tree
         if tree.root != fin.rewards_root:
             raise RewardProofError(
                 f"round {fin.round}'s report does not rebuild the posted rewards root "

@@ -188,7 +188,8 @@ def _fund_and_create(config, protocol, ipfs, validator, participants, run_dir: P
         task_id = _create_task(config, protocol, ipfs, validator, run_dir)
     console.print(
         f"task {task_id}: {config.rounds} rounds, {config.total_clients} contributors "
-        f"({_describe_roles(participants)}), rule {config.rule}, {'sealed' if config.sealed else 'unsealed'} updates"
+        f"({_describe_roles(participants)}), rule {_describe_rule(config)}, "
+        f"{'sealed' if config.sealed else 'unsealed'} updates"
     )
     return task_id
 
@@ -285,8 +286,19 @@ def demo_rule(rule: str, attackers: int, total: int) -> dict:
         # int(beta * K) rows are cut at each end of every coordinate
         return {"rule": rule, "beta": min(0.4, (expected + 0.5) / total)}
     if rule == "multi-krum":
-        return {"rule": rule, "f": expected}
+        # Multi-Krum tolerates f of K only when K >= 2f + 3 (the spec refuses a larger f): at most that many.
+        return {"rule": rule, "f": min(expected, max(0, (total - 3) // 2))}
     return {"rule": rule}
+
+
+def _describe_rule(config: DemoConfig) -> str:
+    attackers = sum(config.attack.values())
+    rule = config.rule_params or demo_rule(config.rule, attackers, config.total_clients)
+    params = ", ".join(f"{k} {v}" for k, v in rule.items() if k != "rule")
+    text = f"{rule['rule']} ({params})" if params else str(rule["rule"])
+    if rule["rule"] == "multi-krum" and rule.get("f", 0) < attackers:
+        text += f": {attackers} attackers exceed what it tolerates with {config.total_clients} contributors (2f + 3)"
+    return text
 
 
 def _public_key_hex(run_dir: Path) -> str:

@@ -89,7 +89,7 @@ def test_plain_bytes_are_not_sealed(keys: list[X25519PrivateKey]) -> None:
     assert _reason(read_binding, b"") == "not-sealed"
 
 
-@pytest.mark.parametrize("data", [b"FCSEAL1\n", b"FCSEAL1\n\x00\x00\x00\x05{}", b"FCSEAL1\n\xff\xff\xff\xff{}"])
+@pytest.mark.parametrize("data", [b"FCSEAL2\n", b"FCSEAL2\n\x00\x00\x00\x05{}", b"FCSEAL2\n\xff\xff\xff\xff{}"])
 def test_broken_header_is_malformed(data: bytes) -> None:
     assert _reason(read_binding, data) == "malformed"
 
@@ -99,3 +99,60 @@ def test_recipient_keys_must_be_32_bytes() -> None:
         seal(b"x", [b"short"], BINDING)
     with pytest.raises(SealError):
         seal(b"x", [], BINDING)
+
+
+def _equivocating_seal(plaintext: bytes, keys: list[X25519PrivateKey], header_key: bytes, other_key: bytes,
+                       plaintext_commitment: str | None = None) -> bytes:
+    """A sender's forgery: the header commits to `header_key`, but recipient 1 is given `other_key`."""
+    import hashlib
+    import struct
+
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    from fedchain.core import sealing as s
+
+    ephemeral = X25519PrivateKey.generate()
+    eph_pub = s._raw_public(ephemeral.public_key())
+    core = {"v": s.VERSION, "alg": s.ALGORITHM, "chunk": s.CHUNK_SIZE, "epk": eph_pub.hex(), **BINDING.as_json(),
+            "kc": s._key_commitment(header_key),
+            "pc": plaintext_commitment or s._plaintext_commitment(header_key, plaintext)}
+    wrapped = []
+    for key, content_key in ((keys[0], header_key), (keys[1], other_key)):
+        pub = public_key_bytes(key)
+        kek = s._kek(ephemeral.exchange(key.public_key()), eph_pub, pub)
+        wrapped.append({"kid": s._key_id(pub),
+                        "key": ChaCha20Poly1305(kek).encrypt(s._ZERO_NONCE, content_key, s._canonical(core)).hex()})
+    header = s._canonical({**core, "recipients": wrapped})
+    chunk = ChaCha20Poly1305(header_key).encrypt(s._nonce(0, True), plaintext, hashlib.sha256(header).digest())
+    return s.MAGIC + struct.pack(">I", len(header)) + header + chunk
+
+
+def test_a_recipient_given_another_content_key_than_the_header_commits_to_refuses_it(keys):
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    key_a, key_b = ChaCha20Poly1305.generate_key(), ChaCha20Poly1305.generate_key()
+    sealed = _equivocating_seal(b"update", keys, key_a, key_b)
+    assert open_sealed(sealed, keys[0], BINDING) == b"update"
+    with pytest.raises(SealError, match="not the one the header commits to") as info:
+        open_sealed(sealed, keys[1], BINDING)
+    assert info.value.reason == "tampered"
+
+
+def test_a_plaintext_that_is_not_the_committed_one_is_refused(keys):
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    key = ChaCha20Poly1305.generate_key()
+    sealed = _equivocating_seal(b"update", keys, key, key, plaintext_commitment="00" * 32)
+    with pytest.raises(SealError, match="plaintext is not the one the header commits to"):
+        open_sealed(sealed, keys[0], BINDING)
+
+
+def test_the_plaintext_commitment_cannot_be_tested_without_the_key(keys):
+    import hashlib
+    import json
+    import struct
+
+    sealed = seal(b"\x00" * 64, [public_key_bytes(keys[0])], BINDING)
+    (n,) = struct.unpack(">I", sealed[8:12])
+    header = json.loads(sealed[12 : 12 + n])
+    assert header["pc"] != hashlib.sha256(b"\x00" * 64).hexdigest()  # keyed by the content key

@@ -7,9 +7,14 @@ Construction (all primitives from `cryptography`):
   with the binding (task, round, contributor, ephemeral key) as associated data;
 - the plaintext is cut into 1 MiB chunks, each sealed with ChaCha20-Poly1305 under the content key, nonce =
   chunk counter (11 bytes) || last-chunk flag, associated data = sha256 of the whole header. Reordering,
-  truncation, extension and any header edit are detected; a 40 MB model never needs one giant AEAD call.
+  truncation, extension and any header edit are detected; a 40 MB model never needs one giant AEAD call;
+- the header commits to the content key (`kc` = sha256("fedchain-seal-v2 key" || content key)) and to the
+  plaintext (`pc` = sha256("fedchain-seal-v2 plaintext" || content key || sha256(plaintext))). ChaCha20-Poly1305
+  alone is not key-committing: without these, a sender could wrap different content keys for different recipients
+  and show validators of one committee different updates under one CID. Every recipient checks both, so all who
+  open an envelope read the same bytes; `pc` is keyed, so outsiders cannot test guesses of a plaintext against it.
 
-Layout: b"FCSEAL1\\n" | u32 big-endian header length | header (canonical JSON, readable) | sealed chunks.
+Layout: b"FCSEAL2\\n" | u32 big-endian header length | header (canonical JSON, readable) | sealed chunks.
 The header shows the claimed binding, so a validator can check it against the chain before decrypting
 (`read_binding`); `open_sealed` refuses an envelope whose binding differs from the one expected (a replay under
 another task, round or contributor) and, since the binding is authenticated, any edit of it.
@@ -34,8 +39,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fedchain.core.reasons import Reason
 from fedchain.errors import FedchainError
 
-MAGIC = b"FCSEAL1\n"
-VERSION = 1
+MAGIC = b"FCSEAL2\n"
+VERSION = 2
 ALGORITHM = "X25519-HKDF-SHA256-ChaCha20Poly1305"
 CHUNK_SIZE = 1 << 20
 TAG_SIZE = 16
@@ -115,6 +120,15 @@ def _kek(shared: bytes, ephemeral_pub: bytes, recipient_pub: bytes) -> bytes:
                 info=b"fedchain-seal-v1 key-wrap").derive(shared)
 
 
+def _key_commitment(content_key: bytes) -> str:
+    return hashlib.sha256(b"fedchain-seal-v2 key" + content_key).hexdigest()
+
+
+def _plaintext_commitment(content_key: bytes, plaintext: bytes | memoryview) -> str:
+    digest = hashlib.sha256(plaintext).digest()
+    return hashlib.sha256(b"fedchain-seal-v2 plaintext" + content_key + digest).hexdigest()
+
+
 def _nonce(index: int, last: bool) -> bytes:
     return index.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
 
@@ -135,7 +149,8 @@ def seal(plaintext: bytes, recipients: Sequence[bytes], binding: SealBinding) ->
     ephemeral = X25519PrivateKey.generate()
     eph_pub = _raw_public(ephemeral.public_key())
     content_key = ChaCha20Poly1305.generate_key()
-    core = {"v": VERSION, "alg": ALGORITHM, "chunk": CHUNK_SIZE, "epk": eph_pub.hex(), **binding.as_json()}
+    core = {"v": VERSION, "alg": ALGORITHM, "chunk": CHUNK_SIZE, "epk": eph_pub.hex(), **binding.as_json(),
+            "kc": _key_commitment(content_key), "pc": _plaintext_commitment(content_key, plaintext)}
     core_aad = _canonical(core)
     wrapped = []
     for pub in recipients:
@@ -161,7 +176,7 @@ def seal(plaintext: bytes, recipients: Sequence[bytes], binding: SealBinding) ->
 def _parse(sealed: bytes) -> tuple[dict[str, Any], bytes, int]:
     """(header object, header bytes, offset of the first chunk)."""
     if not isinstance(sealed, (bytes, bytearray, memoryview)) or bytes(sealed[: len(MAGIC)]) != MAGIC:
-        raise NotSealedError("these bytes are not a fedchain sealed envelope (no FCSEAL1 prefix)")
+        raise NotSealedError("these bytes are not a fedchain sealed envelope (no FCSEAL2 prefix)")
     if len(sealed) < len(MAGIC) + 4:
         raise MalformedSealError("sealed envelope truncated inside its header length")
     (n,) = struct.unpack(">I", sealed[len(MAGIC) : len(MAGIC) + 4])
@@ -174,7 +189,7 @@ def _parse(sealed: bytes) -> tuple[dict[str, Any], bytes, int]:
         if not isinstance(header, dict) or header.get("v") != VERSION or header.get("alg") != ALGORITHM:
             raise ValueError(f"unsupported version or algorithm {header.get('v')!r}/{header.get('alg')!r}")
         int(header["task_id"]), int(header["round"]), str(header["contributor"])
-        bytes.fromhex(header["epk"])
+        bytes.fromhex(header["epk"]), bytes.fromhex(header["kc"]), bytes.fromhex(header["pc"])
         if int(header["chunk"]) != CHUNK_SIZE or not isinstance(header["recipients"], list):
             raise ValueError("bad chunk size or recipients")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -219,6 +234,8 @@ def open_sealed(sealed: bytes, private_key: X25519PrivateKey | bytes, expected: 
         content_key = ChaCha20Poly1305(kek).decrypt(_ZERO_NONCE, bytes.fromhex(entries[0]["key"]), _canonical(core))
     except (InvalidTag, ValueError, TypeError):
         raise TamperedError("the wrapped key does not authenticate: the header was changed") from None
+    if _key_commitment(content_key) != header["kc"]:
+        raise TamperedError("the content key wrapped for this recipient is not the one the header commits to")
     aad = hashlib.sha256(header_bytes).digest()
     aead = ChaCha20Poly1305(content_key)
     body = memoryview(sealed)[offset:]
@@ -230,7 +247,10 @@ def open_sealed(sealed: bytes, private_key: X25519PrivateKey | bytes, expected: 
             out.append(aead.decrypt(_nonce(i, i == count - 1), bytes(body[i * step : (i + 1) * step]), aad))
     except InvalidTag:
         raise TamperedError(f"chunk {i} of the envelope does not authenticate: it was changed or cut") from None
-    return b"".join(out)
+    plaintext = b"".join(out)
+    if _plaintext_commitment(content_key, plaintext) != header["pc"]:
+        raise TamperedError("the plaintext is not the one the header commits to")
+    return plaintext
 
 
 def public_key_of(private_key: X25519PrivateKey | bytes) -> bytes:

@@ -97,10 +97,8 @@ def consensus(
     for r in revealed:
         r.check(n)
     members = range(len(stakes))
-    inputs = tuple(
-        _majority(sum(stakes[v] for v in members if reveals[v] is not None and reveals[v].available[i]), total)  # type: ignore[union-attr]
-        for i in range(n)
-    )
+    live = [(stakes[v], r) for v, r in enumerate(reveals) if r is not None]
+    inputs = tuple(_majority(sum(s for s, r in live if r.available[i]), total) for i in range(n))
     model = _majority_digest(stakes, reveals, total)
     # A member that did not reveal counts as 0; an update outside the input set scores 0 for everyone.
     w = [[(r.scores[i] if r is not None and inputs[i] else 0) for i in range(n)] for r in reveals]
@@ -110,10 +108,7 @@ def consensus(
     rewards = _split(contributors_budget, weight)
     agreement = tuple(sum(clipped[v]) for v in members)
     dividends = _split(members_budget, [stakes[v] * agreement[v] for v in members])
-    slashed = tuple(
-        _majority(sum(stakes[v] for v in members if reveals[v] is not None and reveals[v].slash[i]), total)  # type: ignore[union-attr]
-        for i in range(n)
-    )
+    slashed = tuple(_majority(sum(s for s, r in live if r.slash[i]), total) for i in range(n))
     return Outcome(inputs, model, c, rewards, agreement, dividends, slashed)
 
 

@@ -144,3 +144,25 @@ def test_consensus_matches_the_reference(committee, contributors_budget, members
     for i, ci in enumerate(out.consensus_scores):
         backing = sum(s for s, r in zip(stakes, reveals) if r is not None and out.inputs[i] and r.scores[i] >= ci)
         assert ci == 0 or 2 * backing > sum(stakes)
+
+
+def test_integer_scores_sum_to_the_scale_and_keep_zeros():
+    from fedchain.core.consensus import integer_scores
+
+    assert integer_scores([0.5, 0.25, 0.25]) == (S // 2, S // 4, S // 4)
+    third = integer_scores([1, 1, 1])
+    assert sum(third) == S and third == (333_333_334, 333_333_333, 333_333_333)
+    assert integer_scores([0.0, 0.0]) == (0, 0)
+    assert integer_scores([0.3, 0.0])[1] == 0
+
+
+def test_commitments_bind_the_member_and_every_field():
+    from fedchain.core.consensus import commitment
+
+    base = dict(chain_id=31337, contract="0x" + "11" * 20, task_id=1, round_index=0, member="0x" + "22" * 20,
+                model_digest=A, report_digest=B, slash=[False, True], scores=[S, 0], salt=b"\x01" * 32)
+    reference_hash = commitment(**base)
+    assert len(reference_hash) == 32
+    for change in ({"member": "0x" + "33" * 20}, {"scores": [0, S]}, {"slash": [False, False]}, {"salt": b"\x02" * 32},
+                   {"round_index": 1}, {"chain_id": 1}):
+        assert commitment(**{**base, **change}) != reference_hash

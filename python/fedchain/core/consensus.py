@@ -127,3 +127,51 @@ def _split(budget: int, weights: Sequence[int]) -> tuple[int, ...]:
     if total == 0:
         return tuple(0 for _ in weights)
     return tuple(budget * w // total for w in weights)
+
+
+def integer_scores(scores: Sequence[float]) -> tuple[int, ...]:
+    """A member's scores (non-negative, any total) as integers summing to SCORE_SCALE, or all zero.
+
+    floor(SCORE_SCALE * s_i / total), then the units left over one each to the largest remainders (ties to the
+    lower index): the same integers on every machine for the same (already decimal-rounded) scores.
+    """
+    from fractions import Fraction
+
+    if any(not s >= 0 for s in scores):
+        raise ConsensusError("scores must be non-negative numbers")
+    exact = [Fraction(s) for s in scores]
+    total = sum(exact, Fraction(0))
+    if total == 0:
+        return tuple(0 for _ in scores)
+    shares = [SCORE_SCALE * s / total for s in exact]
+    out = [int(share) for share in shares]  # floor: shares are non-negative
+    order = sorted(range(len(out)), key=lambda i: (-(shares[i] - out[i]), i))
+    for i in order[: SCORE_SCALE - sum(out)]:
+        out[i] += 1
+    return tuple(out)
+
+
+def bitmap(flags: Sequence[bool]) -> int:
+    """Bit i set when flags[i] (at most 256 flags: one uint256 on chain)."""
+    if len(flags) > 256:
+        raise ConsensusError("at most 256 submissions fit a bitmap")
+    return sum(1 << i for i, flag in enumerate(flags) if flag)
+
+
+def commitment(
+    *, chain_id: int, contract: str, task_id: int, round_index: int, member: str, model_digest: bytes,
+    report_digest: bytes, slash: Sequence[bool], scores: Sequence[int], salt: bytes,
+) -> bytes:
+    """keccak256(abi.encode(chainId, contract, taskId, round, member, modelDigest, reportDigest, slashBitmap,
+    uint32[] scores, salt)): what a member commits to before revealing. Binding the member's address means another
+    member cannot copy the commitment, and the salt (32 random bytes) that nobody can test guesses against it."""
+    from eth_abi import encode
+    from eth_utils import keccak
+
+    if len(salt) != 32 or len(model_digest) != 32 or len(report_digest) != 32:
+        raise ConsensusError("digests and the salt are 32 bytes each")
+    types = ["uint256", "address", "uint256", "uint256", "address", "bytes32", "bytes32", "uint256", "uint32[]",
+             "bytes32"]
+    values = [chain_id, contract, task_id, round_index, member, model_digest, report_digest, bitmap(slash),
+              list(scores), salt]
+    return bytes(keccak(encode(types, values)))

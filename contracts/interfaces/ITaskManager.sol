@@ -107,6 +107,76 @@ interface ITaskManager {
     event TaskEnded(uint256 indexed taskId, uint256 unallocated);
     event RefundWithdrawn(uint256 indexed taskId, address indexed owner, uint256 amount);
 
+    // ─── ERRORS ───
+    /// @notice A required address was zero (`what` names it).
+    error TaskManagerZeroAddress(string what);
+    /// @notice A task needs at least one round and at most 2^24 - 1.
+    error TaskManagerInvalidRounds(uint32 numRounds);
+    /// @notice rewardPerRound is zero, or the budget numRounds * rewardPerRound exceeds 2^120 - 1.
+    error TaskManagerInvalidReward(uint256 rewardPerRound, uint32 numRounds);
+    /// @notice Windows must be positive and below 2^32 seconds.
+    error TaskManagerInvalidWindows(uint64 submissionWindow, uint64 aggregationWindow);
+    /// @notice maxContributors must be positive.
+    error TaskManagerInvalidMaxContributors(uint32 maxContributors);
+    /// @notice The task's contributor minimum is below the registry's (or above 2^128 - 1).
+    error TaskManagerContributorStakeTooLow(uint256 minContributorStake, uint256 registryMinimum);
+    /// @notice The slash amount may not exceed the task's contributor minimum.
+    error TaskManagerSlashTooHigh(uint256 slashAmount, uint256 minContributorStake);
+    /// @notice The named validator has `staked` active stake; the registry requires `required`.
+    error TaskManagerValidatorStakeTooLow(address validator, uint256 staked, uint256 required);
+    /// @notice The reward token delivered `received` for a transfer of `expected` (fee-on-transfer tokens refused).
+    error TaskManagerFeeOnTransfer(address token, uint256 expected, uint256 received);
+    /// @notice No task has this id.
+    error TaskManagerUnknownTask(uint256 taskId);
+    /// @notice Submissions to this round are not accepted in its current phase.
+    error TaskManagerRoundNotOpen(uint256 taskId, uint256 round, RoundPhase phase);
+    /// @notice A zero digest is not a content id (zero means "no submission").
+    error TaskManagerZeroDigest();
+    /// @notice `contributor` already submitted in this round.
+    error TaskManagerAlreadySubmitted(uint256 taskId, uint256 round, address contributor);
+    /// @notice `contributor` has `staked` active stake; the task requires `required`.
+    error TaskManagerStakeTooLow(address contributor, uint256 staked, uint256 required);
+    /// @notice Only the task's validator may post results.
+    error TaskManagerNotValidator(uint256 taskId, address caller, address validator);
+    /// @notice A result can be posted only while the round aggregates (not while open, not twice, not late).
+    error TaskManagerRoundNotAggregating(uint256 taskId, uint256 round, RoundPhase phase);
+    /// @notice totalRewards exceeds the round's budget plus what rolled over.
+    error TaskManagerRewardsExceedBudget(uint256 taskId, uint256 round, uint256 totalRewards, uint256 available);
+    /// @notice The root must be zero exactly when totalRewards is zero.
+    error TaskManagerInvalidRewardsRoot(uint256 taskId, uint256 round, bytes32 rewardsRoot, uint256 totalRewards);
+    /// @notice Slashes must be sorted by account, strictly ascending; entry `index` is not.
+    error TaskManagerSlashesNotSorted(uint256 index, address account);
+    /// @notice The evidence is not the digest `account` submitted in this round (zero: it submitted nothing).
+    error TaskManagerSlashEvidenceMismatch(
+        uint256 taskId, uint256 round, address account, bytes32 evidence, bytes32 submitted
+    );
+    /// @notice Claims need a finalized round.
+    error TaskManagerRoundNotFinalized(uint256 taskId, uint256 round, RoundPhase phase);
+    /// @notice `account` already claimed this round.
+    error TaskManagerAlreadyClaimed(uint256 taskId, uint256 round, address account);
+    /// @notice The proof does not show (taskId, round, account, amount) under the round's root.
+    error TaskManagerInvalidProof(uint256 taskId, uint256 round, address account, uint256 amount);
+    /// @notice Claims would total `claimed`, more than the round's `totalRewards`.
+    error TaskManagerClaimExceedsRound(uint256 taskId, uint256 round, uint256 claimed, uint256 totalRewards);
+    /// @notice The claim period ended at `deadline`; what was unclaimed belongs to the owner again.
+    error TaskManagerClaimPeriodOver(uint256 taskId, uint64 deadline);
+    /// @notice A claim of nothing (zero amount or no rounds).
+    error TaskManagerNothingToClaim(uint256 taskId);
+    /// @notice claimMany's arrays differ in length.
+    error TaskManagerLengthMismatch(uint256 rounds, uint256 amounts, uint256 proofs);
+    /// @notice Only a live round whose aggregation deadline passed without a result can be expired.
+    error TaskManagerRoundNotExpirable(uint256 taskId, uint256 round, RoundPhase phase);
+    /// @notice Only the task's owner may do this.
+    error TaskManagerNotTaskOwner(uint256 taskId, address caller, address owner);
+    /// @notice The task has already ended.
+    error TaskManagerTaskEnded(uint256 taskId);
+    /// @notice The task is already cancelled.
+    error TaskManagerAlreadyCancelled(uint256 taskId);
+    /// @notice Refunds start once the task has ended.
+    error TaskManagerTaskNotEnded(uint256 taskId);
+    /// @notice Nothing is refundable to the owner now.
+    error TaskManagerNothingToRefund(uint256 taskId);
+
     // ─── LOGIC ───
     /// @notice Create a task and pull its budget (numRounds * rewardPerRound) from the caller. Round 0 opens now.
     function createTask(TaskParams calldata params) external returns (uint256 taskId);

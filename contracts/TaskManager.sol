@@ -5,6 +5,7 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {ITaskManager} from "./interfaces/ITaskManager.sol";
 import {IStakeRegistry} from "./interfaces/IStakeRegistry.sol";
 import {TaskManagerStorage} from "./base/TaskManagerStorage.sol";
@@ -16,12 +17,13 @@ import {RewardClaims} from "./base/RewardClaims.sol";
 ///         Expired), one update digest per contributor per round, the validator's result with a Merkle root of
 ///         rewards, pull-payment claims, slashing through the StakeRegistry, and refunds to the task owner.
 /// @dev One deployed contract assembled from pieces with one job each: TaskManagerStorage (state and views),
-///      RoundLifecycle (submissions, results, slashes, expiry), RewardClaims (claims and refunds); this file
-///      creates, cancels and pauses tasks. Digests are the 32-byte sha2-256 digest inside a CIDv0 (dag-pb, Kubo's
+///      SubmissionLocks (the stake each submission locks until its round settles), RoundLifecycle (submissions,
+///      results, slashes, expiry), RewardClaims (claims and refunds); this file creates, cancels and pauses tasks. Digests are the 32-byte sha2-256 digest inside a CIDv0 (dag-pb, Kubo's
 ///      default `add`: 256 KiB chunks, dag-pb leaves): the one CID form that can be rebuilt from those 32 bytes
 ///      alone (multihash 0x12 0x20 prefix, base58btc).
 contract TaskManager is Ownable2Step, RoundLifecycle, RewardClaims {
     using SafeERC20 for IERC20;
+    using SafeCast for uint256;
 
     /// @param registry the StakeRegistry; it must grant this contract SLASHER_ROLE (the deploy script does).
     /// @param claimPeriod_ seconds after a task ends during which rewards stay claimable.
@@ -46,7 +48,7 @@ contract TaskManager is Ownable2Step, RoundLifecycle, RewardClaims {
     /// @inheritdoc ITaskManager
     /// @dev Pulls the budget and refuses a token that delivers less than asked. Emits TaskCreated, RoundOpened.
     function createTask(TaskParams calldata p) external whenNotPaused nonReentrant returns (uint256 taskId) {
-        uint256 budget = _checkParams(p);
+        (uint256 budget, uint104 validatorStake) = _checkParams(p);
         // Interaction first only to measure what arrived; nonReentrant guards the window.
         uint256 before = p.rewardToken.balanceOf(address(this));
         p.rewardToken.safeTransferFrom(msg.sender, address(this), budget);
@@ -70,7 +72,7 @@ contract TaskManager is Ownable2Step, RoundLifecycle, RewardClaims {
         t.specDigest = p.specDigest;
         t.initialModelDigest = p.initialModelDigest;
         emit TaskCreated(taskId, msg.sender, address(p.rewardToken), budget, p.specDigest, p.initialModelDigest);
-        _openRound(t, taskId, 0);
+        _openRound(t, taskId, 0, validatorStake);
     }
 
     /// @inheritdoc ITaskManager
@@ -86,8 +88,9 @@ contract TaskManager is Ownable2Step, RoundLifecycle, RewardClaims {
     }
 
     // ─── INTERNAL ───
-    /// @dev Validates the parameters and the validator's stake; returns the budget.
-    function _checkParams(TaskParams calldata p) private view returns (uint256 budget) {
+    /// @dev Validates the parameters and the validator's stake; returns the budget and the validator's minimum
+    ///      (which the task's rounds keep: the validator must hold it whenever it posts a result).
+    function _checkParams(TaskParams calldata p) private view returns (uint256 budget, uint104 validatorStake) {
         if (address(p.rewardToken) == address(0)) revert TaskManagerZeroAddress("rewardToken");
         if (p.validator == address(0)) revert TaskManagerZeroAddress("validator");
         if (p.numRounds == 0 || p.numRounds > type(uint24).max) revert TaskManagerInvalidRounds(p.numRounds);
@@ -106,10 +109,7 @@ contract TaskManager is Ownable2Step, RoundLifecycle, RewardClaims {
             revert TaskManagerContributorStakeTooLow(p.minContributorStake, registryMin);
         }
         if (p.slashAmount > p.minContributorStake) revert TaskManagerSlashTooHigh(p.slashAmount, p.minContributorStake);
-        uint256 validatorStake = _registry.activeStake(p.validator);
-        uint256 validatorMin = _registry.minValidatorStake();
-        if (validatorStake < validatorMin) {
-            revert TaskManagerValidatorStakeTooLow(p.validator, validatorStake, validatorMin);
-        }
+        validatorStake = _registry.minValidatorStake().toUint104();
+        _checkValidatorStake(p.validator, validatorStake);
     }
 }

@@ -67,7 +67,7 @@ abstract contract RewardClaims is TaskManagerStorage {
     // ─── VIEWS ───
     /// @inheritdoc ITaskManager
     function hasClaimed(uint256 taskId, uint256 round, address account) external view returns (bool) {
-        return _claimed[taskId][round][account];
+        return _settlements[taskId][round][account].claimed;
     }
 
     /// @inheritdoc ITaskManager
@@ -93,8 +93,8 @@ abstract contract RewardClaims is TaskManagerStorage {
             revert TaskManagerInvalidProof(taskId, round, msg.sender, amount); // finalized with no rewards
         }
         if (amount == 0) revert TaskManagerNothingToClaim(taskId);
-        mapping(address => bool) storage claimed = _claimed[taskId][round];
-        if (claimed[msg.sender]) revert TaskManagerAlreadyClaimed(taskId, round, msg.sender);
+        Settlement storage settlement = _settlements[taskId][round][msg.sender];
+        if (settlement.claimed) revert TaskManagerAlreadyClaimed(taskId, round, msg.sender);
         // OpenZeppelin StandardMerkleTree leaf: double keccak of the ABI-encoded entry.
         bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(taskId, round, msg.sender, amount))));
         if (!MerkleProof.verifyCalldata(proof, root, leaf)) {
@@ -103,7 +103,7 @@ abstract contract RewardClaims is TaskManagerStorage {
         uint256 total = r.totalRewards;
         uint256 newClaimed = uint256(r.claimed) + amount;
         if (newClaimed > total) revert TaskManagerClaimExceedsRound(taskId, round, newClaimed, total);
-        claimed[msg.sender] = true;
+        settlement.claimed = true;
         r.claimed = uint128(newClaimed); // <= totalRewards < 2^120
         emit RewardClaimed(taskId, round, msg.sender, amount);
     }

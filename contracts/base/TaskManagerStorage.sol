@@ -9,9 +9,9 @@ import {IStakeRegistry} from "../interfaces/IStakeRegistry.sol";
 import {RoundClock} from "../libraries/RoundClock.sol";
 
 /// @title TaskManagerStorage
-/// @notice The TaskManager's state (tasks, round clocks, results, submissions, claims) and the views over it.
-///         The pieces that change it (RoundLifecycle, RewardClaims, TaskManager) inherit it, so one deployed
-///         contract keeps one storage and one address.
+/// @notice The TaskManager's state (tasks, round clocks, results, submissions, claims and lock releases) and the
+///         views over it. The pieces that change it (SubmissionLocks, RoundLifecycle, RewardClaims, TaskManager)
+///         inherit it, so one deployed contract keeps one storage and one address.
 /// @dev Accounting per task: funded == paidOut + refunded + held, and the contract holds sum(held) of each token.
 ///      Storage is packed so that the hot paths (submitUpdate, postResult, claim) touch few slots.
 abstract contract TaskManagerStorage is ITaskManager, Pausable, ReentrancyGuardTransient {
@@ -56,6 +56,15 @@ abstract contract TaskManagerStorage is ITaskManager, Pausable, ReentrancyGuardT
         uint128 claimed;
     }
 
+    /// @dev What happened after a round for one account: it claimed its reward; it released its stake lock.
+    struct Settlement {
+        bool claimed;
+        bool released;
+    }
+
+    /// @notice The longest claim period a TaskManager accepts (four years), so that no claim deadline overflows.
+    uint64 public constant MAX_CLAIM_PERIOD = 4 * 365 days;
+
     IStakeRegistry internal immutable _registry;
     uint64 internal immutable _claimPeriod;
     uint256 internal _taskCount;
@@ -64,12 +73,14 @@ abstract contract TaskManagerStorage is ITaskManager, Pausable, ReentrancyGuardT
     mapping(uint256 taskId => mapping(uint256 round => Result)) internal _results;
     /// @dev The digest each contributor submitted: slash evidence must equal it. Same slot cost as a flag.
     mapping(uint256 taskId => mapping(uint256 round => mapping(address account => bytes32))) internal _submissions;
-    mapping(uint256 taskId => mapping(uint256 round => mapping(address account => bool))) internal _claimed;
+    /// @dev Claim and lock release share one slot per (task, round, account): whichever comes second is cheap.
+    mapping(uint256 taskId => mapping(uint256 round => mapping(address account => Settlement))) internal _settlements;
 
     /// @param registry the StakeRegistry; it must grant the TaskManager SLASHER_ROLE (the deploy script does).
-    /// @param claimPeriod_ seconds after a task ends during which rewards stay claimable.
+    /// @param claimPeriod_ seconds after a task ends during which rewards stay claimable (at most MAX_CLAIM_PERIOD).
     constructor(IStakeRegistry registry, uint64 claimPeriod_) {
         if (address(registry) == address(0)) revert TaskManagerZeroAddress("registry");
+        if (claimPeriod_ > MAX_CLAIM_PERIOD) revert TaskManagerClaimPeriodTooLong(claimPeriod_, MAX_CLAIM_PERIOD);
         _registry = registry;
         _claimPeriod = claimPeriod_;
     }
@@ -144,6 +155,13 @@ abstract contract TaskManagerStorage is ITaskManager, Pausable, ReentrancyGuardT
             RoundPhase outcome = r.outcome;
             if (outcome != RoundPhase.Pending) return outcome;
         }
+    }
+
+    /// @dev The validator holds at least `required` active stake (at creation: the registry's minimum; at each
+    ///      result: that minimum as it was when the task was created, kept in the round's clock).
+    function _checkValidatorStake(address validator, uint256 required) internal view {
+        uint256 staked = _registry.activeStake(validator);
+        if (staked < required) revert TaskManagerValidatorStakeTooLow(validator, staked, required);
     }
 
     function _onlyTaskOwner(Task storage t, uint256 taskId) internal view {

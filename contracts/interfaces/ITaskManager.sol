@@ -106,6 +106,8 @@ interface ITaskManager {
     event TaskCancelled(uint256 indexed taskId);
     event TaskEnded(uint256 indexed taskId, uint256 unallocated);
     event RefundWithdrawn(uint256 indexed taskId, address indexed owner, uint256 amount);
+    /// @notice The stake `account` locked for its submission in a settled round (`amount`) was released.
+    event LockReleased(uint256 indexed taskId, uint256 indexed round, address indexed account, uint256 amount);
 
     // ─── ERRORS ───
     /// @notice A required address was zero (`what` names it).
@@ -176,15 +178,29 @@ interface ITaskManager {
     error TaskManagerTaskNotEnded(uint256 taskId);
     /// @notice Nothing is refundable to the owner now.
     error TaskManagerNothingToRefund(uint256 taskId);
+    /// @notice `contributor`'s `locked` stake plus the `needed` lock of this submission (0 when it carries its
+    ///         previous round's lock) would exceed its `active` stake: release settled locks or stake more.
+    error TaskManagerStakeLocked(address contributor, uint256 active, uint256 locked, uint256 needed);
+    /// @notice A lock is released only once its round is settled (finalized, or past its aggregation deadline).
+    error TaskManagerRoundNotSettled(uint256 taskId, uint256 round, RoundPhase phase);
+    /// @notice `account` holds no lock for this round: it did not submit, its lock was released or carried into
+    ///         its submission to the next round, or the task slashes nothing.
+    error TaskManagerNothingLocked(uint256 taskId, uint256 round, address account);
+    /// @notice The claim period is longer than `maximum` seconds (a period near 2^64 would overflow and make every
+    ///         claim and refund revert).
+    error TaskManagerClaimPeriodTooLong(uint64 claimPeriod, uint64 maximum);
 
     // ─── LOGIC ───
     /// @notice Create a task and pull its budget (numRounds * rewardPerRound) from the caller. Round 0 opens now.
     function createTask(TaskParams calldata params) external returns (uint256 taskId);
 
-    /// @notice Post the digest of the caller's update for `round` of `taskId`.
+    /// @notice Post the digest of the caller's update for `round` of `taskId`. The caller's active stake must reach
+    ///         the task's minimum, and the task's slash amount of it is locked until the round settles: taken from
+    ///         its unlocked stake, or carried over from its submission to the previous round if that lock is held.
     function submitUpdate(uint256 taskId, uint256 round, bytes32 digest, uint256 numSamples) external;
 
     /// @notice The task's validator posts a round's result: new model, report, reward Merkle root and slashes.
+    ///         The validator must still hold the registry's validator minimum as active stake.
     /// @dev `slashes` must be sorted by account, strictly ascending (no duplicates): an O(n) duplicate check.
     function postResult(
         uint256 taskId,
@@ -210,6 +226,10 @@ interface ITaskManager {
     /// @notice Anyone: expire the current round once its aggregation deadline passed without a result.
     function expireRound(uint256 taskId, uint256 round) external;
 
+    /// @notice Anyone: release the stake `account` locked for its submission to `round`, once the round is settled
+    ///         (finalized, or past its aggregation deadline, when no result can come any more). Returns the amount.
+    function release(uint256 taskId, uint256 round, address account) external returns (uint256 amount);
+
     /// @notice The owner cancels: no round opens after the current one ends.
     function cancelTask(uint256 taskId) external;
 
@@ -218,7 +238,7 @@ interface ITaskManager {
     function withdrawRefund(uint256 taskId) external returns (uint256 amount);
 
     // ─── VIEWS ───
-    /// @notice The registry whose active stake gates submissions and which executes slashes.
+    /// @notice The registry whose stake gates submissions and results, holds submissions' locks and slashes.
     function stakeRegistry() external view returns (address);
     /// @notice Seconds after a task ends during which rewards can still be claimed.
     function claimPeriod() external view returns (uint64);
@@ -230,6 +250,9 @@ interface ITaskManager {
     function getRound(uint256 taskId, uint256 round) external view returns (RoundView memory);
     /// @notice Digest submitted by `account` in a round (zero if none).
     function submissionOf(uint256 taskId, uint256 round, address account) external view returns (bytes32);
+    /// @notice Stake `account` has locked for its submission to a round and not released (nor carried into its
+    ///         submission to the next round): the task's slash amount, or 0.
+    function lockedFor(uint256 taskId, uint256 round, address account) external view returns (uint256);
     /// @notice Whether `account` claimed its reward for a round.
     function hasClaimed(uint256 taskId, uint256 round, address account) external view returns (bool);
     /// @notice Last time a claim is accepted (endedAt + claimPeriod), or 0 while the task runs (no limit yet).

@@ -4,18 +4,22 @@ pragma solidity 0.8.30;
 import {ITaskManager} from "../interfaces/ITaskManager.sol";
 
 /// @title RoundClock
-/// @notice A round's clock: when it opened, its two deadlines and its submission count, in one storage slot, and
-///         the phase those deadlines give at the block time.
+/// @notice A round's clock: when it opened, its two deadlines, its submission count and the validator's required
+///         stake, in one storage slot, and the phase those deadlines give at the block time.
 /// @dev Time: Anvil mines only when a transaction arrives, so a view's phase is judged at the last block, while a
 ///      transaction judges deadlines at its own block time. A round's recorded outcome (Finalized or Expired) is
 ///      kept by the caller beside its result; `phase` here is what time alone says.
 library RoundClock {
-    /// @dev One slot, written when the round opens: its deadlines and the submission count.
+    /// @dev One slot, written when the round opens: its deadlines, its submission count, and the active stake the
+    ///      task's validator must hold to post its result (the registry's minimum when the task was created, copied
+    ///      from round to round so that postResult, which reads this slot anyway, checks it without another one).
+    ///      Times fit uint40 until the year 36812.
     struct Clock {
-        uint64 openedAt;
-        uint64 submissionDeadline;
-        uint64 aggregationDeadline;
+        uint40 openedAt;
+        uint40 submissionDeadline;
+        uint40 aggregationDeadline;
         uint32 submissions;
+        uint104 validatorStake;
     }
 
     /// @dev Open `round` now: submissions until now + submissionWindow, a result until that + aggregationWindow.
@@ -23,17 +27,18 @@ library RoundClock {
         mapping(uint256 => Clock) storage clocks,
         uint256 round,
         uint32 submissionWindow,
-        uint32 aggregationWindow
-    ) internal returns (uint64 submissionDeadline, uint64 aggregationDeadline) {
-        uint64 nowTs = uint64(block.timestamp);
+        uint32 aggregationWindow,
+        uint104 validatorStake
+    ) internal returns (uint40 submissionDeadline, uint40 aggregationDeadline) {
+        uint40 nowTs = uint40(block.timestamp);
         submissionDeadline = nowTs + submissionWindow;
         aggregationDeadline = submissionDeadline + aggregationWindow;
-        clocks[round] = Clock(nowTs, submissionDeadline, aggregationDeadline, 0); // one slot, one write
+        clocks[round] = Clock(nowTs, submissionDeadline, aggregationDeadline, 0, validatorStake); // one slot, one write
     }
 
     /// @dev Close submissions now; the validator gets its whole aggregation window from now.
-    function close(Clock storage c, uint32 aggregationWindow) internal returns (uint64 closedAt, uint64 deadline) {
-        closedAt = uint64(block.timestamp);
+    function close(Clock storage c, uint32 aggregationWindow) internal returns (uint40 closedAt, uint40 deadline) {
+        closedAt = uint40(block.timestamp);
         deadline = closedAt + aggregationWindow;
         c.submissionDeadline = closedAt;
         c.aggregationDeadline = deadline;

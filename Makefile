@@ -18,7 +18,7 @@ SOLC_BIN := $(SOLCX_BINARY_PATH)/solc-v$(SOLC_VERSION)
 ARTIFACTS := .build/__local__.json
 CONTRACT_SOURCES := $(shell find contracts -name '*.sol' 2>/dev/null)
 
-.PHONY: help setup demo test test-contracts test-python bench bench-quick clean
+.PHONY: help setup demo test test-contracts test-python lint-sol bench bench-quick clean
 
 help:
 	@echo "make demo         run the demo: local devnet, contributors, rounds, rewards"
@@ -77,6 +77,13 @@ test-contracts: setup
 
 test-python: setup
 	$(VENV)/bin/pytest -q -p no:ape_test tests/python
+
+# solhint (npm, pinned in package.json) with .solhint.json: custom errors, NatSpec titles and notices (contracts,
+# public functions, events, public variables), named mapping keys and values, no assembly or low-level calls outside
+# test mocks, 120 columns; gas hints that fight the storage layout (indexing amounts, reordering packed structs) are
+# off. Warnings fail too.
+lint-sol: $(STAMP_NPM)
+	node_modules/.bin/solhint --disc --noPoster --max-warnings 0 'contracts/**/*.sol'
 
 bench: setup
 	$(PY) -m bench

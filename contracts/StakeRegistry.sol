@@ -46,9 +46,10 @@ contract StakeRegistry is IStakeRegistry, AccessControl, ReentrancyGuardTransien
     uint64 private immutable _unbondingPeriod;
     uint256 private _minContributorStake;
     uint256 private _minValidatorStake;
-    mapping(address account => Stake) private _stakes;
-    mapping(address account => Unbonding) private _unbonding;
+    mapping(address account => Stake stake) private _stakes;
+    mapping(address account => Unbonding unbonding) private _unbonding;
 
+    /// @notice Deploy a registry for `stakeToken_`, its treasury, unbonding period and role minimums.
     /// @param stakeToken_ token staked (FedToken); must not take a fee on transfer.
     /// @param treasury_ receives every slashed token.
     /// @param unbondingPeriod_ seconds between an unstake request and the withdrawal (at most MAX_UNBONDING_PERIOD).

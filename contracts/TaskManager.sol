@@ -18,13 +18,15 @@ import {RewardClaims} from "./base/RewardClaims.sol";
 ///         rewards, pull-payment claims, slashing through the StakeRegistry, and refunds to the task owner.
 /// @dev One deployed contract assembled from pieces with one job each: TaskManagerStorage (state and views),
 ///      SubmissionLocks (the stake each submission locks until its round settles), RoundLifecycle (submissions,
-///      results, slashes, expiry), RewardClaims (claims and refunds); this file creates, cancels and pauses tasks. Digests are the 32-byte sha2-256 digest inside a CIDv0 (dag-pb, Kubo's
-///      default `add`: 256 KiB chunks, dag-pb leaves): the one CID form that can be rebuilt from those 32 bytes
-///      alone (multihash 0x12 0x20 prefix, base58btc).
+///      results, slashes, expiry), RewardClaims (claims and refunds); this file creates, cancels and pauses tasks.
+///      Digests are the 32-byte sha2-256 digest inside a CIDv0 (dag-pb, Kubo's default `add`: 256 KiB chunks,
+///      dag-pb leaves): the one CID form that can be rebuilt from those 32 bytes alone (multihash 0x12 0x20
+///      prefix, base58btc).
 contract TaskManager is Ownable2Step, RoundLifecycle, RewardClaims {
     using SafeERC20 for IERC20;
     using SafeCast for uint256;
 
+    /// @notice Deploy against `registry`, with the claim period that every task of this manager gets.
     /// @param registry the StakeRegistry; it must grant this contract SLASHER_ROLE (the deploy script does).
     /// @param claimPeriod_ seconds after a task ends during which rewards stay claimable.
     /// @param initialOwner may pause and unpause (two-step ownership transfer).

@@ -68,14 +68,17 @@ abstract contract TaskManagerStorage is ITaskManager, Pausable, ReentrancyGuardT
     IStakeRegistry internal immutable _registry;
     uint64 internal immutable _claimPeriod;
     uint256 internal _taskCount;
-    mapping(uint256 taskId => Task) internal _tasks;
-    mapping(uint256 taskId => mapping(uint256 round => RoundClock.Clock)) internal _clocks;
-    mapping(uint256 taskId => mapping(uint256 round => Result)) internal _results;
+    mapping(uint256 taskId => Task task) internal _tasks;
+    mapping(uint256 taskId => mapping(uint256 round => RoundClock.Clock clock)) internal _clocks;
+    mapping(uint256 taskId => mapping(uint256 round => Result result)) internal _results;
     /// @dev The digest each contributor submitted: slash evidence must equal it. Same slot cost as a flag.
-    mapping(uint256 taskId => mapping(uint256 round => mapping(address account => bytes32))) internal _submissions;
+    mapping(uint256 taskId => mapping(uint256 round => mapping(address account => bytes32 digest))) internal
+        _submissions;
     /// @dev Claim and lock release share one slot per (task, round, account): whichever comes second is cheap.
-    mapping(uint256 taskId => mapping(uint256 round => mapping(address account => Settlement))) internal _settlements;
+    mapping(uint256 taskId => mapping(uint256 round => mapping(address account => Settlement settlement))) internal
+        _settlements;
 
+    /// @notice Fix the registry and the claim period for the contract's lifetime.
     /// @param registry the StakeRegistry; it must grant the TaskManager SLASHER_ROLE (the deploy script does).
     /// @param claimPeriod_ seconds after a task ends during which rewards stay claimable (at most MAX_CLAIM_PERIOD).
     constructor(IStakeRegistry registry, uint64 claimPeriod_) {

@@ -8,9 +8,13 @@ pragma solidity ^0.8.24;
 ///         one account has locked never exceeds its active stake at the time of each lock.
 interface IStakeRegistry {
     // ─── EVENTS ───
+    /// @notice `account` staked `amount`; `activeStake` is its active stake now.
     event Staked(address indexed account, uint256 amount, uint256 activeStake);
+    /// @notice `account` moved `amount` to unbonding (`unbondingStake` in all), withdrawable from `releaseTime`.
     event UnstakeRequested(address indexed account, uint256 amount, uint256 unbondingStake, uint64 releaseTime);
+    /// @notice `account` withdrew `amount` of its unbonding stake.
     event Withdrawn(address indexed account, uint256 amount);
+    /// @notice `slasher` took `amount` of `account`'s stake for the update with digest `evidence`.
     event StakeSlashed(address indexed account, address indexed slasher, uint256 amount, bytes32 evidence);
     /// @notice The role minimums were set (at deployment) or changed by the admin.
     event MinStakesUpdated(uint256 minContributorStake, uint256 minValidatorStake);

@@ -79,6 +79,7 @@ interface ITaskManager {
     }
 
     // ─── EVENTS (signatures fixed: indexers and the Python client rely on them) ───
+    /// @notice A task was created and its `budget` pulled from `owner`; the digests name its spec and first model.
     event TaskCreated(
         uint256 indexed taskId,
         address indexed owner,
@@ -87,11 +88,17 @@ interface ITaskManager {
         bytes32 specDigest,
         bytes32 initialModelDigest
     );
-    event RoundOpened(uint256 indexed taskId, uint256 indexed round, uint64 submissionDeadline, uint64 aggregationDeadline);
+    /// @notice `round` opened: submissions until `submissionDeadline`, a result until `aggregationDeadline`.
+    event RoundOpened(
+        uint256 indexed taskId, uint256 indexed round, uint64 submissionDeadline, uint64 aggregationDeadline
+    );
+    /// @notice `contributor` submitted the update with this `digest`, trained on `numSamples` samples.
     event UpdateSubmitted(
         uint256 indexed taskId, uint256 indexed round, address indexed contributor, bytes32 digest, uint256 numSamples
     );
+    /// @notice The round reached maxContributors at `closedAt`; the validator has until `aggregationDeadline`.
     event SubmissionsClosed(uint256 indexed taskId, uint256 indexed round, uint64 closedAt, uint64 aggregationDeadline);
+    /// @notice The validator's result: the new model, the round report, the rewards root and their total.
     event RoundFinalized(
         uint256 indexed taskId,
         uint256 indexed round,
@@ -100,11 +107,19 @@ interface ITaskManager {
         bytes32 rewardsRoot,
         uint256 totalRewards
     );
+    /// @notice The round ended without a result; `rolledOver` is the budget the next round may pay.
     event RoundExpired(uint256 indexed taskId, uint256 indexed round, uint256 rolledOver);
+    /// @notice `contributor` was paid `amount` for the round.
     event RewardClaimed(uint256 indexed taskId, uint256 indexed round, address indexed contributor, uint256 amount);
-    event Slashed(uint256 indexed taskId, uint256 indexed round, address indexed account, uint256 amount, bytes32 evidence);
+    /// @notice `account` lost `amount` of stake for the update with digest `evidence`.
+    event Slashed(
+        uint256 indexed taskId, uint256 indexed round, address indexed account, uint256 amount, bytes32 evidence
+    );
+    /// @notice The owner cancelled: no round opens after the current one.
     event TaskCancelled(uint256 indexed taskId);
+    /// @notice The task ended; `unallocated` budget is refundable to its owner.
     event TaskEnded(uint256 indexed taskId, uint256 unallocated);
+    /// @notice The owner withdrew `amount` of the task's budget.
     event RefundWithdrawn(uint256 indexed taskId, address indexed owner, uint256 amount);
     /// @notice The stake `account` locked for its submission in a settled round (`amount`) was released.
     event LockReleased(uint256 indexed taskId, uint256 indexed round, address indexed account, uint256 amount);

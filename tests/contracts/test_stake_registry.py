@@ -354,3 +354,22 @@ def test_slash_leaves_locks_to_their_lockers(fed, registry, slasher, alice):
     registry.lock(alice, 100, sender=slasher)
     registry.slash(alice, 100, EVIDENCE, sender=slasher)
     assert registry.stakeOf(alice) == (AMOUNT - 100, 100)
+
+
+def _deploy_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "deploy.py"
+    spec = importlib.util.spec_from_file_location("fedchain_deploy_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_deploy_script_bounds_the_periods_as_the_contracts_do(registry, manager):
+    script = _deploy_script()
+    assert script.MAX_PERIOD == registry.MAX_UNBONDING_PERIOD() == manager.MAX_CLAIM_PERIOD() == MAX_PERIOD
+    options = {p.name: p.type for p in script.cli.params}
+    for name in ("unbonding_period", "claim_period"):
+        assert (options[name].min, options[name].max) == (0, MAX_PERIOD)

@@ -9,8 +9,7 @@ import ape
 import pytest
 
 from conftest import MIN_CONTRIBUTOR, SLASH, UNBONDING, create_task, digest, events
-
-from test_task_manager import AGGREGATING, EXPIRED, MODEL1, OPEN, REPORT, ZERO32, finalize, submit, to_aggregating, to_expired
+from test_task_manager import AGGREGATING, EXPIRED, OPEN, finalize, submit, to_aggregating, to_expired
 
 
 def slash_own(manager, task_id, round_index, *accts):

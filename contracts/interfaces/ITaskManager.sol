@@ -139,7 +139,8 @@ interface ITaskManager {
     error TaskManagerContributorStakeTooLow(uint256 minContributorStake, uint256 registryMinimum);
     /// @notice The slash amount may not exceed the task's contributor minimum.
     error TaskManagerSlashTooHigh(uint256 slashAmount, uint256 minContributorStake);
-    /// @notice The named validator has `staked` active stake; the registry requires `required`.
+    /// @notice The named validator has `staked` active stake; it needs `required` (the registry's minimum when the
+    ///         task is created, and that same minimum whenever it posts a result).
     error TaskManagerValidatorStakeTooLow(address validator, uint256 staked, uint256 required);
     /// @notice The reward token delivered `received` for a transfer of `expected` (fee-on-transfer tokens refused).
     error TaskManagerFeeOnTransfer(address token, uint256 expected, uint256 received);
@@ -215,7 +216,8 @@ interface ITaskManager {
     function submitUpdate(uint256 taskId, uint256 round, bytes32 digest, uint256 numSamples) external;
 
     /// @notice The task's validator posts a round's result: new model, report, reward Merkle root and slashes.
-    ///         The validator must still hold the registry's validator minimum as active stake.
+    ///         The validator must still hold, as active stake, the registry's validator minimum of the task's
+    ///         creation.
     /// @dev `slashes` must be sorted by account, strictly ascending (no duplicates): an O(n) duplicate check.
     function postResult(
         uint256 taskId,

@@ -347,6 +347,13 @@ def test_validator_needs_the_minimum_of_task_creation(manager, registry, task, a
         manager.postResult(task, 2, MODEL1, REPORT, ZERO32, 0, [], sender=validator)
 
 
+def test_create_task_refuses_a_validator_minimum_its_rounds_cannot_keep(manager, registry, fed, owner, validator, admin, staked):
+    # Each round's clock keeps the validator minimum in 104 bits (2e13 FED); the registry allows more.
+    registry.setMinStakes(MIN_CONTRIBUTOR, 2**104, sender=admin)
+    with ape.reverts(manager.SafeCastOverflowedUintDowncast, bits=104, value=2**104):
+        manager.createTask(task_params(fed, validator), sender=owner)
+
+
 # ─── slashing through postResult ───
 def test_post_result_slashes_submitters(manager, registry, fed, task, alice, bob, carol, validator, treasury, chain):
     submit(manager, task, 0, alice, bob, carol)

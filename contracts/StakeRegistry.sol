@@ -12,13 +12,11 @@ import {IStakeRegistry} from "./interfaces/IStakeRegistry.sol";
 /// @notice One global stake per account, in one stake token, serving every task. Unstaking goes through an
 ///         unbonding period during which the stake stays slashable, so work can still be judged after a request.
 ///         Task managers lock the stake that backs work not yet settled; locked stake is never withdrawn.
-/// @dev Invariants: stakeToken.balanceOf(this) == sum over accounts of (active + unbonding); a lock is taken only
-///      when the account's locked total stays within its active stake; a withdrawal leaves at least the locked
-///      total in active + unbonding. Locks are one total per account (not per locker): lockers are the trusted
-///      task managers, each releasing only what it locked, and one slot keeps submitting cheap. Slashed tokens
-///      leave for the treasury in the same transaction. Reentrancy: the transient guard (EIP-1153) costs ~200 gas
-///      instead of two storage writes; the stake token is fixed at deployment, but the guard keeps a hostile one
-///      harmless.
+/// @dev Invariants: stakeToken.balanceOf(this) == sum of (active + unbonding); a lock keeps the locked total within
+///      the active stake; a withdrawal leaves at least the locked total in active + unbonding. One locked total per
+///      account, not per locker: lockers are trusted task managers releasing only what they locked, and one slot
+///      keeps submitting cheap. Slashed tokens leave for the treasury at once. The transient reentrancy guard
+///      (EIP-1153, ~200 gas) keeps even a hostile stake token harmless.
 contract StakeRegistry is IStakeRegistry, AccessControl, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
     using SafeCast for uint256;
@@ -35,7 +33,7 @@ contract StakeRegistry is IStakeRegistry, AccessControl, ReentrancyGuardTransien
         uint128 locked;
     }
 
-    /// @dev Unbonding stake and its release time, read and written by unstaking and withdrawal only.
+    /// @dev Unbonding stake and its release time: unstaking, withdrawal, and slashes beyond the active stake.
     struct Unbonding {
         uint128 amount;
         uint64 releaseTime;
@@ -236,8 +234,7 @@ contract StakeRegistry is IStakeRegistry, AccessControl, ReentrancyGuardTransien
 
     /// @inheritdoc IStakeRegistry
     function unbonding(address account) external view returns (uint256 amount, uint64 releaseTime) {
-        Unbonding storage u = _unbonding[account];
-        return (u.amount, u.releaseTime);
+        (amount, releaseTime) = (_unbonding[account].amount, _unbonding[account].releaseTime);
     }
 
     /// @inheritdoc IStakeRegistry
@@ -247,7 +244,7 @@ contract StakeRegistry is IStakeRegistry, AccessControl, ReentrancyGuardTransien
 
     /// @inheritdoc IStakeRegistry
     function stakeOf(address account) external view returns (uint256 active, uint256 locked) {
-        Stake storage s = _stakes[account];
+        Stake storage s = _stakes[account]; // one read of the slot: submitUpdate calls this
         return (s.active, s.locked);
     }
 

@@ -18,12 +18,12 @@ SOLC_BIN := $(SOLCX_BINARY_PATH)/solc-v$(SOLC_VERSION)
 ARTIFACTS := .build/__local__.json
 CONTRACT_SOURCES := $(shell find contracts -name '*.sol' 2>/dev/null)
 
-.PHONY: help setup demo test lint test-contracts test-python bench bench-quick clean
+.PHONY: help setup demo test lint lint-sol test-contracts test-python bench bench-quick clean
 
 help:
 	@echo "make demo         run the demo: local devnet, contributors, rounds, rewards"
 	@echo "make test         run the whole test suite (lint first)"
-	@echo "make lint         the linters and type checker: ruff, mypy"
+	@echo "make lint         the linters and type checker: ruff, mypy, solhint"
 	@echo "make bench        run every benchmark, write bench/results and BENCHMARKS.md"
 	@echo "make bench-quick  the reduced benchmark run (under a minute)"
 
@@ -68,8 +68,9 @@ $(ARTIFACTS): $(STAMP_PY) $(SOLC_BIN) $(CONTRACT_SOURCES) ape-config.yaml
 demo: setup
 	$(VENV)/bin/fedchain demo
 
-# ruff (lint, import order, complexity), mypy (strict on the protocol core and aggregation); the layer rule is a test.
-lint: setup
+# ruff (lint, import order, complexity), mypy (strict on the protocol core and aggregation), solhint (lint-sol); the
+# package's layer rule is a test.
+lint: setup lint-sol
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy -p fedchain
 
@@ -83,6 +84,13 @@ test-contracts: setup
 
 test-python: setup
 	$(VENV)/bin/pytest -q -p no:ape_test tests/python
+
+# solhint (npm, pinned in package.json) with .solhint.json: custom errors, NatSpec titles and notices (contracts,
+# public functions, events, public variables), named mapping keys and values, no assembly or low-level calls outside
+# test mocks, 120 columns; gas hints that fight the storage layout (indexing amounts, reordering packed structs) are
+# off. Warnings fail too.
+lint-sol: $(STAMP_NPM)
+	node_modules/.bin/solhint --disc --noPoster --max-warnings 0 'contracts/**/*.sol'
 
 bench: setup
 	$(PY) -m bench

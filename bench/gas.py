@@ -41,8 +41,10 @@ DESIGN_STORAGE = {
     "requestUnstake": (1, 1),  # release time new; packed active|unbonding rewritten
     "withdraw": (0, 3),  # packed stake slot, registry and staker balances (release time cleared: refund)
     "createTask": (10, 3),  # 9 task slots + round-0 clock; task count, allowance, owner balance (+ contract balance)
-    "submitUpdate": (1, 1),  # the digest slot; the round clock (submission count)
-    "submitUpdate (closes round)": (1, 1),
+    "submitUpdate": (1, 2),  # the digest slot; the round clock (submission count); the registry's stake|locked slot
+    "submitUpdate (closes round)": (1, 2),
+    "submitUpdate (carries lock)": (1, 1),  # the previous round's lock moves on: nothing written in the registry
+    "submitUpdate (closes round, carries lock)": (1, 1),
     "postResult": (3, 1),  # root, totals (with the outcome), next clock; carry
     "postResult (last round)": (2, 2),  # root, totals; carry, endedAt
     "claim (new holder)": (2, 3),  # claimed flag, recipient balance; round claimed, paidOut, contract balance
@@ -52,6 +54,8 @@ DESIGN_STORAGE = {
     "expireRound (last round)": (1, 2),  # outcome; carry, endedAt
     "cancelTask": (0, 1),
     "withdrawRefund": (0, 4),  # carry/refunded, contract and owner balances
+    "release": (1, 1),  # the settlement record (released bit); the registry's stake|locked slot
+    "release (after a claim)": (0, 2),  # the settlement record already holds the claimed bit
 }
 
 
@@ -257,11 +261,15 @@ class _Bench:
         rounds: list[_Tree] = []
         for r in range(2):
             tag = "round 0 (contributor's first)" if r == 0 else "round 1 (contributor's later round)"
+            lock = "takes a stake lock" if r == 0 else "carries its round-0 lock"
             for i, who in enumerate(c):
                 digest = (r * 100 + i + 1).to_bytes(32, "big")
-                kind = "submitUpdate (closes round)" if i == 2 else "submitUpdate"
-                name = kind if i == 2 else "submitUpdate"
-                note = f"{tag}, submitter {i + 1} of 3" + (" (max reached: closes)" if i == 2 else "")
+                name = "submitUpdate (closes round)" if i == 2 else "submitUpdate"
+                if r == 0:
+                    kind = name
+                else:
+                    kind = "submitUpdate (closes round, carries lock)" if i == 2 else "submitUpdate (carries lock)"
+                note = f"{tag}, submitter {i + 1} of 3, {lock}" + (" (max reached: closes)" if i == 2 else "")
                 self.measure(name, self.manager.functions.submitUpdate(task_id, r, digest, 100), who, kind=kind, note=note)
             tree = _Tree(task_id, r, {who: 100 + i for i, who in enumerate(c)})
             rounds.append(tree)
@@ -279,6 +287,11 @@ class _Bench:
                      note="last round: ends the task")
         self.measure("withdrawRefund", self.manager.functions.withdrawRefund(task_id), self.owner,
                      note="unallocated budget")
+        # Round 1's locks (carried from round 0): released by anyone once the round is settled.
+        self.measure("release", self.manager.functions.release(task_id, 1, c[2]), self.validator,
+                     note="settled round, by a third party")
+        self.measure("release (after a claim)", self.manager.functions.release(task_id, 1, c[1]), c[1],
+                     note="shares the claim's record")
         # Expiry of a middle round, and cancel.
         other = self.new_task(3, 3)
         self.measure("cancelTask", self.manager.functions.cancelTask(other), self.owner)
@@ -320,7 +333,8 @@ class _Bench:
             # A later-round submission by a contributor in a round already holding n - 1 others' submissions.
             self.submit_all(task_id, 1, members[: n - 1])
             m = self.measure(f"submitUpdate @ {n}", self.manager.functions.submitUpdate(task_id, 1, b"\x77" * 32, 100),
-                             members[n - 1], kind="submitUpdate (closes round)", note="contributor's later round, closes it")
+                             members[n - 1], kind="submitUpdate (closes round, carries lock)",
+                             note="contributor's later round, closes it")
             out["submitUpdate"][n] = m.gas
         n = max(sizes)
         out["postResult with slashes"] = {}
@@ -405,6 +419,10 @@ def run(quick: bool) -> dict:
         "functions": [m.as_dict() for m in bench.results],
         "scaling": {k: {str(n): g for n, g in v.items()} for k, v in scaling.items()},
         "targets": checks,
+        "note": ("gas figures do not depend on the machine's load. A submission locks the task's slash amount of the "
+                 "contributor's stake until its round settles: in round 0 it takes the lock (a registry call), in a "
+                 "later round it carries its previous round's lock; `release` frees a settled lock; postResult checks "
+                 "the validator's stake."),
         "markdown": _markdown(bench.results, scaling),
     }
 

@@ -6,7 +6,8 @@
 
 The deployments file is what the Python side reads:
 {"chain_id", "network", "block", "deployer", "contracts": {"FedToken", "StakeRegistry", "TaskManager"}, "parameters"}.
-Amounts are in the token's smallest unit (FED has 18 decimals); periods in seconds.
+Amounts are in the token's smallest unit (FED has 18 decimals); periods in seconds, at most four years (the contracts
+refuse longer ones: a period near 2^64 would overflow and lock every claim, refund or unstaked token).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from ape import accounts, chain, project
 from ape.cli import ConnectedProviderCommand
 
 FED = 10**18
+# StakeRegistry.MAX_UNBONDING_PERIOD and TaskManager.MAX_CLAIM_PERIOD (tests/contracts check that they agree).
+MAX_PERIOD = 4 * 365 * 24 * 3_600
 
 
 def _deployer(network, alias: str | None):
@@ -36,8 +39,10 @@ def _deployer(network, alias: str | None):
 @click.option("--account", "alias", default=None, help="Account alias (required off local networks).")
 @click.option("--min-contributor-stake", default=100 * FED, show_default=True, type=int)
 @click.option("--min-validator-stake", default=1_000 * FED, show_default=True, type=int)
-@click.option("--unbonding-period", default=3_600, show_default=True, type=int, help="Seconds.")
-@click.option("--claim-period", default=7 * 24 * 3_600, show_default=True, type=int, help="Seconds after a task ends.")
+@click.option("--unbonding-period", default=3_600, show_default=True, type=click.IntRange(0, MAX_PERIOD),
+              help="Seconds (at most four years).")
+@click.option("--claim-period", default=7 * 24 * 3_600, show_default=True, type=click.IntRange(0, MAX_PERIOD),
+              help="Seconds after a task ends (at most four years).")
 @click.option("--treasury", default=None, help="Receives slashed stake (default: the deployer).")
 @click.option("--out", "out_dir", default="deployments", show_default=True, type=click.Path(file_okay=False))
 def cli(network, alias, min_contributor_stake, min_validator_stake, unbonding_period, claim_period, treasury, out_dir):

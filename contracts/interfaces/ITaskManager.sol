@@ -79,6 +79,7 @@ interface ITaskManager {
     }
 
     // ─── EVENTS (signatures fixed: indexers and the Python client rely on them) ───
+    /// @notice A task was created and its `budget` pulled from `owner`; the digests name its spec and first model.
     event TaskCreated(
         uint256 indexed taskId,
         address indexed owner,
@@ -87,11 +88,17 @@ interface ITaskManager {
         bytes32 specDigest,
         bytes32 initialModelDigest
     );
-    event RoundOpened(uint256 indexed taskId, uint256 indexed round, uint64 submissionDeadline, uint64 aggregationDeadline);
+    /// @notice `round` opened: submissions until `submissionDeadline`, a result until `aggregationDeadline`.
+    event RoundOpened(
+        uint256 indexed taskId, uint256 indexed round, uint64 submissionDeadline, uint64 aggregationDeadline
+    );
+    /// @notice `contributor` submitted the update with this `digest`, trained on `numSamples` samples.
     event UpdateSubmitted(
         uint256 indexed taskId, uint256 indexed round, address indexed contributor, bytes32 digest, uint256 numSamples
     );
+    /// @notice The round reached maxContributors at `closedAt`; the validator has until `aggregationDeadline`.
     event SubmissionsClosed(uint256 indexed taskId, uint256 indexed round, uint64 closedAt, uint64 aggregationDeadline);
+    /// @notice The validator's result: the new model, the round report, the rewards root and their total.
     event RoundFinalized(
         uint256 indexed taskId,
         uint256 indexed round,
@@ -100,21 +107,117 @@ interface ITaskManager {
         bytes32 rewardsRoot,
         uint256 totalRewards
     );
+    /// @notice The round ended without a result; `rolledOver` is the budget the next round may pay.
     event RoundExpired(uint256 indexed taskId, uint256 indexed round, uint256 rolledOver);
+    /// @notice `contributor` was paid `amount` for the round.
     event RewardClaimed(uint256 indexed taskId, uint256 indexed round, address indexed contributor, uint256 amount);
-    event Slashed(uint256 indexed taskId, uint256 indexed round, address indexed account, uint256 amount, bytes32 evidence);
+    /// @notice `account` lost `amount` of stake for the update with digest `evidence`.
+    event Slashed(
+        uint256 indexed taskId, uint256 indexed round, address indexed account, uint256 amount, bytes32 evidence
+    );
+    /// @notice The owner cancelled: no round opens after the current one.
     event TaskCancelled(uint256 indexed taskId);
+    /// @notice The task ended; `unallocated` budget is refundable to its owner.
     event TaskEnded(uint256 indexed taskId, uint256 unallocated);
+    /// @notice The owner withdrew `amount` of the task's budget.
     event RefundWithdrawn(uint256 indexed taskId, address indexed owner, uint256 amount);
+    /// @notice The stake `account` locked for its submission in a settled round (`amount`) was released.
+    event LockReleased(uint256 indexed taskId, uint256 indexed round, address indexed account, uint256 amount);
+
+    // ─── ERRORS ───
+    /// @notice A required address was zero (`what` names it).
+    error TaskManagerZeroAddress(string what);
+    /// @notice A task needs at least one round and at most 2^24 - 1.
+    error TaskManagerInvalidRounds(uint32 numRounds);
+    /// @notice rewardPerRound is zero, or the budget numRounds * rewardPerRound exceeds 2^120 - 1.
+    error TaskManagerInvalidReward(uint256 rewardPerRound, uint32 numRounds);
+    /// @notice Windows must be positive and below 2^32 seconds.
+    error TaskManagerInvalidWindows(uint64 submissionWindow, uint64 aggregationWindow);
+    /// @notice maxContributors must be positive.
+    error TaskManagerInvalidMaxContributors(uint32 maxContributors);
+    /// @notice The task's contributor minimum is below the registry's (or above 2^128 - 1).
+    error TaskManagerContributorStakeTooLow(uint256 minContributorStake, uint256 registryMinimum);
+    /// @notice The slash amount may not exceed the task's contributor minimum.
+    error TaskManagerSlashTooHigh(uint256 slashAmount, uint256 minContributorStake);
+    /// @notice The named validator has `staked` active stake; it needs `required` (the registry's minimum when the
+    ///         task is created, and that same minimum whenever it posts a result).
+    error TaskManagerValidatorStakeTooLow(address validator, uint256 staked, uint256 required);
+    /// @notice The reward token delivered `received` for a transfer of `expected` (fee-on-transfer tokens refused).
+    error TaskManagerFeeOnTransfer(address token, uint256 expected, uint256 received);
+    /// @notice No task has this id.
+    error TaskManagerUnknownTask(uint256 taskId);
+    /// @notice Submissions to this round are not accepted in its current phase.
+    error TaskManagerRoundNotOpen(uint256 taskId, uint256 round, RoundPhase phase);
+    /// @notice A zero digest is not a content id (zero means "no submission").
+    error TaskManagerZeroDigest();
+    /// @notice `contributor` already submitted in this round.
+    error TaskManagerAlreadySubmitted(uint256 taskId, uint256 round, address contributor);
+    /// @notice `contributor` has `staked` active stake; the task requires `required`.
+    error TaskManagerStakeTooLow(address contributor, uint256 staked, uint256 required);
+    /// @notice Only the task's validator may post results.
+    error TaskManagerNotValidator(uint256 taskId, address caller, address validator);
+    /// @notice A result can be posted only while the round aggregates (not while open, not twice, not late).
+    error TaskManagerRoundNotAggregating(uint256 taskId, uint256 round, RoundPhase phase);
+    /// @notice totalRewards exceeds the round's budget plus what rolled over.
+    error TaskManagerRewardsExceedBudget(uint256 taskId, uint256 round, uint256 totalRewards, uint256 available);
+    /// @notice The root must be zero exactly when totalRewards is zero.
+    error TaskManagerInvalidRewardsRoot(uint256 taskId, uint256 round, bytes32 rewardsRoot, uint256 totalRewards);
+    /// @notice Slashes must be sorted by account, strictly ascending; entry `index` is not.
+    error TaskManagerSlashesNotSorted(uint256 index, address account);
+    /// @notice The evidence is not the digest `account` submitted in this round (zero: it submitted nothing).
+    error TaskManagerSlashEvidenceMismatch(
+        uint256 taskId, uint256 round, address account, bytes32 evidence, bytes32 submitted
+    );
+    /// @notice Claims need a finalized round.
+    error TaskManagerRoundNotFinalized(uint256 taskId, uint256 round, RoundPhase phase);
+    /// @notice `account` already claimed this round.
+    error TaskManagerAlreadyClaimed(uint256 taskId, uint256 round, address account);
+    /// @notice The proof does not show (taskId, round, account, amount) under the round's root.
+    error TaskManagerInvalidProof(uint256 taskId, uint256 round, address account, uint256 amount);
+    /// @notice Claims would total `claimed`, more than the round's `totalRewards`.
+    error TaskManagerClaimExceedsRound(uint256 taskId, uint256 round, uint256 claimed, uint256 totalRewards);
+    /// @notice The claim period ended at `deadline`; what was unclaimed belongs to the owner again.
+    error TaskManagerClaimPeriodOver(uint256 taskId, uint64 deadline);
+    /// @notice A claim of nothing (zero amount or no rounds).
+    error TaskManagerNothingToClaim(uint256 taskId);
+    /// @notice claimMany's arrays differ in length.
+    error TaskManagerLengthMismatch(uint256 rounds, uint256 amounts, uint256 proofs);
+    /// @notice Only a live round whose aggregation deadline passed without a result can be expired.
+    error TaskManagerRoundNotExpirable(uint256 taskId, uint256 round, RoundPhase phase);
+    /// @notice Only the task's owner may do this.
+    error TaskManagerNotTaskOwner(uint256 taskId, address caller, address owner);
+    /// @notice The task has already ended.
+    error TaskManagerTaskEnded(uint256 taskId);
+    /// @notice The task is already cancelled.
+    error TaskManagerAlreadyCancelled(uint256 taskId);
+    /// @notice Refunds start once the task has ended.
+    error TaskManagerTaskNotEnded(uint256 taskId);
+    /// @notice Nothing is refundable to the owner now.
+    error TaskManagerNothingToRefund(uint256 taskId);
+    /// @notice `contributor`'s `locked` stake plus the `needed` lock of this submission (0 when it carries its
+    ///         previous round's lock) would exceed its `active` stake: release settled locks or stake more.
+    error TaskManagerStakeLocked(address contributor, uint256 active, uint256 locked, uint256 needed);
+    /// @notice A lock is released only once its round is settled (finalized, or past its aggregation deadline).
+    error TaskManagerRoundNotSettled(uint256 taskId, uint256 round, RoundPhase phase);
+    /// @notice `account` holds no lock for this round: it did not submit, its lock was released or carried into
+    ///         its submission to the next round, or the task slashes nothing.
+    error TaskManagerNothingLocked(uint256 taskId, uint256 round, address account);
+    /// @notice The claim period is longer than `maximum` seconds (a period near 2^64 would overflow and make every
+    ///         claim and refund revert).
+    error TaskManagerClaimPeriodTooLong(uint64 claimPeriod, uint64 maximum);
 
     // ─── LOGIC ───
     /// @notice Create a task and pull its budget (numRounds * rewardPerRound) from the caller. Round 0 opens now.
     function createTask(TaskParams calldata params) external returns (uint256 taskId);
 
-    /// @notice Post the digest of the caller's update for `round` of `taskId`.
+    /// @notice Post the digest of the caller's update for `round` of `taskId`. The caller's active stake must reach
+    ///         the task's minimum, and the task's slash amount of it is locked until the round settles: taken from
+    ///         its unlocked stake, or carried over from its submission to the previous round if that lock is held.
     function submitUpdate(uint256 taskId, uint256 round, bytes32 digest, uint256 numSamples) external;
 
     /// @notice The task's validator posts a round's result: new model, report, reward Merkle root and slashes.
+    ///         The validator must still hold, as active stake, the registry's validator minimum of the task's
+    ///         creation.
     /// @dev `slashes` must be sorted by account, strictly ascending (no duplicates): an O(n) duplicate check.
     function postResult(
         uint256 taskId,
@@ -140,6 +243,10 @@ interface ITaskManager {
     /// @notice Anyone: expire the current round once its aggregation deadline passed without a result.
     function expireRound(uint256 taskId, uint256 round) external;
 
+    /// @notice Anyone: release the stake `account` locked for its submission to `round`, once the round is settled
+    ///         (finalized, or past its aggregation deadline, when no result can come any more). Returns the amount.
+    function release(uint256 taskId, uint256 round, address account) external returns (uint256 amount);
+
     /// @notice The owner cancels: no round opens after the current one ends.
     function cancelTask(uint256 taskId) external;
 
@@ -148,7 +255,7 @@ interface ITaskManager {
     function withdrawRefund(uint256 taskId) external returns (uint256 amount);
 
     // ─── VIEWS ───
-    /// @notice The registry whose active stake gates submissions and which executes slashes.
+    /// @notice The registry whose stake gates submissions and results, holds submissions' locks and slashes.
     function stakeRegistry() external view returns (address);
     /// @notice Seconds after a task ends during which rewards can still be claimed.
     function claimPeriod() external view returns (uint64);
@@ -160,6 +267,9 @@ interface ITaskManager {
     function getRound(uint256 taskId, uint256 round) external view returns (RoundView memory);
     /// @notice Digest submitted by `account` in a round (zero if none).
     function submissionOf(uint256 taskId, uint256 round, address account) external view returns (bytes32);
+    /// @notice Stake `account` has locked for its submission to a round and not released (nor carried into its
+    ///         submission to the next round): the task's slash amount, or 0.
+    function lockedFor(uint256 taskId, uint256 round, address account) external view returns (uint256);
     /// @notice Whether `account` claimed its reward for a round.
     function hasClaimed(uint256 taskId, uint256 round, address account) external view returns (bool);
     /// @notice Last time a claim is accepted (endedAt + claimPeriod), or 0 while the task runs (no limit yet).

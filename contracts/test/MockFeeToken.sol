@@ -6,6 +6,7 @@ import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
 /// @title MockFeeToken
 /// @notice Test-only: burns `feeBps` basis points of every transfer (a fee-on-transfer token).
 contract MockFeeToken is ERC20 {
+    /// @notice The fee burnt from every transfer, in basis points.
     uint256 public immutable feeBps;
 
     constructor(uint256 feeBps_) ERC20("Fee Token", "FEE") {

@@ -219,3 +219,157 @@ def test_reentrant_stake_token_cannot_reenter_withdraw(project, admin, treasury,
         reg.withdraw(sender=alice)
     assert reg.unbonding(alice)[0] == 1_000
     assert token.balanceOf(reg) == 1_000
+
+
+# ─── the unbonding period is bounded ───
+MAX_PERIOD = 4 * 365 * 24 * 3600
+
+
+def test_unbonding_period_above_maximum_reverts(project, fed, treasury, admin):
+    with ape.reverts(project.StakeRegistry.StakeRegistryUnbondingPeriodTooLong, unbondingPeriod=MAX_PERIOD + 1, maximum=MAX_PERIOD):
+        project.StakeRegistry.deploy(fed, treasury, MAX_PERIOD + 1, 1, 1, admin, sender=admin)
+    with ape.reverts(project.StakeRegistry.StakeRegistryUnbondingPeriodTooLong, unbondingPeriod=2**64 - 1, maximum=MAX_PERIOD):
+        project.StakeRegistry.deploy(fed, treasury, 2**64 - 1, 1, 1, admin, sender=admin)
+
+
+def test_unbonding_period_at_maximum_still_withdraws(project, fed, treasury, admin, alice, chain):
+    reg = project.StakeRegistry.deploy(fed, treasury, MAX_PERIOD, 1, 1, admin, sender=admin)
+    assert reg.MAX_UNBONDING_PERIOD() == MAX_PERIOD
+    stake(fed, reg, alice)
+    reg.requestUnstake(AMOUNT, sender=alice)
+    chain.pending_timestamp += MAX_PERIOD
+    reg.withdraw(sender=alice)
+    assert fed.balanceOf(reg) == 0
+
+
+# ─── locks ───
+def test_lock_records_and_emits(fed, registry, slasher, alice):
+    stake(fed, registry, alice)
+    tx = registry.lock(alice, 60, sender=slasher)
+    [log] = events(tx, registry.StakeLocked)
+    assert (log.account, log.locker, log.amount, log.locked) == (alice.address, slasher.address, 60, 60)
+    tx = registry.lock(alice, 40, sender=slasher)
+    assert events(tx, registry.StakeLocked)[0].locked == 100
+    assert registry.lockedStake(alice) == 100
+    assert registry.stakeOf(alice) == (AMOUNT, 100)
+    assert registry.activeStake(alice) == AMOUNT  # a lock keeps the stake active (and slashable)
+
+
+def test_locks_cannot_exceed_active_stake(fed, registry, slasher, alice):
+    # One stake cannot back two locks beyond its size.
+    stake(fed, registry, alice)
+    registry.lock(alice, AMOUNT - 10, sender=slasher)
+    with ape.reverts(registry.StakeRegistryLockExceedsStake, account=alice.address, active=AMOUNT, locked=AMOUNT - 10, amount=11):
+        registry.lock(alice, 11, sender=slasher)
+    registry.lock(alice, 10, sender=slasher)
+    assert registry.lockedStake(alice) == AMOUNT
+
+
+def test_lock_needs_active_stake_not_unbonding(fed, registry, slasher, alice):
+    stake(fed, registry, alice)
+    registry.requestUnstake(AMOUNT, sender=alice)
+    with ape.reverts(registry.StakeRegistryLockExceedsStake, account=alice.address, active=0, locked=0, amount=1):
+        registry.lock(alice, 1, sender=slasher)
+
+
+def test_unlock_releases_and_emits(fed, registry, slasher, alice):
+    stake(fed, registry, alice)
+    registry.lock(alice, 70, sender=slasher)
+    tx = registry.unlock(alice, 30, sender=slasher)
+    [log] = events(tx, registry.StakeUnlocked)
+    assert (log.account, log.locker, log.amount, log.locked) == (alice.address, slasher.address, 30, 40)
+    assert registry.lockedStake(alice) == 40
+
+
+def test_unlock_more_than_locked_reverts(fed, registry, slasher, alice):
+    stake(fed, registry, alice)
+    registry.lock(alice, 70, sender=slasher)
+    with ape.reverts(registry.StakeRegistryUnlockExceedsLocked, account=alice.address, locked=70, amount=71):
+        registry.unlock(alice, 71, sender=slasher)
+
+
+def test_lock_and_unlock_without_role_revert(fed, registry, slasher, alice, bob):
+    stake(fed, registry, alice)
+    with ape.reverts(registry.StakeRegistryUnauthorizedSlasher, caller=bob.address):
+        registry.lock(alice, 1, sender=bob)
+    registry.lock(alice, 1, sender=slasher)
+    with ape.reverts(registry.StakeRegistryUnauthorizedSlasher, caller=bob.address):
+        registry.unlock(alice, 1, sender=bob)
+
+
+def test_unstake_request_of_locked_stake_is_allowed_but_not_its_withdrawal(fed, registry, slasher, alice, chain):
+    stake(fed, registry, alice)
+    registry.lock(alice, AMOUNT, sender=slasher)
+    registry.requestUnstake(AMOUNT, sender=alice)  # still slashable while it unbonds
+    chain.pending_timestamp += UNBONDING
+    with ape.reverts(registry.StakeRegistryStakeLocked, account=alice.address, locked=AMOUNT, stake=AMOUNT):
+        registry.withdraw(sender=alice)
+    assert registry.unbonding(alice)[0] == AMOUNT
+    registry.unlock(alice, AMOUNT, sender=slasher)
+    tx = registry.withdraw(sender=alice)
+    assert events(tx, registry.Withdrawn)[0].amount == AMOUNT
+
+
+def test_withdraw_pays_only_what_locks_do_not_need(fed, registry, slasher, alice, chain):
+    stake(fed, registry, alice)
+    registry.lock(alice, 120, sender=slasher)
+    registry.requestUnstake(AMOUNT - 20, sender=alice)  # 20 active, 480 unbonding, 120 locked
+    chain.pending_timestamp += UNBONDING
+    before = fed.balanceOf(alice)
+    tx = registry.withdraw(sender=alice)
+    [log] = events(tx, registry.Withdrawn)
+    assert log.amount == AMOUNT - 120  # 380: the 100 unbonding tokens the lock still needs stay
+    assert fed.balanceOf(alice) == before + AMOUNT - 120
+    amount, release = registry.unbonding(alice)
+    assert amount == 100 and release != 0
+    assert registry.activeStake(alice) + amount == registry.lockedStake(alice)
+    with ape.reverts(registry.StakeRegistryStakeLocked, account=alice.address, locked=120, stake=120):
+        registry.withdraw(sender=alice)
+    registry.unlock(alice, 120, sender=slasher)
+    assert events(registry.withdraw(sender=alice), registry.Withdrawn)[0].amount == 100
+    assert registry.unbonding(alice) == (0, 0)
+
+
+def test_slash_after_unstake_request_takes_the_locked_amount(fed, registry, slasher, alice, treasury, chain):
+    stake(fed, registry, alice)
+    registry.lock(alice, 150, sender=slasher)
+    registry.requestUnstake(AMOUNT, sender=alice)
+    chain.pending_timestamp += UNBONDING
+    registry.withdraw(sender=alice)  # everything but the locked 150
+    before = fed.balanceOf(treasury)
+    tx = registry.slash(alice, 150, EVIDENCE, sender=slasher)
+    assert events(tx, registry.StakeSlashed)[0].amount == 150
+    assert fed.balanceOf(treasury) == before + 150
+    assert registry.unbonding(alice)[0] == 0
+    # The slash took the tokens; the lock record stays until its locker releases it.
+    assert registry.lockedStake(alice) == 150
+    with ape.reverts(registry.StakeRegistryNothingToWithdraw):
+        registry.withdraw(sender=alice)
+    registry.unlock(alice, 150, sender=slasher)
+    assert registry.stakeOf(alice) == (0, 0)
+
+
+def test_slash_leaves_locks_to_their_lockers(fed, registry, slasher, alice):
+    stake(fed, registry, alice)
+    registry.lock(alice, 100, sender=slasher)
+    registry.slash(alice, 100, EVIDENCE, sender=slasher)
+    assert registry.stakeOf(alice) == (AMOUNT - 100, 100)
+
+
+def _deploy_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "deploy.py"
+    spec = importlib.util.spec_from_file_location("fedchain_deploy_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_deploy_script_bounds_the_periods_as_the_contracts_do(registry, manager):
+    script = _deploy_script()
+    assert script.MAX_PERIOD == registry.MAX_UNBONDING_PERIOD() == manager.MAX_CLAIM_PERIOD() == MAX_PERIOD
+    options = {p.name: p.type for p in script.cli.params}
+    for name in ("unbonding_period", "claim_period"):
+        assert (options[name].min, options[name].max) == (0, MAX_PERIOD)

@@ -1,10 +1,15 @@
-"""Hypothesis stateful test: random sequences of stake, unstake, withdraw, submit, post (with slashes), claim, expire,
-cancel, refund and time travel against the real contracts on Anvil, checking the accounting invariants after every step.
+"""Hypothesis stateful test: random sequences of stake, unstake, withdraw, submit, post (with slashes), claim, release,
+expire, cancel, refund and time travel against the real contracts on Anvil, checking the accounting invariants after
+every step.
 
 Invariants:
 - the registry's token balance equals the sum of active plus unbonding stake;
 - per round, claimed never exceeds the posted totalRewards, and equals what the claim transactions paid;
-- per task, claimed + refunded + still held == funded, with "held" measured as the manager's token balance.
+- per task, claimed + refunded + still held == funded, with "held" measured as the manager's token balance;
+- stake locks: the registry's locked total of each account is the sum of its held submission locks; what rounds not
+  yet settled lock never exceeds its stake (active + unbonding), and the locked total exceeds the stake at most by
+  locks whose round already slashed them; a withdrawal pays exactly the unbonding stake no lock needs, so a locked
+  amount is never withdrawable; every slash of a submitter takes the task's full slash amount.
 
 Slow on a live chain, so: no deadline, a chain snapshot restored after every example, few examples by default.
 FEDCHAIN_HYPOTHESIS_PROFILE=long runs a longer search.
@@ -37,6 +42,8 @@ PROFILE = os.environ.get("FEDCHAIN_HYPOTHESIS_PROFILE", "default")
 
 REWARD = 1_000
 WINDOW = 100
+SLASH = MIN_CONTRIBUTOR // 2
+OPEN, AGGREGATING = 1, 2
 SEEN: Counter[str] = Counter()  # successful actions, printed at the end (pytest -s) to show what was exercised
 
 
@@ -61,13 +68,15 @@ def test_accounting_invariants(chain, fed, registry, manager, owner, validator, 
             self.task_id, _ = create_task(
                 manager, fed, owner, validator, numRounds=num_rounds, rewardPerRound=REWARD,
                 submissionWindow=WINDOW, aggregationWindow=WINDOW, maxContributors=max_contributors,
-                minContributorStake=MIN_CONTRIBUTOR, slashAmount=MIN_CONTRIBUTOR // 2,
+                minContributorStake=MIN_CONTRIBUTOR, slashAmount=SLASH,
             )
+            self.num_rounds = num_rounds
             for who in people[:3]:  # three start staked; the outsider must stake first
                 registry.stake(2 * MIN_CONTRIBUTOR, sender=who)
             self.trees: dict[int, RewardsTree] = {}
             self.paid: dict[int, int] = {}  # round -> sum of claims seen
             self.refunded = 0
+            self.slashed: set[tuple[int, str]] = set()  # (round, account) slashed in that round
 
         def teardown(self):
             if hasattr(self, "snapshot"):
@@ -90,11 +99,16 @@ def test_accounting_invariants(chain, fed, registry, manager, owner, validator, 
 
         @rule(who=st.sampled_from(range(4)))
         def withdraw(self, who):
+            active, locked = registry.stakeOf(people[who])
+            unbonding, _ = registry.unbonding(people[who])
+            free = max(0, active + unbonding - locked)
             try:
-                registry.withdraw(sender=people[who])
-                event("withdraw")
+                tx = registry.withdraw(sender=people[who])
             except ContractLogicError:
-                pass  # nothing unbonding, or still unbonding
+                return  # nothing unbonding, still unbonding, or all of it locked
+            [log] = tx.decode_logs(registry.Withdrawn)
+            assert log.amount == min(unbonding, free)  # never a locked token
+            event("withdraw" if log.amount == unbonding else "withdraw (part: the rest is locked)")
 
         # ─── rounds ───
         @rule(seconds=st.sampled_from([1, WINDOW // 2, WINDOW, 2 * WINDOW, 7 * 24 * 3600, 40 * 24 * 3600]))
@@ -128,11 +142,30 @@ def test_accounting_invariants(chain, fed, registry, manager, owner, validator, 
                 (p.address for p in people if manager.submissionOf(self.task_id, r, p) != b"\x00" * 32), key=lambda a: int(a, 16)
             )
             slashes = [(submitters[0], manager.submissionOf(self.task_id, r, submitters[0]))] if slash_first and submitters else []
-            manager.postResult(self.task_id, r, digest(1), digest(2), tree.root if tree else b"\x00" * 32,
-                               tree.total if tree else 0, slashes, sender=validator)
+            tx = manager.postResult(self.task_id, r, digest(1), digest(2), tree.root if tree else b"\x00" * 32,
+                                    tree.total if tree else 0, slashes, sender=validator)
             if tree:
                 self.trees[r] = tree
+            for log in tx.decode_logs(manager.Slashed):
+                assert log.amount == SLASH  # the lock kept it there, whatever was unstaked or withdrawn
+                self.slashed.add((r, log.account))
             event(f"post (slashes: {len(slashes)})")
+
+        @rule(pick=st.integers(0, 11), caller=st.sampled_from(range(4)))
+        def release(self, pick, caller):
+            held = [(r, p) for r in range(self.num_rounds) for p in people if manager.lockedFor(self.task_id, r, p)]
+            if not held:
+                return
+            r, p = held[pick % len(held)]
+            settled = manager.getRound(self.task_id, r).phase not in (OPEN, AGGREGATING)  # at the last block
+            try:
+                tx = manager.release(self.task_id, r, p, sender=people[caller])
+            except ContractLogicError:
+                assert not settled  # a held lock of a settled round can always be released, by anyone
+                return
+            assert tx.decode_logs(manager.LockReleased)[0].amount == SLASH
+            assert manager.lockedFor(self.task_id, r, p) == 0
+            event("release")
 
         @rule(who=st.sampled_from(range(4)), pick=st.integers(0, 2))
         def claim(self, who, pick):
@@ -185,6 +218,20 @@ def test_accounting_invariants(chain, fed, registry, manager, owner, validator, 
         def registry_balance_matches_stakes(self):
             total = sum(registry.activeStake(p) + registry.unbonding(p)[0] for p in stakers)
             assert fed.balanceOf(registry) == total
+
+        @invariant()
+        def locks_are_backed_and_accounted(self):
+            if not hasattr(self, "task_id"):
+                return
+            phases = [manager.getRound(self.task_id, r).phase for r in range(self.num_rounds)]
+            for p in people:
+                held = {r: manager.lockedFor(self.task_id, r, p) for r in range(self.num_rounds)}
+                active, locked = registry.stakeOf(p)
+                stake = active + registry.unbonding(p)[0]
+                assert locked == sum(held.values())  # one task: the registry's total is its submissions' locks
+                assert sum(v for r, v in held.items() if phases[r] in (OPEN, AGGREGATING)) <= stake
+                spent = sum(v for r, v in held.items() if (r, p.address) in self.slashed)
+                assert locked <= stake + spent  # above the stake only by slashed locks not yet released
 
         @invariant()
         def rounds_never_overpay(self):

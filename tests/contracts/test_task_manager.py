@@ -70,6 +70,31 @@ def test_views_after_deploy(manager, registry, admin):
     assert manager.owner() == admin.address
 
 
+MAX_PERIOD = 4 * 365 * 24 * 3600
+
+
+def test_claim_period_above_maximum_reverts(project, registry, admin):
+    for period in (MAX_PERIOD + 1, 2**64 - 1):
+        with ape.reverts(project.TaskManager.TaskManagerClaimPeriodTooLong, claimPeriod=period, maximum=MAX_PERIOD):
+            project.TaskManager.deploy(registry, period, admin, sender=admin)
+
+
+def test_claim_period_at_maximum_keeps_claims_and_refunds_working(project, registry, fed, admin, owner, validator, alice, staked, chain):
+    tm = project.TaskManager.deploy(registry, MAX_PERIOD, admin, sender=admin)
+    registry.grantRole(registry.SLASHER_ROLE(), tm, sender=admin)
+    assert tm.MAX_CLAIM_PERIOD() == MAX_PERIOD
+    task_id = one_round_task(tm, fed, owner, validator)
+    submit(tm, task_id, 0, alice)
+    tree, _ = finalize(tm, chain, validator, task_id, 0, {alice: 7})
+    assert tm.claimDeadline(task_id) == tm.getTask(task_id).endedAt + MAX_PERIOD
+    chain.pending_timestamp = tm.claimDeadline(task_id)
+    tm.claim(task_id, 0, 7, tree.proof(alice.address), sender=alice)
+    chain.pending_timestamp += 1
+    chain.mine()
+    assert tm.refundable(task_id) == REWARD - 7
+    tm.withdrawRefund(task_id, sender=owner)
+
+
 def test_get_task_unknown_reverts(manager):
     with ape.reverts(manager.TaskManagerUnknownTask, taskId=5):
         manager.getTask(5)
@@ -304,6 +329,31 @@ def test_post_result_last_round_ends_task(manager, fed, owner, validator, alice,
     assert manager.claimDeadline(task_id) == t.endedAt + CLAIM_PERIOD
 
 
+def test_post_result_by_validator_below_minimum_reverts(manager, registry, task, validator, chain):
+    registry.requestUnstake(1, sender=validator)  # the validator staked exactly the minimum
+    to_aggregating(chain, manager, task, 0)
+    with ape.reverts(manager.TaskManagerValidatorStakeTooLow, validator=validator.address, staked=MIN_VALIDATOR - 1, required=MIN_VALIDATOR):
+        manager.postResult(task, 0, MODEL1, REPORT, ZERO32, 0, [], sender=validator)
+
+
+def test_validator_needs_the_minimum_of_task_creation(manager, registry, task, admin, validator, chain):
+    registry.setMinStakes(MIN_CONTRIBUTOR, 2 * MIN_VALIDATOR, sender=admin)  # raised after the task was created
+    finalize(manager, chain, validator, task, 0, {})  # the task keeps the minimum it was created with
+    to_expired(chain, manager, task, 1)
+    manager.expireRound(task, 1, sender=validator)
+    registry.requestUnstake(1, sender=validator)
+    to_aggregating(chain, manager, task, 2)  # ... in every round, also after an expiry
+    with ape.reverts(manager.TaskManagerValidatorStakeTooLow, validator=validator.address, staked=MIN_VALIDATOR - 1, required=MIN_VALIDATOR):
+        manager.postResult(task, 2, MODEL1, REPORT, ZERO32, 0, [], sender=validator)
+
+
+def test_create_task_refuses_a_validator_minimum_its_rounds_cannot_keep(manager, registry, fed, owner, validator, admin, staked):
+    # Each round's clock keeps the validator minimum in 104 bits (2e13 FED); the registry allows more.
+    registry.setMinStakes(MIN_CONTRIBUTOR, 2**104, sender=admin)
+    with ape.reverts(manager.SafeCastOverflowedUintDowncast, bits=104, value=2**104):
+        manager.createTask(task_params(fed, validator), sender=owner)
+
+
 # ─── slashing through postResult ───
 def test_post_result_slashes_submitters(manager, registry, fed, task, alice, bob, carol, validator, treasury, chain):
     submit(manager, task, 0, alice, bob, carol)
@@ -362,11 +412,18 @@ def test_slash_non_submitter_reverts(manager, task, alice, bob, validator, chain
 
 def test_manager_without_slasher_role_cannot_slash(project, registry, fed, admin, owner, validator, alice, staked, chain):
     tm = project.TaskManager.deploy(registry, CLAIM_PERIOD, admin, sender=admin)  # role not granted
-    task_id, _ = create_task(tm, fed, owner, validator)
+    task_id, _ = create_task(tm, fed, owner, validator, slashAmount=0)  # nothing to lock, so alice can submit
     submit(tm, task_id, 0, alice)
     to_aggregating(chain, tm, task_id, 0)
     with ape.reverts(registry.StakeRegistryUnauthorizedSlasher, caller=tm.address):
         tm.postResult(task_id, 0, MODEL1, REPORT, ZERO32, 0, [(alice.address, tm.submissionOf(task_id, 0, alice))], sender=validator)
+
+
+def test_manager_without_slasher_role_cannot_lock(project, registry, fed, admin, owner, validator, alice, staked):
+    tm = project.TaskManager.deploy(registry, CLAIM_PERIOD, admin, sender=admin)  # role not granted
+    task_id, _ = create_task(tm, fed, owner, validator)
+    with ape.reverts(registry.StakeRegistryUnauthorizedSlasher, caller=tm.address):
+        tm.submitUpdate(task_id, 0, digest(1), 1, sender=alice)
 
 
 # ─── claim ───

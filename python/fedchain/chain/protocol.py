@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
+from web3.exceptions import ContractLogicError
 from web3.logs import DISCARD
 
 from fedchain.chain.client import Chain, TxResult
 from fedchain.chain.deployments import Deployments
+
+log = logging.getLogger(__name__)
 
 
 class RoundPhase(enum.IntEnum):
@@ -134,6 +138,15 @@ class Protocol:
     def active_stake(self, account: str) -> int:
         return self.registry.functions.activeStake(to_checksum_address(account)).call()
 
+    def locked_stake(self, account: str) -> int:
+        """Stake of `account` locked behind submissions whose locks were not released yet (never withdrawable)."""
+        return self.registry.functions.lockedStake(to_checksum_address(account)).call()
+
+    def unbonding(self, account: str) -> tuple[int, int]:
+        """Unbonding stake of `account` and the unix time from which it can be withdrawn."""
+        amount, release = self.registry.functions.unbonding(to_checksum_address(account)).call()
+        return int(amount), int(release)
+
     def ensure_stake(self, account: LocalAccount, minimum: int) -> list[TxResult]:
         """Top the caller's active stake up to `minimum` (approve + stake); nothing if it is already there."""
         missing = minimum - self.active_stake(account.address)
@@ -169,8 +182,56 @@ class Protocol:
         return self.manager.functions.hasClaimed(task_id, round_index, to_checksum_address(account)).call()
 
     def submit_update(self, account: LocalAccount, task_id: int, round_index: int, digest: bytes, num_samples: int) -> TxResult:
+        """Submit an update digest. The submission locks the task's slash amount of the caller's stake until the
+        round settles; when the unlocked stake cannot cover that, the caller's settled locks are released first."""
+        if not self._lock_fits(account.address, task_id, round_index):
+            self.release_settled(account)
         fn = self.manager.functions.submitUpdate(task_id, round_index, digest, num_samples)
         return self.chain.send(fn, account, action="submitUpdate")
+
+    # ─── stake locks ───
+    def locked_for(self, task_id: int, round_index: int, account: str) -> int:
+        """Stake `account` still holds locked for its submission to this round (0 once released or carried on)."""
+        return self.manager.functions.lockedFor(task_id, round_index, to_checksum_address(account)).call()
+
+    def release(self, caller: LocalAccount, task_id: int, round_index: int, account: str | None = None) -> TxResult:
+        """Release the stake `account` (default: the caller) locked for a settled round; anyone may send it."""
+        target = to_checksum_address(account or caller.address)
+        return self.chain.send(self.manager.functions.release(task_id, round_index, target), caller, action="release")
+
+    def releasable(self, account: str, from_block: int | None = None) -> list[tuple[int, int]]:
+        """(task, round) of `account`'s submissions whose lock is held and whose round is settled (finalized, or
+        past its aggregation deadline), found from its UpdateSubmitted logs."""
+        start = self.deployments.block if from_block is None else from_block
+        logs = self.manager.events.UpdateSubmitted().get_logs(
+            from_block=start, argument_filters={"contributor": to_checksum_address(account)}
+        )
+        out = []
+        for key in sorted({(int(e["args"]["taskId"]), int(e["args"]["round"])) for e in logs}):
+            if self.locked_for(*key, account) and self.round(*key).phase in (RoundPhase.FINALIZED, RoundPhase.EXPIRED):
+                out.append(key)
+        return out
+
+    def release_settled(self, account: LocalAccount) -> list[TxResult]:
+        """Release every settled lock of the caller (one transaction each): what a withdrawal or a new submission
+        may need. Locks of rounds still open or aggregating stay: they back work that can still be slashed."""
+        self.chain.sync_clock()  # on Anvil, let views see deadlines that passed in reality
+        results = [self.release(account, task_id, round_index) for task_id, round_index in self.releasable(account.address)]
+        if results:
+            log.info("released %d settled stake lock(s) of %s", len(results), account.address)
+        return results
+
+    def _lock_fits(self, account: str, task_id: int, round_index: int) -> bool:
+        """Whether submitting to this round can take (or carry) its lock without releasing anything first."""
+        try:
+            slash = self.task(task_id).slash_amount
+        except ContractLogicError:  # no such task: the submission's own revert will say so
+            return True
+        if slash == 0:
+            return True
+        active, locked = self.registry.functions.stakeOf(to_checksum_address(account)).call()
+        carried = round_index > 0 and self.locked_for(task_id, round_index - 1, account) > 0
+        return locked + (0 if carried else slash) <= active
 
     def post_result(
         self,

@@ -337,11 +337,17 @@ def stake_withdraw(
     keystore: Path = Keystore,
     rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt, password_env: str = PasswordEnv,
 ) -> None:
-    """Withdraw unbonded stake whose period is over."""
+    """Withdraw unbonded stake whose period is over, after releasing the locks of settled rounds. Stake that backs
+    a submission whose round has not settled stays locked (and slashable) until it settles."""
     protocol, _ = connect(rpc_url, ipfs_api, deployments)
     account = load_account(keystore, password_env)
+    released = protocol.release_settled(account)
+    if released:
+        console.print(f"released {len(released)} settled stake lock(s)")
     protocol.chain.send(protocol.registry.functions.withdraw(), account, action="withdraw")
-    console.print(f"balance of {account.address}: {protocol.balance_of(account.address) / FED:,.4f} FED")
+    locked = protocol.locked_stake(account.address)
+    console.print(f"balance of {account.address}: {protocol.balance_of(account.address) / FED:,.4f} FED"
+                  + (f"; {locked / FED:,.4f} FED stays locked until its rounds settle" if locked else ""))
 
 
 @stake_app.command("show")
@@ -350,10 +356,11 @@ def stake_show(
     account: str = typer.Option(..., "--account", help="Address to show."),
     rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt,
 ) -> None:
-    """Active and unbonding stake and token balance of an address."""
+    """Active, unbonding and locked stake and token balance of an address."""
     protocol, _ = connect(rpc_url, ipfs_api, deployments)
     unbonding, release = protocol.registry.functions.unbonding(account).call()
     console.print(
         f"{account}: active {protocol.active_stake(account) / FED:,.4f} FED, unbonding {unbonding / FED:,.4f} FED "
-        f"(release at {release}), balance {protocol.balance_of(account) / FED:,.4f} FED"
+        f"(release at {release}), locked {protocol.locked_stake(account) / FED:,.4f} FED, "
+        f"balance {protocol.balance_of(account) / FED:,.4f} FED"
     )

@@ -112,9 +112,9 @@ def check_bound_dir(directory: Path, binding: StateBinding) -> None:
         read_bound_json(path, binding)
 
 
-def clear_bound_state(directory: Path, keep: StateBinding | None = None) -> list[Path]:
-    """Delete every bound state file under `directory` (and its companion files) not bound to `keep`; return
-    what was deleted. Files that are not fedchain state are left alone."""
+def clear_bound_state(directory: Path, only: StateBinding | None = None) -> list[Path]:
+    """Delete the state files under `directory` bound to `only` (None: every bound file), with their companion
+    files; return what was deleted. Anything else (other chains' state, files that are not fedchain state) stays."""
     removed: list[Path] = []
     for path in _state_files(directory):
         try:
@@ -123,7 +123,7 @@ def clear_bound_state(directory: Path, keep: StateBinding | None = None) -> list
             continue
         if not isinstance(value, dict) or BINDING_KEY not in value:
             continue
-        if keep is not None and StateBinding.from_json(value.get(BINDING_KEY)) == keep:
+        if only is not None and StateBinding.from_json(value.get(BINDING_KEY)) != only:
             continue
         for name in value.get(FILES_KEY, []):
             companion = path.parent / Path(str(name)).name

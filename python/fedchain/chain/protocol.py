@@ -123,12 +123,15 @@ class Protocol:
 
     def binding(self) -> StateBinding:
         """What local state made against this deployment is bound to: the chain id, the TaskManager's address and
-        the hash of the deployments file's block. A fresh Anvil repeats chain id and addresses, never that hash."""
+        the hash of the deployment's first block (the one after the deployments file's `block`, which holds the
+        first deployment transaction). A fresh Anvil repeats chain id and addresses, never that hash. (Not the
+        genesis block: Anvil makes a new one each time it loads a saved chain.)"""
         if self._binding is None:
-            block = self.chain.w3.eth.get_block(self.deployments.block)
+            number = min(self.deployments.block + 1, self.chain.block_number())
+            block = self.chain.w3.eth.get_block(number)
             self._binding = StateBinding(
                 chain_id=self.chain.chain_id, contract=str(self.manager.address),
-                block=self.deployments.block, block_hash="0x" + bytes(block["hash"]).hex(),
+                block=number, block_hash="0x" + bytes(block["hash"]).hex(),
             )
         return self._binding
 

@@ -42,32 +42,58 @@ def register(app: typer.Typer) -> None:
 
 @friendly_errors
 def devnet(
-    anvil_port: int = typer.Option(8545, help="Anvil's port on 127.0.0.1."),
-    ipfs_port: int = typer.Option(5001, help="The embedded IPFS node's API port on 127.0.0.1."),
-    workdir: Path = typer.Option(Path(".fedchain/devnet"), help="Where the node's blocks and logs go."),
+    anvil_port: int = typer.Option(8545, envvar="FEDCHAIN_ANVIL_PORT", help="Anvil's port on 127.0.0.1."),
+    ipfs_port: int = typer.Option(5001, envvar="FEDCHAIN_IPFS_PORT", help="The embedded IPFS node's API port on 127.0.0.1."),
+    workdir: Path = typer.Option(Path(".fedchain/devnet"), help="Where the saved chain, its record and the logs go."),
+    ipfs_repo: Path = typer.Option(Path(".fedchain/ipfs"), help="The IPFS node's repo (as `fedchain ipfs serve --repo`)."),
+    state_dir: Path = typer.Option(Path(".fedchain/state"), help="The local state --fresh clears of the old chain's."),
     deployments: Path = DeploymentsOpt,
-    fund_accounts: int = typer.Option(10, help="How many development accounts get FED tokens."),
+    fund_accounts: int = typer.Option(10, help="How many development accounts get FED tokens on a new chain."),
+    fresh: bool = typer.Option(False, "--fresh", help="Start a new chain; clear the old chain's local state."),
 ) -> None:
-    """Start Anvil and the embedded IPFS node, deploy the contracts, fund test accounts; Ctrl-C stops everything."""
+    """Start Anvil and the embedded IPFS node with the contracts deployed; Ctrl-C stops everything.
+
+    The chain is saved when the devnet stops and resumed when it starts again (tasks, stakes and rewards kept);
+    --fresh starts a new one and deletes the validator checkpoints and contributor progress of the old one."""
+    import signal
+
     from fedchain.sim.devnet import dev_account, fund_dev_accounts, running_devnet
 
-    with running_devnet(workdir, anvil_port=anvil_port, ipfs_port=ipfs_port, deployments_path=deployments) as net:
-        funded = fund_dev_accounts(net, fund_accounts)
-        table = Table(title="fedchain devnet", show_header=False)
-        table.add_row("JSON-RPC", net.rpc_url)
-        table.add_row("IPFS API", net.ipfs_api)
-        table.add_row("deployments", str(net.deployments_path))
-        for name, address in net.deployments.contracts.items():
-            table.add_row(name, address)
-        table.add_row("funded accounts", f"{len(funded)} development accounts (mnemonic: Anvil's 'test … junk')")
-        table.add_row("deployer", dev_account(0).address)
-        console.print(table)
-        console.print("Ctrl-C stops the devnet.")
-        try:
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C: children stopped, chain saved
+    try:
+        with running_devnet(workdir, anvil_port=anvil_port, ipfs_port=ipfs_port, deployments_path=deployments,
+                            ipfs_repo=ipfs_repo, persist=True, fresh=fresh, state_dir=state_dir) as net:
+            funded = [] if net.resumed else fund_dev_accounts(net, fund_accounts)
+            _print_devnet(net, funded, dev_account(0).address, ipfs_repo)
             while True:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            console.print("stopping…")
+                time.sleep(0.5)
+                net.check_alive()
+    except KeyboardInterrupt:
+        console.print(f"devnet stopped; the chain is saved in {workdir}: `fedchain devnet` resumes it")
+
+
+def _print_devnet(net, funded: list[str], deployer: str, ipfs_repo: Path) -> None:
+    table = Table(title="fedchain devnet", show_header=False)
+    table.add_row("JSON-RPC", net.rpc_url)
+    table.add_row("IPFS API", f"{net.ipfs_api} (repo {ipfs_repo})")
+    table.add_row("deployments", str(net.deployments_path))
+    for name, address in net.deployments.contracts.items():
+        table.add_row(name, address)
+    table.add_row("deployer", f"{deployer} (development account 0: owns FedToken, so it can mint)")
+    console.print(table)
+    if net.cleared:
+        console.print(f"--fresh: deleted the old chain and its local state ({len(net.cleared)} file(s))")
+    if net.resumed:
+        from fedchain.chain.protocol import Protocol
+
+        tasks = Protocol(net.chain, net.deployments).task_count()
+        console.print(f"resumed the chain saved in {net.state_file} at block {net.chain.block_number()} with {tasks} "
+                      "task(s): tasks, stakes and rewards are as they were (`fedchain devnet --fresh` starts a new one)")
+    else:
+        console.print(f"started a new chain (saved in {net.state_file} when it stops; `fedchain devnet` resumes it); "
+                      f"{len(funded)} development accounts hold ETH and 1000000 FED each "
+                      "(mnemonic: Anvil's 'test … junk'; `fedchain account create --dev-index N`)")
+    console.print("devnet ready; Ctrl-C stops it.")
 
 
 @account_app.command("create")

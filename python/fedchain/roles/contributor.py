@@ -74,6 +74,7 @@ class Contributor:
         self.task = TaskView(protocol, ipfs, config.task_id)
         self.device = torch.device(config.device) if config.device else pick_device()
         self._trainer = config.trainer
+        self.claimed = 0  # what claim() claimed in this process, in the smallest unit
         self._cursor_path = config.state_dir / f"contributor-{account.address}-task{config.task_id}.cursor.json"
         self._pending_dir = config.state_dir / f"contributor-{account.address}-task{config.task_id}"
         check_bound_dir(self._pending_dir, protocol.binding())  # refuse another chain's updates at once
@@ -297,5 +298,6 @@ class Contributor:
             return 0
         self.protocol.claim_many(self.account, self.config.task_id, [(c.round, c.amount, c.proof) for c in claims])
         total = sum(c.amount for c in claims)
+        self.claimed += total
         log.info("claimed %s over round(s) %s", format_fed(total), [c.round for c in claims])
         return total

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fedchain.chain.protocol import RoundPhase
-from fedchain.content.errors import NodeUnreachableError
+from fedchain.content.errors import ContentNotFoundError, NodeUnreachableError
 from fedchain.core.spec import mnist_spec
 from fedchain.learning.data import save_npz
 from fedchain.learning.trainers import TrainResult
@@ -438,3 +438,76 @@ def test_validator_started_after_a_round_expired_expires_it_and_goes_on(tmp_path
     monkeypatch.setattr("fedchain.roles.validator.time.sleep", tick)
     validator.run()
     assert chain.expired == [0] and finalized == [1]
+
+
+class DownThenUpIpfs:
+    """The validator's own IPFS node: down for the first `down` calls of any kind, then up."""
+
+    def __init__(self, down: int, content: dict[str, bytes]) -> None:
+        self.down = down
+        self.content = content
+        self.api = "http://127.0.0.1:5001"
+
+    def _maybe_down(self) -> None:
+        if self.down > 0:
+            self.down -= 1
+            raise NodeUnreachableError(f"no IPFS RPC API answered at {self.api}")
+
+    def cat(self, cid: str, max_size: int | None = None) -> bytes:
+        self._maybe_down()
+        if cid not in self.content:
+            raise ContentNotFoundError(f"{cid}: not found")
+        return self.content[cid]
+
+    def version(self) -> dict:
+        self._maybe_down()
+        return {"Version": "test"}
+
+
+def _fetching_validator(tmp_path, ipfs) -> Validator:
+    validator = _bare_validator(tmp_path, ScriptedChain(rounds=1))
+    validator.ipfs = ipfs
+    validator.task = SimpleNamespace(spec=mnist_spec("mlp", sealed=False))
+    return validator
+
+
+def test_validator_waits_for_its_own_ipfs_node_instead_of_marking_updates_unavailable(tmp_path, monkeypatch):
+    from fedchain.core.cid import digest_to_cid
+
+    sleeps: list[float] = []
+    monkeypatch.setattr("fedchain.roles.retry.time.sleep", sleeps.append)
+    sub = SimpleNamespace(contributor="0x" + "33" * 20, digest=bytes.fromhex("cd" * 32))
+    ipfs = DownThenUpIpfs(down=5, content={digest_to_cid(sub.digest): b"the update"})
+    fetched = _fetching_validator(tmp_path, ipfs)._fetch_update(sub, deadline=2**40)
+    assert fetched == b"the update" and sleeps  # waited, then fetched: not Reason.UNAVAILABLE
+
+
+def test_validator_marks_an_update_unavailable_only_when_its_node_answers(tmp_path):
+    from fedchain.core.reasons import Reason
+
+    sub = SimpleNamespace(contributor="0x" + "33" * 20, digest=bytes.fromhex("cd" * 32))
+    fetched = _fetching_validator(tmp_path, DownThenUpIpfs(down=0, content={}))._fetch_update(sub, deadline=2**40)
+    assert fetched == Reason.UNAVAILABLE
+
+
+def test_validator_whose_round_outlasted_an_outage_goes_on(tmp_path, monkeypatch):
+    from fedchain.roles.retry import OutageError
+
+    chain = ScriptedChain(rounds=2)
+    chain.phase = RoundPhase.AGGREGATING
+    validator = _bare_validator(tmp_path, chain)
+    validator.task = SimpleNamespace(info=lambda: chain.task(0))
+    attempts = []
+
+    def finalize(r):
+        attempts.append(r)
+        if r == 0:
+            chain.phase = RoundPhase.EXPIRED  # the node stayed down until the aggregation deadline
+            raise OutageError("could not publish round 0's model and report before its deadline")
+        chain.ended = True
+        return _result()
+
+    validator.finalize_round = finalize
+    monkeypatch.setattr("fedchain.roles.validator.time.sleep", lambda s: setattr(chain, "phase", RoundPhase.AGGREGATING))
+    assert [r.round for r in validator.run()] == [0]  # (the scripted result's round number)
+    assert attempts == [0, 1] and chain.expired == [0]

@@ -28,7 +28,14 @@ def demo_report(devnet, tmp_path_factory):
         deployments=devnet.deployments_path, workdir=out / "work", report=out / "report.json", plot=out / "report.png",
         timeout=300,
     )
-    report = run_demo(config)
+    from rich.console import Console
+
+    console = Console(record=True, width=400)
+    report = run_demo(config, console=console)
+    said = console.export_text()
+    run_dir = next((out / "work").glob("task-*"))
+    assert f"logs of each process: {run_dir / 'logs'}/" in said  # the demo says where its logs and keys went
+    assert f"throwaway keystores: {run_dir / 'keys'}/" in said and str(run_dir / "validator.key") in said
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(report))
     assert (out / "report.png").stat().st_size > 10_000
     return report

@@ -382,3 +382,19 @@ def test_keys_create_encrypts_with_fedchain_password_or_says_it_did_not(tmp_path
     env = {k: v for k, v in os.environ.items() if k != "FEDCHAIN_PASSWORD"}
     result = CliRunner().invoke(app, ["keys", "create", "--out", str(tmp_path / "b.key")], env={**env, "FEDCHAIN_PASSWORD": ""})
     assert result.exit_code == 0 and "NOT encrypted" in result.output and not is_encrypted(tmp_path / "b.key")
+
+
+def test_validate_refuses_the_checkpoint_of_a_chain_that_was_reset(devnet, protocol, task, tmp_path):
+    """The issue's scenario: a devnet restarted empty, same chain id and addresses, old checkpoints kept."""
+    from dataclasses import replace
+
+    from fedchain.state import write_bound_json
+
+    old_chain = replace(protocol.binding(), block_hash="0x" + "77" * 32)
+    state = tmp_path / "state"
+    write_bound_json(state / f"validator-task{task['id']}" / "round-0.json", {"round": 0}, old_chain)
+    holdout = tmp_path / "holdout.npz"
+    np.savez(holdout, x=np.zeros((4, 1, 28, 28), np.float32), y=np.zeros(4, np.int64))
+    code, out = invoke("validate", "--task", str(task["id"]), "--holdout", str(holdout), *_user(task),
+                       "--state-dir", str(state), *common(devnet), env=PW)
+    assert code == 1 and "round-0.json was made on chain 31337" in out and "devnet --fresh" in out, out

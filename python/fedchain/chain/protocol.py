@@ -9,6 +9,7 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
+from web3.exceptions import ContractCustomError, ContractLogicError
 from web3.logs import DISCARD
 
 from fedchain.chain.client import Chain, TxResult
@@ -195,8 +196,13 @@ class Protocol:
         return int(event["args"]["taskId"]), result
 
     def task(self, task_id: int) -> TaskInfo:
-        self.require_task(task_id)
-        raw = self.manager.functions.getTask(task_id).call()
+        if not 0 <= task_id < 2**64:
+            self.require_task(task_id)
+        try:
+            raw = self.manager.functions.getTask(task_id).call()
+        except (ContractCustomError, ContractLogicError, OverflowError, ValueError):
+            self.require_task(task_id)  # TaskNotFoundError, naming the ids there are
+            raise
         return TaskInfo(task_id, *raw)
 
     def require_task(self, task_id: int) -> None:

@@ -127,5 +127,5 @@ def test_ipfs_serve_uses_the_devnets_repo():
     devnet = command.commands["devnet"]  # type: ignore[attr-defined]
     default = {p.name: p.default for p in serve.params}["repo"]
     assert default == {p.name: p.default for p in devnet.params}["ipfs_repo"] == Path(".fedchain/ipfs")
-    readme = (ROOT / "README.md").read_text()
+    readme = " ".join((ROOT / "README.md").read_text().split())
     assert "fedchain ipfs serve --api 127.0.0.1:5001 --repo .fedchain/ipfs" in readme

@@ -14,7 +14,7 @@ from web3.logs import DISCARD
 
 from fedchain.chain.client import Chain, TxResult
 from fedchain.chain.deployments import Deployments
-from fedchain.chain.errors import TaskNotFoundError
+from fedchain.chain.errors import ChainError, TaskNotFoundError
 from fedchain.state import StateBinding
 
 
@@ -128,7 +128,11 @@ class Protocol:
         first deployment transaction). A fresh Anvil repeats chain id and addresses, never that hash. (Not the
         genesis block: Anvil makes a new one each time it loads a saved chain.)"""
         if self._binding is None:
-            number = min(self.deployments.block + 1, self.chain.block_number())
+            number = self.deployments.block + 1
+            if number > self.chain.block_number():
+                raise ChainError(f"the deployments file says the contracts were deployed after block "
+                                 f"{self.deployments.block}, but {self.chain.rpc_url} has no block {number}: it is "
+                                 "not the chain they were deployed on (pass the matching --deployments)")
             block = self.chain.w3.eth.get_block(number)
             self._binding = StateBinding(
                 chain_id=self.chain.chain_id, contract=str(self.manager.address),

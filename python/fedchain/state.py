@@ -112,25 +112,35 @@ def check_bound_dir(directory: Path, binding: StateBinding) -> None:
         read_bound_json(path, binding)
 
 
-def clear_bound_state(directory: Path, only: StateBinding | None = None) -> list[Path]:
-    """Delete the state files under `directory` bound to `only` (None: every bound file), with their companion
-    files; return what was deleted. Anything else (other chains' state, files that are not fedchain state) stays."""
-    removed: list[Path] = []
+def superseded_state(directory: Path, current: StateBinding) -> list[Path]:
+    """State files under `directory` made on an earlier chain at the same chain id and contract address as `current`
+    (a devnet started anew repeats both): state that can never be used again."""
+    found = []
     for path in _state_files(directory):
         try:
             value = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if not isinstance(value, dict) or BINDING_KEY not in value:
-            continue
-        if only is not None and StateBinding.from_json(value.get(BINDING_KEY)) != only:
-            continue
-        for name in value.get(FILES_KEY, []):
+        binding = StateBinding.from_json(value.get(BINDING_KEY)) if isinstance(value, dict) else None
+        if binding and binding != current and (binding.chain_id, binding.contract) == (current.chain_id, current.contract):
+            found.append(path)
+    return found
+
+
+def delete_state(paths: list[Path]) -> list[Path]:
+    """Delete state files and the companion files they name; return everything deleted."""
+    removed: list[Path] = []
+    for path in paths:
+        try:
+            names = json.loads(path.read_text()).get(FILES_KEY, [])
+        except (OSError, ValueError, AttributeError):
+            names = []
+        for name in names:
             companion = path.parent / Path(str(name)).name
             if companion.exists():
                 companion.unlink()
                 removed.append(companion)
-        path.unlink()
+        path.unlink(missing_ok=True)
         removed.append(path)
     return removed
 

@@ -96,6 +96,12 @@ def test_devnet_keeps_its_chain_across_restarts_and_fresh_clears_the_old_ones_st
     assert devnet.stop("sigterm") == 0
     assert "Traceback" not in devnet.output()
 
+    (tmp_path / ".fedchain" / "devnet" / "anvil-state.json").unlink()  # the saved chain is lost: a new one starts
+    devnet.start()
+    assert "started a new chain" in devnet.output()
+    assert "1 file(s) in .fedchain/state hold state of an earlier chain" in devnet.output()  # said, not silently kept
+    assert devnet.stop("ctrl-c") == 0
+
     devnet.start("--fresh")
     assert "started a new chain" in devnet.output() and "deleted the old chain and its local state" in devnet.output()
     protocol = devnet.protocol()

@@ -58,7 +58,7 @@ def devnet(
         with running_devnet(workdir, anvil_port=anvil_port, ipfs_port=ipfs_port, deployments_path=deployments,
                             ipfs_repo=ipfs_repo, persist=True, fresh=fresh, state_dir=state_dir) as net:
             funded = [] if net.resumed else fund_dev_accounts(net, fund_accounts)
-            _print_devnet(net, funded, dev_account(0).address, ipfs_repo)
+            _print_devnet(net, funded, dev_account(0).address, ipfs_repo, state_dir)
             while True:
                 time.sleep(0.5)
                 net.check_alive()
@@ -66,7 +66,7 @@ def devnet(
         console.print(f"devnet stopped; the chain is saved in {workdir}: `fedchain devnet` resumes it")
 
 
-def _print_devnet(net, funded: list[str], deployer: str, ipfs_repo: Path) -> None:
+def _print_devnet(net, funded: list[str], deployer: str, ipfs_repo: Path, state_dir: Path) -> None:
     table = Table(title="fedchain devnet", show_header=False)
     table.add_row("JSON-RPC", net.rpc_url)
     table.add_row("IPFS API", f"{net.ipfs_api} (repo {ipfs_repo})")
@@ -77,6 +77,10 @@ def _print_devnet(net, funded: list[str], deployer: str, ipfs_repo: Path) -> Non
     console.print(table)
     if net.cleared:
         console.print(f"--fresh: deleted the old chain and its local state ({len(net.cleared)} file(s))")
+    if net.stale:
+        console.print(f"note: {len(net.stale)} file(s) in {state_dir} hold state of an earlier chain at these addresses "
+                      "(checkpoints, progress); they are refused if used: delete them, or start with `fedchain devnet "
+                      "--fresh` to have them deleted")
     if net.resumed:
         from fedchain.chain.protocol import Protocol
 

@@ -29,7 +29,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from fedchain.errors import FedchainError
-from fedchain.state import StateBinding, clear_bound_state, write_json_atomic
+from fedchain.state import StateBinding, delete_state, superseded_state, write_json_atomic
 
 if TYPE_CHECKING:
     from fedchain.chain.client import Chain
@@ -138,7 +138,8 @@ class Devnet:
     chain: Chain
     resumed: bool = False                  # the chain was loaded from a saved state, not deployed anew
     state_file: Path | None = None         # where Anvil saves the chain (None: not kept)
-    cleared: list[Path] = field(default_factory=list)  # the old chain's local state removed by a fresh start
+    cleared: list[Path] = field(default_factory=list)  # the old chain and its local state, removed by --fresh
+    stale: list[Path] = field(default_factory=list)    # state files of an earlier chain at these addresses, kept
     anvil: AnvilProcess | None = None
     ipfs_node: NodeProcess | None = None
     workdir: Path = Path(".")
@@ -205,13 +206,13 @@ def running_devnet(
     state_dir: Path | None = None,
 ) -> Iterator[Devnet]:
     """Start Anvil and the embedded IPFS node, deploy the contracts (or, with `persist`, resume the chain saved in
-    `workdir`), and stop everything on exit. `fresh`: forget the saved chain first, and clear the local state in
-    `state_dir` that was bound to it."""
+    `workdir`), and stop everything on exit. On a new chain, the state files in `state_dir` made on an earlier chain
+    at the same addresses are listed (`Devnet.stale`); `fresh` forgets the saved chain first and deletes them."""
     from fedchain.content.node import start_node_process
 
     workdir.mkdir(parents=True, exist_ok=True)
     state_file = workdir / "anvil-state.json" if persist else None
-    cleared = _forget_saved_chain(workdir, state_dir) if fresh else []
+    cleared = _forget_saved_chain(workdir) if fresh else []
     resume = state_file is not None and state_file.exists()
     anvil = start_anvil(anvil_port, log_path=workdir / "anvil.log", state_file=state_file)
     ipfs = None
@@ -222,8 +223,15 @@ def running_devnet(
         chain, deployments = _resume(workdir, anvil) if resume else _deploy(workdir, anvil, persist)
         path = deployments_path or workdir / "deployments.json"
         deployments.save(path)
+        stale = []
+        if state_dir is not None and not resume:
+            from fedchain.chain.protocol import Protocol
+
+            stale = superseded_state(state_dir, Protocol(chain, deployments).binding())
+            if fresh:
+                cleared, stale = cleared + delete_state(stale), []
         yield Devnet(anvil.rpc_url, ipfs.api_url, path, deployments, chain, resumed=resume, state_file=state_file,
-                     cleared=cleared, anvil=anvil, ipfs_node=ipfs, workdir=workdir)
+                     cleared=cleared, stale=stale, anvil=anvil, ipfs_node=ipfs, workdir=workdir)
     finally:
         with _signals_deferred():  # a second Ctrl-C must not leave Anvil half-saved or running
             if ipfs is not None:
@@ -265,17 +273,11 @@ def _resume(workdir: Path, anvil: AnvilProcess) -> tuple[Chain, Deployments]:
     return chain, deployments
 
 
-def _forget_saved_chain(workdir: Path, state_dir: Path | None) -> list[Path]:
-    """Delete the saved chain and its record, and the local state bound to it; return what was deleted."""
-    removed: list[Path] = []
-    record_path = workdir / "devnet.json"
-    try:
-        old = StateBinding.from_json(json.loads(record_path.read_text()).get("binding"))
-    except (OSError, ValueError, AttributeError):
-        old = None
-    if state_dir is not None and old is not None:
-        removed += clear_bound_state(state_dir, only=old)
-    for path in (workdir / "anvil-state.json", record_path):
+def _forget_saved_chain(workdir: Path) -> list[Path]:
+    """Delete the saved chain and its record; return what was deleted. (The local state that belonged to it is
+    deleted once the new chain is up: every file bound to these addresses on another chain.)"""
+    removed = []
+    for path in (workdir / "anvil-state.json", workdir / "devnet.json"):
         if path.exists():
             path.unlink()
             removed.append(path)

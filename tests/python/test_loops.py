@@ -511,3 +511,21 @@ def test_validator_whose_round_outlasted_an_outage_goes_on(tmp_path, monkeypatch
     monkeypatch.setattr("fedchain.roles.validator.time.sleep", lambda s: setattr(chain, "phase", RoundPhase.AGGREGATING))
     assert [r.round for r in validator.run()] == [0]  # (the scripted result's round number)
     assert attempts == [0, 1] and chain.expired == [0]
+
+
+def test_contributor_that_can_no_longer_stake_claims_what_it_earned_then_says_why(tmp_path, monkeypatch):
+    chain = ScriptedChain(rounds=3)
+
+    def on_round(r):
+        chain.submitted[r] = b"\x02" * 32
+        chain.current = r + 1  # finalized at once; then a slash takes its whole stake
+        chain.active_stake = lambda account: 0
+        return RoundOutcome(r, "Qm", 4, 0.0, 60_000)
+
+    claimed = []
+    monkeypatch.setattr("fedchain.roles.contributor.claimable_rewards", lambda *a: claimed.append(1) or [])
+    client = make_contributor(tmp_path, chain, on_round)
+    client.config = replace(client.config, claim_at_end=True)
+    with pytest.raises(CannotStakeError, match="cannot stake the 100 FED"):
+        client.run()
+    assert claimed == [1]  # round 0's reward was claimed before it stopped

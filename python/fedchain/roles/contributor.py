@@ -93,6 +93,7 @@ class Contributor:
         data = kind_of(self.task.spec).load_data(self.config.data_path, self.task.spec)
         outcomes: list[RoundOutcome] = []
         attempted: set[int] = set()  # rounds tried in this process: a refused submission is not retried
+        stopped: CannotStakeError | None = None  # could no longer stake after contributing: claim, then say so
         follower = TaskFollower(
             self.protocol, self.config.task_id, self._cursor_path,
             start_block=self.protocol.deployments.block,
@@ -115,7 +116,14 @@ class Contributor:
                 continue
             attempted.add(round_index)
             # Stake can fall below the task's minimum (a slash, an unstake): top it up before training.
-            self.top_up_stake(info.min_contributor_stake)
+            try:
+                self.top_up_stake(info.min_contributor_stake)
+            except CannotStakeError as exc:
+                if not outcomes:
+                    raise
+                log.error("%s; claiming what the rounds it submitted to earned, then stopping", exc)
+                stopped = exc
+                break
             outcome = self.contribute_round(round_index, data)
             if outcome is not None:
                 outcomes.append(outcome)
@@ -123,11 +131,13 @@ class Contributor:
             if self.task.info().ended:
                 self.wait_for_end()
             else:
-                log.info("stopping after %d submission(s) (--max-rounds): waiting for rounds %s to be decided, then "
-                         "claiming; rewards of the task's other rounds are not this run's", len(outcomes),
+                log.info("stopping after %d submission(s): waiting for rounds %s to be decided, then claiming; "
+                         "rewards of the task's other rounds are not this run's", len(outcomes),
                          [o.round for o in outcomes])
                 self.wait_for_rounds([o.round for o in outcomes])
             self.claim()
+        if stopped is not None:
+            raise stopped
         return outcomes
 
     def check_can_stake(self, minimum: int) -> None:

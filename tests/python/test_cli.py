@@ -167,3 +167,234 @@ def test_ape_create_task_refuses_a_bad_spec_before_funding(devnet, protocol, ipf
     assert done.returncode != 0, done.stdout + done.stderr
     assert "multi-krum with f=50 needs at least 103 contributors" in done.stdout + done.stderr
     assert protocol.task_count() == tasks_before
+
+
+# ─── amounts ───
+def _user(task) -> list[str]:
+    return ["--keystore", str(task["keystore"])]
+
+
+PW = {"FEDCHAIN_PASSWORD": "right"}
+
+
+def test_stake_amounts_are_exact_and_the_shown_stake_unstakes(devnet, protocol, task):
+    from fedchain.sim.devnet import dev_account
+
+    user = dev_account(2).address
+    protocol.chain.send(protocol.token.functions.mint(user, 200_000 * FED), dev_account(0), action="mint")
+    before = protocol.active_stake(user)
+    code, out = invoke("stake", "add", "--amount", "123456.789", *_user(task), *common(devnet)[:2], *common(devnet)[4:],
+                       env=PW)
+    assert code == 0, out
+    assert protocol.active_stake(user) - before == 123456789 * 10**15  # not 123456789000000003637248
+    shown = out.split("active stake of ")[1].split(": ")[1].split(" FED")[0]
+    code, out = invoke("stake", "unstake", "--amount", shown, *_user(task), *common(devnet)[:2], *common(devnet)[4:],
+                       env=PW)
+    assert code == 0, out  # exactly the active stake shown: accepted, not a revert
+    assert protocol.active_stake(user) == 0 and "unbonding period is 3600 s" in out
+
+
+def test_unstake_all_and_too_many_decimals(devnet, protocol, task):
+    chain = [*common(devnet)[:2], *common(devnet)[4:]]
+    code, out = invoke("stake", "add", "--amount", "0.0000000000000000001", *_user(task), *chain, env=PW)
+    assert code == 1 and "more than 18 decimals" in out
+    assert invoke("stake", "add", "--amount", "150", *_user(task), *chain, env=PW)[0] == 0
+    code, out = invoke("stake", "unstake", "--amount", "all", *_user(task), *chain, env=PW)
+    assert code == 0, out
+    assert "unbonding" in out and protocol.active_stake(protocol.chain.w3.eth.accounts[2]) == 0
+    code, out = invoke("stake", "withdraw", *_user(task), *chain, env=PW)
+    assert code == 1 and "withdraw then" in out  # still unbonding: said, not reverted
+
+
+def test_stake_show_of_a_malformed_address_is_one_line(devnet):
+    code, out = invoke("stake", "show", "--account", "0x1234", *common(devnet)[:2], *common(devnet)[4:])
+    assert code == 1 and "0x1234" in out and "is not an address" in out and "Traceback" not in out
+
+
+def test_stake_has_no_ipfs_option(devnet):
+    code, out = invoke("stake", "show", "--account", "0x" + "11" * 20, "--ipfs-api", devnet.ipfs_api)
+    assert code == 2 and "No such option" in out
+
+
+def test_stake_show_reads_the_address_of_a_keystore_without_its_password(devnet, task):
+    code, out = invoke("stake", "show", *_user(task), "--wei", *common(devnet)[:2], *common(devnet)[4:])
+    assert code == 0 and "minimum stakes: contributor 100 FED (100000000000000000000 wei)" in out
+
+
+# ─── keystores and data files that are not what they should be ───
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b'{"hello": "world"}', "is JSON but not an Ethereum keystore"),
+        (bytes(range(256)) * 4, "is a binary file, not a keystore"),
+        (None, "is a directory, not a keystore file"),
+    ],
+)
+def test_a_keystore_that_is_not_one_is_a_one_line_error(devnet, task, tmp_path, content, expected):
+    path = tmp_path / "keystore"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    code, out = invoke("claim", "--task", str(task["id"]), "--keystore", str(path), *common(devnet), env=PW)
+    assert code == 1 and expected in out and "Traceback" not in out
+
+
+def test_a_data_file_whose_header_claims_146_gib_is_refused_before_reading(devnet, task, tmp_path):
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
+                                                   "shape": (50_000_000, 1, 28, 28)})
+    labels = io.BytesIO()
+    np.save(labels, np.zeros(4, np.int64))
+    bad = tmp_path / "huge.npz"
+    with zipfile.ZipFile(bad, "w") as archive:
+        archive.writestr("x.npy", b"\x93NUMPY\x01\x00" + header.getvalue()[8:] + bytes(64))
+        archive.writestr("y.npy", labels.getvalue())
+    code, out = invoke("contribute", "--task", str(task["id"]), "--data", str(bad), *_user(task),
+                       "--state-dir", str(tmp_path / "state"), *common(devnet), env=PW)
+    assert code == 1 and "146.0 GiB" in out and "Traceback" not in out
+
+
+# ─── missing tasks, ended tasks, owners ───
+def test_claim_on_a_missing_task_says_it_does_not_exist(devnet, task):
+    code, out = invoke("claim", "--task", "999", *_user(task), *common(devnet), env=PW)
+    assert code == 1 and "task 999 does not exist" in out
+
+
+@pytest.fixture(scope="module")
+def short_task(devnet, protocol, ipfs, task):
+    """A one-round task with one-second windows, owned by the user's account."""
+    from fedchain.core.spec import mnist_spec
+    from fedchain.roles.owner import create_task_from_spec
+    from fedchain.sim.devnet import dev_account
+
+    owner = dev_account(2)
+    protocol.chain.send(protocol.token.functions.mint(owner.address, 10 * FED), dev_account(0), action="mint")
+    return create_task_from_spec(
+        protocol, ipfs, owner, mnist_spec("mlp", sealed=False), rounds=1, reward_per_round=3 * FED, submission_window=1,
+        aggregation_window=2, max_contributors=2, validator=dev_account(1).address,
+    )
+
+
+def test_status_never_calls_a_round_open_after_its_deadline(devnet, protocol, short_task):
+    import time
+
+    from fedchain.chain.protocol import RoundPhase
+
+    time.sleep(1.2)
+    assert protocol.round(short_task, 0).phase == RoundPhase.OPEN  # Anvil's clock lags: no block since
+    code, out = invoke("status", "--task", str(short_task), "--json", *common(devnet))
+    assert code == 0, out
+    (row,) = json.loads(out)["rounds"]
+    assert row["phase"] != "open"
+    assert row["phase"] == "aggregating" and "the validator" in row["waiting_for"]
+
+
+def test_status_shows_deadlines_and_what_an_open_round_waits_for(devnet, task):
+    code, out = invoke("status", "--task", str(task["id"]), *common(devnet))
+    assert code == 0, out
+    assert "(in 9 min)" in out or "(in 10 min)" in out
+    assert "round 0 is open: waiting for submissions: 0 of 2 joined; it closes when 2 have submitted" in out
+
+
+def test_owner_cancels_and_withdraws_the_refund_and_validate_on_the_ended_task_says_so(devnet, protocol, task,
+                                                                                       short_task):
+    import time
+
+    from fedchain.sim.devnet import dev_account
+
+    user = [*_user(task), "--rpc-url", devnet.rpc_url, "--deployments", str(devnet.deployments_path)]
+    code, out = invoke("task", "refund", "--task", str(short_task), *user, env=PW)
+    assert code == 1 and "still running" in out
+    code, out = invoke("task", "cancel", "--task", str(short_task), *user, env=PW)
+    assert code == 0 and "cancelled" in out
+    time.sleep(max(0.0, protocol.round(short_task, 0).aggregation_deadline - time.time() + 0.2))
+    protocol.chain.sync_clock()
+    protocol.expire_round(dev_account(3), short_task, 0)
+    code, out = invoke("task", "show", "--task", str(short_task), *user[2:])
+    assert code == 0 and "ended" in out and "refundable now │ 3 FED" in out, out
+    owner = dev_account(2).address
+    before = protocol.balance_of(owner)
+    code, out = invoke("task", "refund", "--task", str(short_task), *user, env=PW)
+    assert code == 0 and "refunded 3 FED" in out
+    assert protocol.balance_of(owner) - before == 3 * FED
+
+    holdout = task["tmp"] / "holdout.npz"
+    np.savez(holdout, x=np.zeros((4, 1, 28, 28), np.float32), y=np.zeros(4, np.int64))
+    code, out = invoke("validate", "--task", str(short_task), "--holdout", str(holdout), *_user(task), *common(devnet),
+                       env=PW)
+    assert code == 1 and f"task {short_task} has ended" in out and "nothing left to validate" in out
+
+
+def test_task_create_on_a_devnet_defaults_to_a_short_window(devnet, protocol, task, tmp_path):
+    from fedchain.core.spec import mnist_spec
+    from fedchain.sim.devnet import dev_account
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(mnist_spec("mlp", sealed=False).to_json_obj()))
+    code, out = invoke("task", "create", "--spec", str(spec), *_user(task), "--rounds", "1", "--reward-per-round",
+                       "0.5", "--validator", dev_account(1).address, "--max-contributors", "3", *common(devnet),
+                       env=PW)
+    assert code == 0, out
+    task_id = int(out.split()[-1])
+    info = protocol.task(task_id)
+    assert info.submission_window == 60 and info.reward_per_round == FED // 2
+    assert "for 60 s or until 3 contributor(s) have submitted" in out
+
+
+def test_a_contributor_that_cannot_stake_says_so_at_once(devnet, protocol, task, tmp_path):
+    from fedchain.chain.accounts import create_keystore
+    from fedchain.learning.data import save_npz
+
+    keystore = tmp_path / "poor.json"
+    address = create_keystore(keystore, "right", light=True)
+    code, out = invoke("account", "fund", "--keystore", str(keystore), "--eth", "1", "--fed", "40",
+                       "--rpc-url", devnet.rpc_url, "--deployments", str(devnet.deployments_path))
+    assert code == 0 and "1 ETH, 40 FED" in out, out
+    data = save_npz(tmp_path / "d.npz", np.zeros((4, 1, 28, 28), np.float32), np.arange(4, dtype=np.int64))
+    code, out = invoke("contribute", "--task", str(task["id"]), "--data", str(data), "--keystore", str(keystore),
+                       "--state-dir", str(tmp_path / "state"), *common(devnet), env=PW)
+    assert code == 1 and f"{address} cannot stake the 100 FED" in out and "holds 40 FED" in out
+
+
+def test_validate_names_the_sealing_password_option(devnet, task, tmp_path):
+    from fedchain.core.keys import generate_sealing_key
+
+    key = tmp_path / "v.key"
+    generate_sealing_key(key, password="pw")
+    code, out = invoke("validate", "--task", str(task["id"]), "--holdout", str(tmp_path / "h.npz"), *_user(task),
+                       "--sealing-key", str(key), "--sealing-password-env", "NOT_SET_HERE", *common(devnet), env=PW)
+    assert code == 1 and "--sealing-password-env" in out and "--password-env VAR" not in out
+
+
+def test_keys_create_encrypts_with_fedchain_password_or_says_it_did_not(tmp_path):
+    from fedchain.core.keys import is_encrypted
+
+    code, out = invoke("keys", "create", "--out", str(tmp_path / "a.key"), env={"FEDCHAIN_PASSWORD": "pw"})
+    assert code == 0 and "encrypted with the password in $FEDCHAIN_PASSWORD" in out and is_encrypted(tmp_path / "a.key")
+    code, out = invoke("keys", "public", "--key", str(tmp_path / "a.key"), env={"FEDCHAIN_PASSWORD": "pw"})
+    assert code == 0 and len(out) == 64
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "FEDCHAIN_PASSWORD"}
+    result = CliRunner().invoke(app, ["keys", "create", "--out", str(tmp_path / "b.key")], env={**env, "FEDCHAIN_PASSWORD": ""})
+    assert result.exit_code == 0 and "NOT encrypted" in result.output and not is_encrypted(tmp_path / "b.key")
+
+
+def test_validate_refuses_the_checkpoint_of_a_chain_that_was_reset(devnet, protocol, task, tmp_path):
+    """The issue's scenario: a devnet restarted empty, same chain id and addresses, old checkpoints kept."""
+    from dataclasses import replace
+
+    from fedchain.state import write_bound_json
+
+    old_chain = replace(protocol.binding(), block_hash="0x" + "77" * 32)
+    state = tmp_path / "state"
+    write_bound_json(state / f"validator-task{task['id']}" / "round-0.json", {"round": 0}, old_chain)
+    holdout = tmp_path / "holdout.npz"
+    np.savez(holdout, x=np.zeros((4, 1, 28, 28), np.float32), y=np.zeros(4, np.int64))
+    code, out = invoke("validate", "--task", str(task["id"]), "--holdout", str(holdout), *_user(task),
+                       "--state-dir", str(state), *common(devnet), env=PW)
+    assert code == 1 and "round-0.json was made on chain 31337" in out and "devnet --fresh" in out, out

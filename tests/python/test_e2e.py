@@ -28,7 +28,14 @@ def demo_report(devnet, tmp_path_factory):
         deployments=devnet.deployments_path, workdir=out / "work", report=out / "report.json", plot=out / "report.png",
         timeout=300,
     )
-    report = run_demo(config)
+    from rich.console import Console
+
+    console = Console(record=True, width=400)
+    report = run_demo(config, console=console)
+    said = console.export_text()
+    run_dir = next((out / "work").glob("task-*"))
+    assert f"logs of each process: {run_dir / 'logs'}/" in said  # the demo says where its logs and keys went
+    assert f"throwaway keystores: {run_dir / 'keys'}/" in said and str(run_dir / "validator.key") in said
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(report))
     assert (out / "report.png").stat().st_size > 10_000
     return report
@@ -136,3 +143,41 @@ def test_validator_killed_mid_round_and_restarted_changes_nothing(devnet, protoc
     assert digest_to_cid(posted.report_digest) == recomputed.report_cid
     assert "0x" + posted.rewards_root.hex() == recomputed.rewards_root
     assert posted.total_rewards == recomputed.total_rewards == 1_000 * FED
+
+
+def test_an_update_nobody_can_fetch_does_not_stop_the_validator(devnet, protocol, ipfs, tmp_path):
+    """One contributor posts a digest whose content was never added anywhere: that update is `unavailable`, the
+    round is still finalized, and the honest contributor is paid the whole budget."""
+    from fedchain.core.spec import ScoringConfig, mnist_spec
+    from fedchain.learning.data import load_npz, mnist_subset, save_npz
+    from fedchain.roles.contributor import Contributor, ContributorConfig
+    from fedchain.roles.owner import create_task_from_spec
+    from fedchain.roles.validator import Validator, ValidatorConfig
+    from fedchain.sim.devnet import dev_account
+    from fedchain.views.rewards import fetch_report
+
+    owner, validator, honest, ghost = dev_account(0), dev_account(12), dev_account(13), dev_account(14)
+    for account in (owner, validator, honest, ghost):
+        protocol.chain.send(protocol.token.functions.mint(account.address, 10_000 * FED), owner, action="mint")
+    protocol.ensure_stake(validator, protocol.registry.functions.minValidatorStake().call())
+    spec = mnist_spec("mlp", sealed=False, scoring=ScoringConfig(method="equal"))
+    task_id = create_task_from_spec(protocol, ipfs, owner, spec, rounds=1, reward_per_round=10 * FED,
+                                    submission_window=600, aggregation_window=600, max_contributors=2,
+                                    validator=validator.address)
+    x, y = mnist_subset()
+    save_npz(tmp_path / "holdout.npz", x[:200], y[:200])
+    save_npz(tmp_path / "data.npz", x[200:500], y[200:500])
+    client = Contributor(protocol, ipfs, honest, ContributorConfig(task_id, tmp_path / "data.npz", tmp_path / "state",
+                                                                   progress=False))
+    protocol.ensure_stake(honest, protocol.task(task_id).min_contributor_stake)
+    assert client.contribute_round(0, LocalData(*load_npz(tmp_path / "data.npz", spec))) is not None
+    protocol.ensure_stake(ghost, protocol.task(task_id).min_contributor_stake)
+    protocol.submit_update(ghost, task_id, 0, bytes.fromhex("5a" * 32), 300)  # pinned nowhere
+
+    result = Validator(protocol, ipfs, validator, None,
+                       ValidatorConfig(task_id, tmp_path / "holdout.npz", tmp_path / "vstate")).run(max_rounds=1)
+    assert [r.round for r in result] == [0]
+    (posted,) = protocol.finalizations(task_id, 0)
+    report = {u.contributor: u for u in fetch_report(ipfs, posted.report_digest).updates}
+    assert (report[ghost.address].status, report[ghost.address].reason) == ("rejected", "unavailable")
+    assert report[honest.address].status == "accepted" and int(report[honest.address].reward) == 10 * FED

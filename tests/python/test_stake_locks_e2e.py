@@ -160,7 +160,7 @@ def test_stake_withdraw_command_releases_settled_locks_first(devnet, protocol, p
     before = protocol.balance_of(carol.address)
 
     result = CliRunner().invoke(app, [
-        "stake", "withdraw", "--keystore", str(keystore), "--rpc-url", devnet.rpc_url, "--ipfs-api", devnet.ipfs_api,
+        "stake", "withdraw", "--keystore", str(keystore), "--rpc-url", devnet.rpc_url,
         "--deployments", str(devnet.deployments_path),
     ], env={"FEDCHAIN_PASSWORD": "pw"})
     out = " ".join(result.output.split())

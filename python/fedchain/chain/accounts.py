@@ -17,6 +17,7 @@ PASSWORD_ENV = "FEDCHAIN_PASSWORD"
 # eth-account's default scrypt cost (n = 2**18, about 1 s per decryption) protects real keys; throwaway demo
 # keystores use n = 2**10 so that a demo with many processes starts quickly.
 LIGHT_SCRYPT_N = 2**10
+MAX_KEYSTORE_BYTES = 64 << 10  # a keystore is about 500 bytes
 
 
 class KeystoreError(FedchainError):
@@ -44,18 +45,57 @@ def create_keystore(path: Path, password: str, *, light: bool = False, private_k
     return account.address
 
 
+def read_keystore(path: Path) -> dict:
+    """The keystore's JSON, checked to be an Ethereum keystore (version 3); KeystoreError saying what it is if not."""
+    path = Path(path)
+    hint = "give the file `fedchain account create --out FILE` wrote (or another Ethereum keystore)"
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise KeystoreError(f"no keystore at {path}: create one with `fedchain account create --out {path}`") from None
+    except IsADirectoryError:
+        raise KeystoreError(f"{path} is a directory, not a keystore file: {hint}") from None
+    except OSError as exc:
+        raise KeystoreError(f"cannot read the keystore {path}: {exc.strerror}") from None
+    if len(raw) > MAX_KEYSTORE_BYTES:
+        raise KeystoreError(f"{path} is {len(raw)} bytes, far larger than a keystore: is it the right file?")
+    try:
+        keystore = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise KeystoreError(f"{path} is a binary file, not a keystore (JSON): {hint}") from None
+    except json.JSONDecodeError:
+        raise KeystoreError(f"{path} is not a keystore (invalid JSON): {hint}") from None
+    crypto = keystore.get("crypto", keystore.get("Crypto")) if isinstance(keystore, dict) else None
+    fields = ("ciphertext", "cipherparams", "kdf", "kdfparams", "mac")
+    if not isinstance(crypto, dict) or any(f not in crypto for f in fields) or keystore.get("version") != 3:
+        raise KeystoreError(
+            f"{path} is JSON but not an Ethereum keystore (version 3, with crypto.{', crypto.'.join(fields)}): {hint}"
+        )
+    return keystore
+
+
+def keystore_address(path: Path) -> str:
+    """The address a keystore holds the key of, read without the password (keystores store it in the clear)."""
+    from eth_utils import is_hex_address, to_checksum_address
+
+    address = read_keystore(path).get("address", "")
+    address = address if str(address).startswith("0x") else f"0x{address}"
+    if not is_hex_address(address):
+        raise KeystoreError(f"{path} does not name its address; decrypt it (any command with --keystore shows it)")
+    return to_checksum_address(address)
+
+
 def load_keystore(path: Path, password: str) -> LocalAccount:
     path = Path(path)
-    try:
-        keystore = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise KeystoreError(f"no keystore at {path}; create one with `fedchain account create --out {path}`") from exc
-    except json.JSONDecodeError as exc:
-        raise KeystoreError(f"{path} is not a keystore (invalid JSON)") from exc
+    keystore = read_keystore(path)
     try:
         key = Account.decrypt(keystore, password)
     except ValueError as exc:
+        if "mac mismatch" not in str(exc).lower():
+            raise KeystoreError(f"{path} cannot be decrypted: {exc}") from None
         raise WrongPasswordError(f"the password does not decrypt {path} (check ${PASSWORD_ENV})") from exc
+    except (KeyError, TypeError) as exc:
+        raise KeystoreError(f"{path} is not a complete keystore (missing {exc})") from None
     return Account.from_key(key)
 
 

@@ -10,11 +10,13 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
-from web3.exceptions import ContractLogicError
+from web3.exceptions import ContractCustomError, ContractLogicError
 from web3.logs import DISCARD
 
 from fedchain.chain.client import Chain, TxResult
 from fedchain.chain.deployments import Deployments
+from fedchain.chain.errors import ChainError, TaskNotFoundError
+from fedchain.state import StateBinding
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +123,25 @@ class Protocol:
         self.manager = chain.contract("TaskManager", deployments.address("TaskManager"))
         self.registry = chain.contract("StakeRegistry", deployments.address("StakeRegistry"))
         self.token = chain.contract("FedToken", deployments.address("FedToken"))
+        self._binding: StateBinding | None = None
+
+    def binding(self) -> StateBinding:
+        """What local state made against this deployment is bound to: the chain id, the TaskManager's address and
+        the hash of the deployment's first block (the one after the deployments file's `block`, which holds the
+        first deployment transaction). A fresh Anvil repeats chain id and addresses, never that hash. (Not the
+        genesis block: Anvil makes a new one each time it loads a saved chain.)"""
+        if self._binding is None:
+            number = self.deployments.block + 1
+            if number > self.chain.block_number():
+                raise ChainError(f"the deployments file says the contracts were deployed after block "
+                                 f"{self.deployments.block}, but {self.chain.rpc_url} has no block {number}: it is "
+                                 "not the chain they were deployed on (pass the matching --deployments)")
+            block = self.chain.w3.eth.get_block(number)
+            self._binding = StateBinding(
+                chain_id=self.chain.chain_id, contract=str(self.manager.address),
+                block=number, block_hash="0x" + bytes(block["hash"]).hex(),
+            )
+        return self._binding
 
     # ─── tokens ───
     def erc20(self, address: str) -> Any:
@@ -142,10 +163,32 @@ class Protocol:
         """Stake of `account` locked behind submissions whose locks were not released yet (never withdrawable)."""
         return self.registry.functions.lockedStake(to_checksum_address(account)).call()
 
+    def eth_balance(self, account: str) -> int:
+        return int(self.chain.w3.eth.get_balance(to_checksum_address(account)))
+
     def unbonding(self, account: str) -> tuple[int, int]:
-        """Unbonding stake of `account` and the unix time from which it can be withdrawn."""
+        """(amount unbonding, unix time it becomes withdrawable)."""
         amount, release = self.registry.functions.unbonding(to_checksum_address(account)).call()
         return int(amount), int(release)
+
+    def unbonding_period(self) -> int:
+        return int(self.registry.functions.unbondingPeriod().call())
+
+    def min_stakes(self) -> tuple[int, int]:
+        """(minimum contributor stake, minimum validator stake) of the registry."""
+        return (int(self.registry.functions.minContributorStake().call()),
+                int(self.registry.functions.minValidatorStake().call()))
+
+    def stake(self, account: LocalAccount, amount: int) -> list[TxResult]:
+        """Approve and stake `amount` of the stake token."""
+        approve = self.approve(account, self.registry.address, amount)
+        return [approve, self.chain.send(self.registry.functions.stake(amount), account, action="stake")]
+
+    def request_unstake(self, account: LocalAccount, amount: int) -> TxResult:
+        return self.chain.send(self.registry.functions.requestUnstake(amount), account, action="requestUnstake")
+
+    def withdraw_stake(self, account: LocalAccount) -> TxResult:
+        return self.chain.send(self.registry.functions.withdraw(), account, action="withdraw")
 
     def ensure_stake(self, account: LocalAccount, minimum: int) -> list[TxResult]:
         """Top the caller's active stake up to `minimum` (approve + stake); nothing if it is already there."""
@@ -164,8 +207,45 @@ class Protocol:
         return int(event["args"]["taskId"]), result
 
     def task(self, task_id: int) -> TaskInfo:
-        raw = self.manager.functions.getTask(task_id).call()
+        if not 0 <= task_id < 2**64:
+            self.require_task(task_id)
+        try:
+            raw = self.manager.functions.getTask(task_id).call()
+        except (ContractCustomError, ContractLogicError, OverflowError, ValueError):
+            self.require_task(task_id)  # TaskNotFoundError, naming the ids there are
+            raise
         return TaskInfo(task_id, *raw)
+
+    def require_task(self, task_id: int) -> None:
+        """Raise TaskNotFoundError, naming the ids that exist, unless `task_id` is a task of this deployment."""
+        count = self.task_count()
+        if not 0 <= task_id < count:
+            raise TaskNotFoundError(task_id, count, self.chain.rpc_url)
+
+    def cancel_task(self, owner: LocalAccount, task_id: int) -> TxResult:
+        return self.chain.send(self.manager.functions.cancelTask(task_id), owner, action="cancelTask")
+
+    def withdraw_refund(self, owner: LocalAccount, task_id: int) -> tuple[int, TxResult]:
+        amount = self.refundable(task_id)
+        return amount, self.chain.send(self.manager.functions.withdrawRefund(task_id), owner, action="withdrawRefund")
+
+    def refundable(self, task_id: int) -> int:
+        """What the owner may withdraw now: 0 while the task runs."""
+        return int(self.manager.functions.refundable(task_id).call())
+
+    def claim_deadline(self, task_id: int) -> int:
+        """Unix time after which rewards can no longer be claimed (0 while the task runs)."""
+        return int(self.manager.functions.claimDeadline(task_id).call())
+
+    def token_meta(self, address: str) -> tuple[str, int]:
+        """(symbol, decimals) of an ERC20, ("FED", 18) for the stake token or one that does not say."""
+        if to_checksum_address(address) == self.token.address:
+            return "FED", 18
+        contract = self.erc20(address)
+        try:
+            return str(contract.functions.symbol().call()), int(contract.functions.decimals().call())
+        except Exception:  # an ERC20 without the optional metadata functions
+            return "tokens", 0
 
     def round(self, task_id: int, round_index: int) -> RoundInfo:
         raw = list(self.manager.functions.getRound(task_id, round_index).call())

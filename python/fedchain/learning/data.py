@@ -36,6 +36,9 @@ class DataError(FedchainError, ValueError):
     """Raised when a data file or an array is not in the documented format, or a split is impossible."""
 
 
+MAX_ARRAY_BYTES = 8 << 30  # the most one array of a data file may claim; a header is checked before anything is read
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # FILE FORMAT
 # ---------------------------------------------------------------------------------------------------------------------
@@ -101,6 +104,8 @@ def load_npz(path: str | Path, spec: TaskSpec | None = None) -> tuple[np.ndarray
                     f"{p}: missing array(s) {', '.join(missing)}; found {archive.files or 'none'}; "
                     "save with np.savez(path, x=features, y=labels)"
                 )
+            for name in ("x", "y"):
+                _check_declared_size(archive, name, p)
             x, y = archive["x"], archive["y"]
     except DataError:
         raise
@@ -115,6 +120,29 @@ def load_npz(path: str | Path, spec: TaskSpec | None = None) -> tuple[np.ndarray
     if spec is None:
         return validate_arrays(x, y, source=str(p))
     return validate_arrays(x, y, spec.input_shape, spec.num_classes, source=str(p))
+
+
+def _check_declared_size(archive: np.lib.npyio.NpzFile, name: str, path: Path) -> None:
+    """Read only the .npy header of `name` and refuse an array that claims more bytes than its member holds or than
+    MAX_ARRAY_BYTES: numpy would allocate what the header claims before reading a byte."""
+    member = f"{name}.npy"
+    zf = archive.zip
+    info = zf.getinfo(member)
+    with zf.open(member) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise DataError(f"{path}: array {name} has an .npy format version {version} this reader does not accept")
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if claimed > min(info.file_size, MAX_ARRAY_BYTES):
+        raise DataError(
+            f"{path}: array {name} claims shape {tuple(shape)} of {dtype} ({claimed / 2**30:.1f} GiB), but "
+            + (f"the file holds {info.file_size} bytes for it: the file is damaged or was not written by np.savez"
+               if claimed > info.file_size else f"data files are capped at {MAX_ARRAY_BYTES >> 30} GiB per array")
+        )
 
 
 def save_npz(path: str | Path, x: np.ndarray, y: np.ndarray) -> Path:

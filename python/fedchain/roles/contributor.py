@@ -1,6 +1,10 @@
 """The contributor client: stake, follow the task's rounds, train locally, seal, pin, submit, claim.
 
     fedchain contribute --task 0 --data shard.npz --keystore me.json
+
+A trained update is written to the state directory before it is pinned and submitted, and removed only once the
+chain holds its digest (or the round closed without it): an IPFS outage is waited out with backoff while the
+round is open, and a contributor restarted in the same round submits the update it already trained.
 """
 
 from __future__ import annotations
@@ -13,22 +17,30 @@ from pathlib import Path
 import torch
 from eth_account.signers.local import LocalAccount
 
-from fedchain.chain.errors import TransactionRevertedError
+from fedchain.chain.errors import ChainError, TransactionRevertedError
 from fedchain.chain.protocol import Protocol, RoundPhase
+from fedchain.chain.units import format_fed
 from fedchain.content.client import IpfsClient
 from fedchain.core.cid import cid_to_digest
 from fedchain.core.envelope import UpdateEnvelope, encode_update
 from fedchain.core.sealing import SealBinding, seal
+from fedchain.errors import FedchainError
 from fedchain.learning.evaluation import pick_device
 from fedchain.learning.kinds import kind_of
 from fedchain.learning.models import build_model
 from fedchain.learning.trainers import LocalData, Trainer, TrainResult, trainer_for
+from fedchain.roles.retry import OutageError, patiently
+from fedchain.state import check_bound_dir, read_bound_json, write_bound_json, write_bytes_atomic
 from fedchain.views.follow import TaskFollower
 from fedchain.views.rewards import claimable_rewards
 from fedchain.views.taskview import TaskView
 
 log = logging.getLogger(__name__)
 STALL_CHECK_SECONDS = 5.0  # how often a waiting contributor checks for a missed aggregation deadline
+
+
+class CannotStakeError(FedchainError):
+    """Raised when the account cannot reach the task's minimum stake (too few FED, or no ETH for gas)."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +74,10 @@ class Contributor:
         self.task = TaskView(protocol, ipfs, config.task_id)
         self.device = torch.device(config.device) if config.device else pick_device()
         self._trainer = config.trainer
+        self.claimed = 0  # what claim() claimed in this process, in the smallest unit
         self._cursor_path = config.state_dir / f"contributor-{account.address}-task{config.task_id}.cursor.json"
+        self._pending_dir = config.state_dir / f"contributor-{account.address}-task{config.task_id}"
+        check_bound_dir(self._pending_dir, protocol.binding())  # refuse another chain's updates at once
 
     @property
     def trainer(self) -> Trainer:
@@ -73,36 +88,87 @@ class Contributor:
 
     # ─── the loop ───
     def run(self, *, max_rounds: int | None = None) -> list[RoundOutcome]:
-        """Contribute to every round until the task ends (or `max_rounds` submissions); then claim."""
+        """Contribute to every round until the task ends (or `max_rounds` submissions); then claim what was earned:
+        at the end of the task, or with `max_rounds` once the rounds it submitted to are over."""
         data = kind_of(self.task.spec).load_data(self.config.data_path, self.task.spec)
         outcomes: list[RoundOutcome] = []
         attempted: set[int] = set()  # rounds tried in this process: a refused submission is not retried
+        stopped: CannotStakeError | None = None  # could no longer stake after contributing: claim, then say so
         follower = TaskFollower(
             self.protocol, self.config.task_id, self._cursor_path,
             start_block=self.protocol.deployments.block,
         )
+        info = self.task.info()
+        if info.ended:
+            log.info("task %d has ended: nothing to train; claiming what is owed", self.config.task_id)
+        else:
+            self.check_can_stake(info.min_contributor_stake)  # a clear error now, not after waiting for a round
         while max_rounds is None or len(outcomes) < max_rounds:
             info = self.task.info()
             if info.ended:
                 break
             round_index = info.current_round
-            if round_index in attempted or self._already_submitted(round_index) or not self._open_now(round_index):
+            submitted = self._already_submitted(round_index)
+            if submitted:
+                self._drop_pending(round_index)  # submitted just before a crash: the chain has it
+            if round_index in attempted or submitted or not self._open_now(round_index):
                 self._wait_for_news(follower, round_index)
                 continue
             attempted.add(round_index)
             # Stake can fall below the task's minimum (a slash, an unstake): top it up before training.
             try:
-                self.protocol.ensure_stake(self.account, info.min_contributor_stake)
-            except TransactionRevertedError as exc:
-                log.error("cannot stake the task's minimum, so no longer contributing: %s", exc)
+                self.top_up_stake(info.min_contributor_stake)
+            except CannotStakeError as exc:
+                if not outcomes:
+                    raise
+                log.error("%s; claiming what the rounds it submitted to earned, then stopping", exc)
+                stopped = exc
                 break
             outcome = self.contribute_round(round_index, data)
             if outcome is not None:
                 outcomes.append(outcome)
         if self.config.claim_at_end:
-            self.wait_for_end()
+            if self.task.info().ended:
+                self.wait_for_end()
+            else:
+                log.info("stopping after %d submission(s): waiting for rounds %s to be decided, then claiming; "
+                         "rewards of the task's other rounds are not this run's", len(outcomes),
+                         [o.round for o in outcomes])
+                self.wait_for_rounds([o.round for o in outcomes])
             self.claim()
+        if stopped is not None:
+            raise stopped
         return outcomes
+
+    def check_can_stake(self, minimum: int) -> None:
+        """CannotStakeError, saying what is missing, unless this account holds or can stake the task's minimum."""
+        address = self.account.address
+        active = self.protocol.active_stake(address)
+        missing = minimum - active
+        if missing <= 0:
+            return
+        balance = self.protocol.balance_of(address)
+        if balance < missing:
+            raise CannotStakeError(
+                f"{address} cannot stake the {format_fed(minimum)} task {self.config.task_id} requires: it has "
+                f"{format_fed(active)} staked and holds {format_fed(balance)}, {format_fed(missing - balance)} too "
+                "few. Send it FED (on a devnet: `fedchain account fund --to ADDRESS --fed 1000`) and start again"
+            )
+        if self.protocol.eth_balance(address) == 0:
+            raise CannotStakeError(
+                f"{address} has no ETH to pay gas for staking and submitting: send it some (on a devnet: "
+                "`fedchain account fund --to ADDRESS --eth 1`) and start again"
+            )
+
+    def top_up_stake(self, minimum: int) -> None:
+        self.check_can_stake(minimum)
+        try:
+            self.protocol.ensure_stake(self.account, minimum)
+        except ChainError as exc:  # a revert, or gas the account cannot pay
+            raise CannotStakeError(
+                f"{self.account.address} could not stake the {format_fed(minimum)} task {self.config.task_id} "
+                f"requires: {exc}"
+            ) from exc
 
     def _wait_for_news(self, follower: TaskFollower, round_index: int) -> None:
         """Sleep until the task logs an event (a new round, a result, the end). Deadlines pass without events,
@@ -138,8 +204,34 @@ class Contributor:
             pass  # another participant expired it first
 
     def contribute_round(self, round_index: int, data: LocalData) -> RoundOutcome | None:
+        """Train (or reuse the update already trained for this round), pin and submit; None if the round closed."""
+        deadline = float(self.protocol.round(self.config.task_id, round_index).submission_deadline)
+        try:
+            pending = self._load_pending(round_index)
+            if pending is None:
+                pending = self._train(round_index, data, deadline)
+            payload, num_samples, seconds = pending
+            cid = patiently(f"pin round {round_index}'s update", lambda: self.ipfs.add_bytes(payload), until=deadline)
+        except OutageError as exc:
+            log.error("round %d: the update was not submitted: %s", round_index, exc)
+            self._drop_pending(round_index)
+            return None
+        try:
+            tx = self.protocol.submit_update(
+                self.account, self.config.task_id, round_index, cid_to_digest(cid), num_samples
+            )
+        except TransactionRevertedError as exc:
+            # The window closed (or the round filled up) while training: skip this round.
+            log.warning("round %d: submission refused: %s", round_index, exc)
+            self._drop_pending(round_index)
+            return None
+        self._drop_pending(round_index)
+        return RoundOutcome(round_index, cid, num_samples, seconds, tx.gas_used)
+
+    def _train(self, round_index: int, data: LocalData, deadline: float) -> tuple[bytes, int, float]:
         spec = self.task.spec
-        base = self.task.global_model(round_index)
+        base = patiently(f"fetch round {round_index}'s base model", lambda: self.task.global_model(round_index),
+                         until=deadline)
         model = build_model(spec)
         seed = self.config.seed * 1_000_003 + round_index
         log.info("round %d: training on %d samples from %s", round_index, len(data), base.cid)
@@ -147,16 +239,33 @@ class Contributor:
             model, base.state, data, spec, seed=seed, device=self.device, progress=self.config.progress
         )
         payload = self.build_payload(round_index, base.cid, result.num_samples, result.delta)
-        cid = self.ipfs.add_bytes(payload)
-        try:
-            tx = self.protocol.submit_update(
-                self.account, self.config.task_id, round_index, cid_to_digest(cid), result.num_samples
-            )
-        except TransactionRevertedError as exc:
-            # The window closed (or the round filled up) while training: skip this round, nothing is lost.
-            log.warning("round %d: submission refused: %s", round_index, exc)
+        self._save_pending(round_index, base.cid, payload, result.num_samples, result.seconds)
+        return payload, result.num_samples, result.seconds
+
+    # ─── the trained update, kept on disk until the chain has its digest ───
+    def _pending_paths(self, round_index: int) -> tuple[Path, Path]:
+        return self._pending_dir / f"round-{round_index}.json", self._pending_dir / f"round-{round_index}.update"
+
+    def _save_pending(self, round_index: int, base_cid: str, payload: bytes, num_samples: int, seconds: float) -> None:
+        meta, blob = self._pending_paths(round_index)
+        write_bytes_atomic(blob, payload)
+        write_bound_json(meta, {"round": round_index, "base_model_cid": base_cid, "num_samples": num_samples,
+                                "train_seconds": seconds, "files": [blob.name]}, self.protocol.binding())
+
+    def _load_pending(self, round_index: int) -> tuple[bytes, int, float] | None:
+        meta_path, blob = self._pending_paths(round_index)
+        meta = read_bound_json(meta_path, self.protocol.binding())
+        if meta is None or not blob.exists():
             return None
-        return RoundOutcome(round_index, cid, result.num_samples, result.seconds, tx.gas_used)
+        if meta.get("base_model_cid") != self.task.base_model_cid(round_index):
+            self._drop_pending(round_index)
+            return None
+        log.info("round %d: submitting the update trained before the restart (%s)", round_index, blob)
+        return blob.read_bytes(), int(meta["num_samples"]), float(meta.get("train_seconds", 0.0))
+
+    def _drop_pending(self, round_index: int) -> None:
+        for path in self._pending_paths(round_index):
+            path.unlink(missing_ok=True)
 
     def build_payload(self, round_index: int, base_cid: str, num_samples: int, delta: dict[str, torch.Tensor]) -> bytes:
         """The update envelope, sealed to the task's validators when the task says so."""
@@ -179,12 +288,26 @@ class Contributor:
                 return
             time.sleep(self.config.poll_interval)
 
+    def wait_for_rounds(self, rounds: list[int]) -> None:
+        """Wait until each of `rounds` is finalized or expired (expiring it once its validator missed the deadline)."""
+        for round_index in rounds:
+            while True:
+                phase = self.protocol.round(self.config.task_id, round_index).phase
+                if phase in (RoundPhase.OPEN, RoundPhase.AGGREGATING, RoundPhase.EXPIRED):
+                    self._expire_if_stalled(round_index)  # records an expiry nobody recorded yet
+                if phase in (RoundPhase.FINALIZED, RoundPhase.EXPIRED):
+                    break
+                time.sleep(self.config.poll_interval)
+
     def claim(self) -> int:
         """Claim every finalized round's reward not yet claimed, in one transaction. Returns the amount."""
-        claims = claimable_rewards(self.protocol, self.ipfs, self.config.task_id, self.account.address)
+        claims = patiently("read the round reports to claim", lambda: claimable_rewards(
+            self.protocol, self.ipfs, self.config.task_id, self.account.address), until=time.time() + 600)
         if not claims:
+            log.info("nothing to claim in task %d", self.config.task_id)
             return 0
         self.protocol.claim_many(self.account, self.config.task_id, [(c.round, c.amount, c.proof) for c in claims])
         total = sum(c.amount for c in claims)
-        log.info("claimed %d over %d round(s)", total, len(claims))
+        self.claimed += total
+        log.info("claimed %s over round(s) %s", format_fed(total), [c.round for c in claims])
         return total

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from fedchain.aggregation import RuleConfig, aggregate
+from fedchain.chain.units import format_fed
 from fedchain.core.policy import has_diverged, round_score, sample_count_reason, slash_decisions
 from fedchain.core.reasons import Reason, discarded_by
 from fedchain.core.report import RoundReport, UpdateRecord
@@ -208,8 +209,8 @@ def compute_outcome(inputs: RoundInputs, model: nn.Module, settings: ComputeSett
         metrics = evaluate(model, new_state, x, y, device=settings.device, objective=objective)
     timer.lap("evaluate")
     log.info(
-        "round %d: %d selected, %d rejected, accuracy %.4f, rewards %d",
-        inputs.round, len(selected), len(screening.rejected), metrics.accuracy, sum(rewards.values()),
+        "round %d: %d selected, %d rejected, accuracy %.4f, rewards %s",
+        inputs.round, len(selected), len(screening.rejected), metrics.accuracy, format_fed(sum(rewards.values())),
     )
     return RoundOutcome(
         task_id=inputs.task_id, round=inputs.round, base_cid=inputs.base_cid, verdicts=tuple(verdicts),

@@ -111,7 +111,8 @@ def _network(config: DemoConfig, console: Console) -> Iterator[tuple[str, str, P
         net_cm = running_devnet(run_dir / "devnet", deployments_path=run_dir / "deployments.json")
         net = net_cm.__enter__()
     try:
-        console.print(f"devnet: chain {net.rpc_url}, IPFS {net.ipfs_api}, contracts {net.deployments.contracts}")
+        console.print(f"devnet: chain {net.rpc_url}, IPFS {net.ipfs_api}, contracts {net.deployments.contracts}; "
+                      f"its logs and blocks in {run_dir / 'devnet'}/")
         yield net.rpc_url, net.ipfs_api, net.deployments_path
     finally:
         net_cm.__exit__(None, None, None)
@@ -178,6 +179,9 @@ def _run_on_network(config: DemoConfig, console: Console, rpc_url: str, ipfs_api
     _write_outputs(config, report, console)
     _print_rewards(console, report, participants)
     console.print(f"demo finished in {time.monotonic() - started:.1f} s; report: {config.report}")
+    console.print(f"logs of each process: {logs}/; throwaway keystores: {run_dir / 'keys'}/ and the validator's "
+                  f"sealing key {run_dir / 'validator.key'} (their password lived only in this run's memory); data "
+                  f"shards: {run_dir / 'data'}/; validator checkpoints: {run_dir / 'state'}/")
     return report
 
 
@@ -452,14 +456,16 @@ def _write_outputs(config: DemoConfig, report: dict, console: Console) -> None:
 
 
 def _print_rewards(console: Console, report: dict, participants: list[Participant]) -> None:
-    table = Table(title="rewards (FED)")
+    from fedchain.chain.units import format_fed
+
+    table = Table(title="rewards")
     for col in ("contributor", "role", "earned", "claimed", "slashed"):
         table.add_column(col)
     for p in participants:
         a = p.account.address
         table.add_row(
-            f"{p.name} {a[:10]}…", p.role, f"{int(report['rewards'][a]) / FED:,.2f}",
-            f"{int(report['claimed'][a]) / FED:,.2f}", f"{int(report['slashed'].get(a, 0)) / FED:,.2f}",
+            f"{p.name} {a[:10]}…", p.role, format_fed(int(report['rewards'][a])),
+            format_fed(int(report['claimed'][a])), format_fed(int(report['slashed'].get(a, 0))),
         )
     console.print(table)
     summary = report["outcome"]

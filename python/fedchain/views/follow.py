@@ -1,11 +1,15 @@
-"""Following a task through its contract events, from a block cursor saved on disk (so a restart resumes there)."""
+"""Following a task through its contract events, from a block cursor saved on disk (so a restart resumes there).
+
+The cursor is bound to the deployment it was read from: a cursor from a chain that was since reset (a block
+number the new chain may never reach) is refused with a clear message rather than followed into a silent hang.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from fedchain.chain.protocol import Protocol
-from fedchain.state import read_json, write_json_atomic
+from fedchain.state import read_bound_json, write_bound_json
 
 
 class TaskFollower:
@@ -16,7 +20,8 @@ class TaskFollower:
         self.protocol = protocol
         self.task_id = task_id
         self.cursor_path = cursor_path
-        saved = read_json(cursor_path, {})
+        self.binding = protocol.binding()
+        saved = read_bound_json(cursor_path, self.binding) or {}  # StateMismatchError: another chain's cursor
         self.cursor = int(saved.get("block", start_block - 1))  # last block already looked at
 
     def poll(self) -> bool:
@@ -25,5 +30,5 @@ class TaskFollower:
             return False
         found = self.protocol.task_event_count(self.task_id, self.cursor + 1, head) > 0
         self.cursor = head
-        write_json_atomic(self.cursor_path, {"block": head, "task_id": self.task_id})
+        write_bound_json(self.cursor_path, {"block": head, "task_id": self.task_id}, self.binding)
         return found

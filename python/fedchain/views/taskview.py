@@ -7,17 +7,13 @@ from functools import cached_property
 
 import torch
 
+from fedchain.chain.errors import TaskNotFoundError  # noqa: F401 - re-exported: where callers look for it
 from fedchain.chain.protocol import Protocol, TaskInfo
 from fedchain.content.client import IpfsClient
 from fedchain.core.cid import digest_to_cid
 from fedchain.core.envelope import decode_model
 from fedchain.core.spec import TaskSpec
-from fedchain.errors import FedchainError
 from fedchain.learning.models import ParamLayout, build_model, tensors_from_arrays
-
-
-class TaskNotFoundError(FedchainError, LookupError):
-    """Raised when a task id does not exist on the chain."""
 
 
 @dataclass
@@ -34,12 +30,7 @@ class TaskView:
         self.protocol = protocol
         self.ipfs = ipfs
         self.task_id = task_id
-        count = protocol.task_count()
-        if not 0 <= task_id < count:
-            raise TaskNotFoundError(
-                f"task {task_id} does not exist on {protocol.chain.rpc_url} "
-                f"({count} task(s) there: ids 0..{count - 1})" if count else f"no task exists yet on {protocol.chain.rpc_url}"
-            )
+        protocol.require_task(task_id)
 
     def info(self) -> TaskInfo:
         return self.protocol.task(self.task_id)

@@ -96,15 +96,22 @@ def account_create(
 def task_init_spec(
     out: Path = typer.Option(..., "--out", help="Where to write the spec JSON."),
     sealing_key: list[str] = typer.Option([], "--sealing-key", help="A validator's public sealing key (hex; `fedchain keys public`). Repeatable."),
-    architecture: str = typer.Option("cnn", help="Model architecture from the registry (cnn, mlp)."),
+    preset: str = typer.Option("mnist", help="mnist (28x28 digit classification) or shakespeare (next-character "
+                               "prediction on 80-character windows of printable ASCII, char-lstm)."),
+    architecture: str = typer.Option("cnn", help="The MNIST preset's model from the registry (cnn, mlp)."),
     rule: str = typer.Option("fedavg", help="Aggregation rule: fedavg, median, trimmed-mean, multi-krum."),
     scoring: str = typer.Option("tmc-shapley", help="Contribution scoring: tmc-shapley, marginal, equal."),
 ) -> None:
-    """Write a starting task spec for the MNIST preset: edit it, then `fedchain task create --spec`."""
-    from fedchain.core.spec import ScoringConfig, TaskSpec, mnist_spec
+    """Write a starting task spec from a preset: edit it, then `fedchain task create --spec`."""
+    from fedchain.core.spec import ScoringConfig, TaskSpec, mnist_spec, shakespeare_spec
     from fedchain.learning.kinds import check_spec
 
-    spec = mnist_spec(architecture, list(sealing_key), scoring=ScoringConfig(method=scoring))
+    if preset not in ("mnist", "shakespeare"):
+        raise typer.BadParameter(f"unknown preset {preset!r}: use mnist or shakespeare")
+    if preset == "shakespeare":
+        spec = shakespeare_spec(list(sealing_key), scoring=ScoringConfig(method=scoring))
+    else:
+        spec = mnist_spec(architecture, list(sealing_key), scoring=ScoringConfig(method=scoring))
     spec = TaskSpec.model_validate({**spec.to_json_obj(), "aggregation": {"rule": rule}})
     check_spec(spec)
     if out.exists():
@@ -151,7 +158,8 @@ def task_create(
 @friendly_errors
 def contribute(
     task: int = typer.Option(..., "--task", help="Task id."),
-    data: Path = typer.Option(..., "--data", help="Your private data: .npz with x (float32) and y (int64)."),
+    data: Path = typer.Option(..., "--data", help="Your private data: .npz with x (float32) and y (int64); for a "
+                              "next-token (text) task, a UTF-8 .txt file (README: the data formats)."),
     keystore: Path = Keystore,
     state_dir: Path = typer.Option(Path(".fedchain/state"), help="Progress files, so a restart resumes."),
     max_rounds: int | None = typer.Option(None, help="Stop after this many submissions."),
@@ -182,7 +190,8 @@ def contribute(
 @friendly_errors
 def validate(
     task: int = typer.Option(..., "--task", help="Task id."),
-    holdout: Path = typer.Option(..., "--holdout", help="Held-out data (.npz with x and y) to evaluate and score on."),
+    holdout: Path = typer.Option(..., "--holdout", help="Held-out data to evaluate and score on, in the task's data "
+                                 "format (.npz with x and y, or UTF-8 text for a next-token task)."),
     keystore: Path = Keystore,
     sealing_key: Path | None = typer.Option(None, "--sealing-key", help="The validator's X25519 key (fedchain keys create)."),
     sealing_password_env: str | None = typer.Option(None, help="Environment variable with the sealing key's password."),

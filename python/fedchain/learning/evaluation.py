@@ -31,20 +31,35 @@ class TrainingError(FedchainError, ValueError):
 
 @dataclass(frozen=True)
 class Objective:
-    """What a task kind minimises and reports: a batch's mean loss, and its number of correct predictions."""
+    """What a task kind minimises and reports: the loss over a batch's predictions, and how many of them are right.
 
-    # (model output, targets, reduction="mean" | "sum") -> loss, with F.cross_entropy's signature
+    A sample may carry several predictions (a text window predicts each next character): losses are means over
+    every prediction (every element of the targets), and accuracy is correct predictions over predictions."""
+
+    # (model output, targets, reduction="mean" | "sum") -> loss over every prediction, with F.cross_entropy's signature
     loss: Callable[..., Tensor]
     correct: Callable[[Tensor, Tensor], int]  # (model output, targets) -> number of correct predictions
     target_dtype: torch.dtype = torch.int64
+    input_dtype: torch.dtype = torch.float32  # what the model reads: float features, or int64 token ids
+    target_dims: int = 1  # dimensions of y, the sample axis included: (N,) labels, (N, T) next tokens
 
 
 def _classification_correct(logits: Tensor, y: Tensor) -> int:
     return int((logits.argmax(1) == y).sum())
 
 
+def _next_token_loss(logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction=reduction)
+
+
+def _next_token_correct(logits: Tensor, y: Tensor) -> int:
+    return int((logits.argmax(-1) == y).sum())
+
+
 # Single-label classification: cross-entropy over class logits (B, C) and integer labels (B,).
 CLASSIFICATION = Objective(loss=F.cross_entropy, correct=_classification_correct)
+# Next-token prediction: token ids (B, T) in, logits (B, T, V) out, the next token (B, T) at every position.
+NEXT_TOKEN = Objective(loss=_next_token_loss, correct=_next_token_correct, input_dtype=torch.int64, target_dims=2)
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
@@ -54,20 +69,29 @@ def pick_device(prefer: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 def _as_tensors(
-    x: np.ndarray | Tensor, y: np.ndarray | Tensor, device: torch.device, y_dtype: torch.dtype = torch.int64
+    x: np.ndarray | Tensor, y: np.ndarray | Tensor, device: torch.device, y_dtype: torch.dtype = torch.int64,
+    x_dtype: torch.dtype = torch.float32, y_dims: int = 1,
 ) -> tuple[Tensor, Tensor]:
-    xt = torch.as_tensor(x, dtype=torch.float32).to(device)
+    xt = torch.as_tensor(x, dtype=x_dtype).to(device)
     yt = torch.as_tensor(y, dtype=y_dtype).to(device)
-    if xt.shape[0] != yt.shape[0] or yt.dim() != 1:
-        raise TrainingError(f"x has {xt.shape[0]} samples and y shape {tuple(yt.shape)}: expected y of shape (N,)")
+    if yt.dim() != y_dims or xt.shape[0] != yt.shape[0]:
+        expected = "(N,)" if y_dims == 1 else f"(N, {', '.join('...' for _ in range(y_dims - 1))})"
+        raise TrainingError(f"x has {xt.shape[0]} samples and y shape {tuple(yt.shape)}: expected y of shape {expected}")
     if xt.shape[0] == 0:
         raise TrainingError("no samples to train or evaluate on")
     return xt, yt
 
+def as_tensors(
+    x: np.ndarray | Tensor, y: np.ndarray | Tensor, device: torch.device, objective: Objective
+) -> tuple[Tensor, Tensor]:
+    """(x, y) as the objective's tensors on `device`, checked: one row of y per sample, at least one sample."""
+    return _as_tensors(x, y, device, objective.target_dtype, objective.input_dtype, objective.target_dims)
+
+
 @dataclass(frozen=True)
 class EvalResult:
-    loss: float  # mean cross-entropy
-    accuracy: float  # in [0, 1]
+    loss: float  # mean cross-entropy per prediction
+    accuracy: float  # in [0, 1]: correct predictions / predictions
     samples: int
 
 @torch.inference_mode()
@@ -85,7 +109,7 @@ def evaluate(
     if state is not None:
         model.load_state_dict(dict(state))
     model.to(device).eval()
-    xt, yt = _as_tensors(x, y, device, objective.target_dtype)
+    xt, yt = as_tensors(x, y, device, objective)
     xt = _channels_last_model_and_images(model, xt)
     loss_sum, correct = 0.0, 0
     for i in range(0, xt.shape[0], batch_size):
@@ -93,8 +117,8 @@ def evaluate(
         target = yt[i : i + batch_size]
         loss_sum += objective.loss(logits, target, reduction="sum").item()
         correct += objective.correct(logits, target)
-    n = xt.shape[0]
-    return EvalResult(loss_sum / n, correct / n, n)
+    predictions = yt.numel()  # N for classification, N x T for next-token windows
+    return EvalResult(loss_sum / predictions, correct / predictions, xt.shape[0])
 
 def _channels_last_model_and_images(model: nn.Module, x: Tensor) -> Tensor:
     """For image batches (N, C, H, W): the model's kernels and the images channels-last (NHWC), in which oneDNN
@@ -141,7 +165,7 @@ class LossEvaluator:
         if max_samples is not None and max_samples < len(y):
             idx = np.sort(np.random.default_rng(seed).choice(len(y), size=max_samples, replace=False))
             x, y = x[idx], y[idx]
-        self.x, self.y = _as_tensors(x, y, self.device, objective.target_dtype)
+        self.x, self.y = as_tensors(x, y, self.device, objective)
         if self.x.dim() == 4:
             # NHWC: oneDNN's convolutions run about 3x faster on the CPU with image and weights channels-last
             self.x = self.x.contiguous(memory_format=torch.channels_last)
@@ -183,11 +207,11 @@ class LossEvaluator:
         return float(self.objective.loss(self._logits(delta_vec), self.y))
 
     def accuracy(self, delta_vec: Tensor | None) -> float:
-        return self.objective.correct(self._logits(delta_vec), self.y) / self.samples
+        return self.objective.correct(self._logits(delta_vec), self.y) / self.y.numel()
 
     def evaluate(self, delta_vec: Tensor | None) -> EvalResult:
         logits = self._logits(delta_vec)
         return EvalResult(
-            float(self.objective.loss(logits, self.y)), self.objective.correct(logits, self.y) / self.samples,
+            float(self.objective.loss(logits, self.y)), self.objective.correct(logits, self.y) / self.y.numel(),
             self.samples,
         )

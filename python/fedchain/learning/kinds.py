@@ -1,9 +1,8 @@
 """Task kinds: what a task learns, as one seam. A kind owns its data checks, its objective (loss and accuracy) and
-how a spec's model is checked, so a new kind (next-token prediction comes next) plugs in without touching the
-validator or the contributor.
+how a spec's model is checked, so a new kind plugs in without touching the validator or the contributor.
 
-    kind = kind_of(spec)                    # Classification for spec.kind == "classification"
-    data = kind.load_data("shard.npz", spec)
+    kind = kind_of(spec)                    # Classification for "classification", NextToken for "next-token"
+    data = kind.load_data("shard.npz", spec)   # a next-token task reads a UTF-8 .txt file (fedchain.learning.text)
     check_spec(spec, max_contributors=5)    # before a task is funded: the model builds, the rule can run
 """
 
@@ -17,8 +16,9 @@ import torch
 
 from fedchain.core.spec import SpecError, TaskSpec
 from fedchain.learning.data import load_npz
-from fedchain.learning.evaluation import CLASSIFICATION, Objective
+from fedchain.learning.evaluation import CLASSIFICATION, NEXT_TOKEN, Objective
 from fedchain.learning.models import ModelError, ParamLayout, build_model
+from fedchain.learning.text import load_text
 from fedchain.learning.trainers import LocalData
 
 
@@ -33,16 +33,25 @@ class TaskKind(ABC):
         """Read and check a data file for this task; raise DataError saying what to fix."""
 
     def check_spec(self, spec: TaskSpec) -> None:
-        """Raise SpecError unless the spec's model builds and runs on one input of the spec's shape."""
+        """Raise SpecError unless the spec's model builds, runs on one input of the spec's shape and gives the
+        output the objective scores."""
         try:
             model = build_model(spec)
             with torch.no_grad():
-                model.eval()(torch.zeros((1, *spec.input_shape)))
+                out = model.eval()(torch.zeros((1, *spec.input_shape), dtype=self.objective.input_dtype))
         except ModelError as exc:
             raise SpecError(f"architecture: {exc}", [("architecture", str(exc))]) from exc
-        except (RuntimeError, ValueError) as exc:
+        except (RuntimeError, ValueError, IndexError) as exc:
             problem = f"{spec.architecture} with model_config {spec.arch_config} cannot run on input {spec.input_shape}"
             raise SpecError(f"model_config: {problem}: {exc}", [("model_config", problem)]) from exc
+        expected = self.output_shape(spec)
+        if expected is not None and tuple(out.shape) != expected:
+            problem = f"{spec.architecture} gives outputs of shape {tuple(out.shape)} for one input, expected {expected}"
+            raise SpecError(f"architecture: {problem}", [("architecture", problem)])
+
+    def output_shape(self, spec: TaskSpec) -> tuple[int, ...] | None:
+        """The model's output for one input, when the kind requires one (None: not checked)."""
+        return None
 
 
 class Classification(TaskKind):
@@ -56,7 +65,23 @@ class Classification(TaskKind):
         return LocalData(x, y)
 
 
-KINDS: dict[str, TaskKind] = {kind.name: kind for kind in (Classification(),)}
+class NextToken(TaskKind):
+    """Next-token prediction on text: windows of input_shape[0] token ids in, the next token at every position out
+    (logits (B, window, vocabulary)). Data files are UTF-8 text (format: fedchain.learning.text), read with the
+    spec's `text` vocabulary; num_classes is the vocabulary's size."""
+
+    name = "next-token"
+    objective = NEXT_TOKEN
+
+    def load_data(self, path: str | Path, spec: TaskSpec) -> LocalData:
+        x, y = load_text(path, spec)
+        return LocalData(x, y)
+
+    def output_shape(self, spec: TaskSpec) -> tuple[int, ...] | None:
+        return (1, spec.input_shape[0], spec.num_classes)
+
+
+KINDS: dict[str, TaskKind] = {kind.name: kind for kind in (Classification(), NextToken())}
 
 
 def kind_of(spec: TaskSpec) -> TaskKind:

@@ -1,6 +1,6 @@
 """Model architectures and the flat parameter layout that updates travel in.
 
-A task's spec names an architecture from a small registry (`mlp`, `cnn` now; later ones register the same way) plus
+A task's spec names an architecture from a small registry (`mlp`, `cnn`, `char-lstm`; others register the same way) plus
 its configuration. Everything that crosses a process boundary is a *flat float32 vector* of the model's floating-point
 state: `ParamLayout` fixes the order (state-dict names sorted), so a (K, D) buffer of K updates has one row per update.
 Integer buffers (BatchNorm's `num_batches_tracked`) are not part of the layout: they are not averaged.
@@ -169,6 +169,34 @@ class CNN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.features(x)  # (B, C, H, W) -> (B, channels[-1], pool_to, pool_to)
         return self.head(x)  # -> (B, num_classes)
+
+
+@register_architecture("char-lstm")
+class CharLSTM(nn.Module):
+    """Next-character model for text windows: Embedding -> LSTM -> Linear over the vocabulary, at every position.
+
+    model_config: embed (embedding width, default 32), hidden (LSTM width, default 256), layers (default 1), dropout
+    (between LSTM layers, default 0.0). input_shape is (window,); num_classes is the vocabulary's size. For a
+    95-character vocabulary the defaults give 331,999 parameters.
+    """
+
+    def __init__(
+        self, input_shape: tuple[int, ...], num_classes: int, embed: int = 32, hidden: int = 256, layers: int = 1,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if len(input_shape) != 1:
+            raise ValueError(f"char-lstm reads windows of token ids: input_shape must be (window,), got {tuple(input_shape)}")
+        if min(int(embed), int(hidden), int(layers)) < 1:
+            raise ValueError(f"embed, hidden and layers must be positive, got {embed}, {hidden}, {layers}")
+        self.embed = nn.Embedding(num_classes, int(embed))
+        self.lstm = nn.LSTM(int(embed), int(hidden), num_layers=int(layers), batch_first=True,
+                            dropout=float(dropout) if int(layers) > 1 else 0.0)
+        self.head = nn.Linear(int(hidden), num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, _ = self.lstm(self.embed(x))  # (B, T) ids -> (B, T, embed) -> (B, T, hidden)
+        return self.head(h)  # -> (B, T, num_classes): logits of each next token
 
 
 def _init_relu_layers(model: nn.Module, init: str, last: nn.Module) -> None:

@@ -25,8 +25,8 @@ from fedchain.core.spec import SpecError, TaskSpec, TrainingConfig
 from fedchain.learning.evaluation import (
     CLASSIFICATION,
     Objective,
-    _as_tensors,
     _channels_last_model_and_images,
+    as_tensors,
     pick_device,
 )
 from fedchain.learning.models import ParamLayout, StateDict
@@ -83,7 +83,7 @@ def train_local(
     """
     device = torch.device(device) if device is not None else pick_device()
     t0 = time.perf_counter()
-    xt, yt = _as_tensors(x, y, device, objective.target_dtype)
+    xt, yt = as_tensors(x, y, device, objective)
     n = xt.shape[0]
     layout = ParamLayout.from_state_dict(base_state)
     model.load_state_dict(dict(base_state))

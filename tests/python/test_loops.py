@@ -14,6 +14,7 @@ from fedchain.content.errors import ContentNotFoundError, NodeUnreachableError
 from fedchain.core.spec import mnist_spec
 from fedchain.learning.data import save_npz
 from fedchain.learning.trainers import TrainResult
+from fedchain.roles.collect import UpdateCollector
 from fedchain.roles.contributor import CannotStakeError, Contributor, ContributorConfig, RoundOutcome
 from fedchain.roles.validator import RoundResult, Validator, ValidatorConfig
 from fedchain.state import StateBinding, StateMismatchError, write_bound_json
@@ -464,11 +465,13 @@ class DownThenUpIpfs:
         return {"Version": "test"}
 
 
-def _fetching_validator(tmp_path, ipfs) -> Validator:
-    validator = _bare_validator(tmp_path, ScriptedChain(rounds=1))
-    validator.ipfs = ipfs
-    validator.task = SimpleNamespace(spec=mnist_spec("mlp", sealed=False))
-    return validator
+def _fetching_validator(tmp_path, ipfs) -> UpdateCollector:
+    """The validator's (and a committee member's) update fetching, without a chain, spec download or data."""
+    collector = UpdateCollector.__new__(UpdateCollector)
+    collector.protocol = ScriptedChain(rounds=1)
+    collector.ipfs = ipfs
+    collector.task = SimpleNamespace(spec=mnist_spec("mlp", sealed=False))
+    return collector
 
 
 def test_validator_waits_for_its_own_ipfs_node_instead_of_marking_updates_unavailable(tmp_path, monkeypatch):

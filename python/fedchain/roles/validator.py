@@ -3,7 +3,7 @@
     fedchain validate --task 0 --holdout test.npz --sealing-key validator.key --keystore validator.json
 
 A round is three steps: `collect` reads the chain's submissions and fetches, verifies, opens and decodes each update
-(fedchain.roles.round.RoundInputs); `compute_outcome` is a function of those inputs (fedchain.roles.round); `publish`
+(fedchain.roles.collect, shared with committee members); `compute_outcome` is a function of those inputs (fedchain.roles.round); `publish`
 pins the model and report (fedchain.roles.publish). The result is checkpointed before it is posted: killed at any
 moment and restarted, the validator recomputes (or reloads) the same result, loses no update and counts none twice.
 A checkpoint is bound to the deployment it was computed on and records the submissions it was computed from; it is
@@ -21,28 +21,19 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account.signers.local import LocalAccount
 
-from fedchain.aggregation import canonical_order
 from fedchain.chain.errors import TransactionRevertedError
-from fedchain.chain.protocol import Protocol, RoundPhase, Submission
+from fedchain.chain.protocol import Protocol, RoundPhase
 from fedchain.content.client import IpfsClient
-from fedchain.content.errors import ContentError, ContentTooLargeError
-from fedchain.core.cid import cid_to_digest, digest_to_cid
-from fedchain.core.envelope import EnvelopeError, decode_update
-from fedchain.core.reasons import Reason
-from fedchain.core.sealing import SealBinding, SealError, open_sealed, read_binding
+from fedchain.core.cid import cid_to_digest
 from fedchain.errors import ConfigError
-from fedchain.learning.evaluation import pick_device
-from fedchain.learning.kinds import kind_of
-from fedchain.learning.models import build_model
+from fedchain.roles.collect import UpdateCollector
 from fedchain.roles.publish import publish
-from fedchain.roles.retry import OutageError, node_is_up, patiently
-from fedchain.roles.round import ComputeSettings, RoundInputs, SubmittedUpdate, compute_outcome
+from fedchain.roles.retry import OutageError, patiently
+from fedchain.roles.round import ComputeSettings, RoundInputs, compute_outcome
 from fedchain.state import check_bound_dir, read_bound_json, write_bound_json
-from fedchain.views.taskview import TaskView
 
 log = logging.getLogger(__name__)
 
@@ -85,17 +76,15 @@ class Validator:
         self.protocol = protocol
         self.ipfs = ipfs
         self.account = account
-        self.sealing_key = sealing_key
         self.config = config
-        self.task = TaskView(protocol, ipfs, config.task_id)
-        self.device = torch.device(config.device) if config.device else pick_device()
-        self.holdout = kind_of(self.task.spec).load_data(config.holdout_path, self.task.spec)
-        self.model = build_model(self.task.spec).to(self.device)
+        self.collector = UpdateCollector(protocol, ipfs, config.task_id, config.holdout_path, sealing_key,
+                                         config.device)
+        self.task = self.collector.task
+        self.device = self.collector.device
+        self.model = self.collector.model
         self.settings = ComputeSettings(self.device, config.scoring_threads, config.scoring_workers)
         self._checkpoint_dir = config.state_dir / f"validator-task{config.task_id}"
         check_bound_dir(self._checkpoint_dir, protocol.binding())  # another chain's checkpoints: refused at once
-        if self.task.spec.sealed and sealing_key is None:
-            raise ConfigError("this task's updates are sealed: pass the validator's --sealing-key")
         validator = self.task.info().validator
         if validator.lower() != account.address.lower():
             raise ConfigError(
@@ -205,84 +194,8 @@ class Validator:
         )
 
     def _deadline(self, round_index: int) -> float:
-        return float(self.protocol.round(self.config.task_id, round_index).aggregation_deadline)
+        return self.collector.deadline(round_index)
 
     def collect(self, round_index: int) -> RoundInputs:
         """The round's inputs: its submissions in canonical order, each fetched, verified and decoded into its row."""
-        task_id = self.config.task_id
-        deadline = self._deadline(round_index)
-        base = patiently(f"fetch round {round_index}'s base model", lambda: self.task.global_model(round_index),
-                         until=deadline)
-        on_chain = self.protocol.submissions(task_id, round_index)  # in chain order (block, log index)
-        log.info("round %d: aggregating %d submission(s)", round_index, len(on_chain))
-        # Rows in canonical order (by contributor address): the result never depends on arrival order.
-        subs = [on_chain[i] for i in canonical_order([s.contributor for s in on_chain])]
-        row_of = {s.contributor: i for i, s in enumerate(subs)}
-        rows = torch.zeros(len(subs), self.task.layout.total, dtype=torch.float32)  # (K, D)
-        rejections: dict[int, str] = {}
-        seen = self._digests_before(round_index)
-        for sub in on_chain:  # chain order, so that the first of identical bytes is the original
-            row = row_of[sub.contributor]
-            reason = (Reason.REPLAY if sub.digest in seen
-                      else self._load_update(sub, round_index, base.cid, rows[row], deadline))
-            seen.add(sub.digest)
-            if reason is not None:
-                rejections[row] = str(reason)
-        info = self.task.info()
-        return RoundInputs(
-            task_id=task_id, round=round_index, spec=self.task.spec,
-            updates=[SubmittedUpdate(s.contributor, digest_to_cid(s.digest), s.digest, s.num_samples, rejections.get(i))
-                     for i, s in enumerate(subs)],
-            submission_order=[row_of[s.contributor] for s in on_chain], rows=rows, base_state=base.state,
-            base_cid=base.cid, holdout=self.holdout, budget=info.reward_per_round + info.carry,
-        )
-
-    def _digests_before(self, round_index: int) -> set[bytes]:
-        """Digests submitted in earlier rounds of this task: the same bytes again are a replay."""
-        return {s.digest for s in self.protocol.submissions(self.config.task_id) if s.round < round_index}
-
-    def _fetch_update(self, sub: Submission, deadline: float) -> bytes | Reason:
-        """The update's bytes; a reason code only for the update's own fault: while our own node is down, wait."""
-        cid = digest_to_cid(sub.digest)
-        while True:
-            try:
-                return self.ipfs.cat(cid, max_size=self.task.spec.max_update_bytes)
-            except ContentTooLargeError as exc:
-                log.warning("update %s from %s rejected: %s", cid, sub.contributor, exc)
-                return Reason.TOO_LARGE
-            except ContentError as exc:
-                if node_is_up(self.ipfs):
-                    log.warning("update %s from %s is unavailable: %s", cid, sub.contributor, exc)
-                    return Reason.UNAVAILABLE
-                log.warning("cannot fetch update %s: this validator's IPFS node at %s is down; waiting for it "
-                            "(the update is not marked unavailable for that)", cid, self.ipfs.api)
-                patiently("reach this validator's IPFS node", self.ipfs.version, until=deadline)
-
-    def _load_update(self, sub: Submission, round_index: int, base_cid: str, row: torch.Tensor,
-                     deadline: float) -> str | None:
-        """Fetch, verify, open and decode one update into `row`; the reason code if it is rejected."""
-        spec = self.task.spec
-        fetched = self._fetch_update(sub, deadline)
-        if isinstance(fetched, Reason):
-            return fetched
-        data = fetched
-        try:
-            if spec.sealed:
-                binding = SealBinding(self.config.task_id, round_index, sub.contributor)
-                if read_binding(data) != binding:
-                    return Reason.REPLAY  # sealed for another sender or round
-                assert self.sealing_key is not None  # checked in __init__ for sealed tasks
-                data = open_sealed(data, self.sealing_key, binding)
-            envelope = decode_update(data, self.task.layout.expected_tensors(), max_bytes=spec.max_update_bytes)
-        except (SealError, EnvelopeError) as exc:
-            return exc.reason
-        if (envelope.task_id, envelope.round) != (self.config.task_id, round_index):
-            return Reason.REPLAY
-        if envelope.contributor.lower() != sub.contributor.lower():
-            return Reason.REPLAY
-        if envelope.base_model_cid != base_cid:
-            return Reason.WRONG_BASE
-        if envelope.num_samples != sub.num_samples:
-            return Reason.BAD_METADATA
-        self.task.layout.flatten_into(envelope.tensors, row)
-        return None
+        return self.collector.collect(round_index)

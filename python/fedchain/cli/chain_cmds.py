@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
     app.command("contribute")(contribute)
     app.command("validate")(validate)
     app.command("claim")(claim)
+    app.command("verify")(verify)
 
 
 @friendly_errors
@@ -143,10 +144,12 @@ def validate(
     scoring_workers: int | None = typer.Option(
         None, min=1, help="Threads that value coalitions in parallel (default: one per CPU, at most 4; 1 on a GPU)."
     ),
+    behaviour: str = typer.Option("honest", hidden=True, help="Demo only: a committee member's behaviour."),
+    accomplices: str = typer.Option("", hidden=True, help="Demo only: a colluding member's accomplices."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
     rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt, password_env: str = PasswordEnv,
 ) -> None:
-    """Aggregate, score and finalize every round of a task as its validator."""
+    """Aggregate, score and finalize every round of a task as its validator, or as a member of its committee."""
     setup_logging(verbose)
     from fedchain.chain.units import format_fed
     from fedchain.core.keys import load_sealing_key
@@ -165,6 +168,10 @@ def validate(
 
         raise ConfigError(f"task {task} has ended (all {info.num_rounds} round(s) decided or cancelled): there is "
                           f"nothing left to validate; `fedchain status --task {task}` shows its results")
+    if protocol.committees.committee_of_task(task) != 0:
+        _serve_committee(protocol, ipfs, account, key, task, holdout, state_dir, scoring_workers, max_rounds,
+                         behaviour, accomplices)
+        return
     config = ValidatorConfig(task_id=task, holdout_path=holdout, state_dir=state_dir, scoring_workers=scoring_workers)
     results = Validator(protocol, ipfs, account, key, config).run(max_rounds=max_rounds)
     for r in results:
@@ -172,6 +179,45 @@ def validate(
                       f"model {r.model_cid}")
     console.print(f"task {task}: {'ended' if protocol.task(task).ended else 'stopped after --max-rounds'}; "
                   f"{len(results)} round(s) finalized by this run")
+
+
+def _serve_committee(protocol, ipfs, account, key, task: int, holdout: Path, state_dir: Path,
+                     scoring_workers: int | None, max_rounds: int | None, behaviour: str, accomplices: str) -> None:
+    from fedchain.roles.collect import UpdateCollector
+    from fedchain.roles.member import CommitteeMember, MemberConfig
+    from fedchain.sim.member_attacks import member_behaviour
+    from fedchain.views.rewards import claimable_rewards
+
+    collector = UpdateCollector(protocol, ipfs, task, holdout, key)
+    config = MemberConfig(task_id=task, holdout_path=holdout, state_dir=state_dir, scoring_workers=scoring_workers)
+    member = CommitteeMember(protocol, protocol.committees, ipfs, account, collector, config,
+                             member_behaviour(behaviour, [a for a in accomplices.split(",") if a]))
+    served = member.run(max_rounds=max_rounds)
+    console.print(f"task {task}: served {len(served)} round(s) as a committee member")
+    if protocol.task(task).ended:
+        claims = claimable_rewards(protocol, ipfs, task, account.address)
+        if claims:
+            protocol.claim_many(account, task, [(c.round, c.amount, c.proof) for c in claims])
+            console.print(f"claimed {sum(c.amount for c in claims)} over rounds {[c.round for c in claims]}")
+
+
+@friendly_errors
+def verify(
+    task: int = typer.Option(..., "--task", help="Task id."),
+    round_index: int = typer.Option(..., "--round", help="A finalized round."),
+    rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt,
+) -> None:
+    """Recompute a finalized round from public data (the consensus of a committee, the reward root, the model of an
+    unsealed task) and say whether it matches what was posted. Exit status 1 on a mismatch."""
+    from fedchain.roles.verify import verify_round
+
+    protocol, ipfs = connect(rpc_url, ipfs_api, deployments)
+    result = verify_round(protocol, ipfs, task, round_index)
+    for check in result.checks:
+        console.print(f"{'ok      ' if check.ok else 'MISMATCH'} {check.name}: {check.detail}")
+    console.print(f"task {task} round {round_index}: {'verified' if result.ok else 'DOES NOT MATCH what was posted'}")
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 def _wait_for_task(protocol, task_id: int, seconds: float) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -26,6 +27,7 @@ from fedchain.errors import ConfigError
 from fedchain.learning.evaluation import pick_device
 from fedchain.learning.kinds import kind_of
 from fedchain.learning.models import build_model
+from fedchain.learning.trainers import LocalData
 from fedchain.roles.retry import node_is_up, patiently
 from fedchain.roles.round import RoundInputs, SubmittedUpdate
 from fedchain.views.taskview import TaskView
@@ -36,7 +38,7 @@ log = logging.getLogger(__name__)
 class UpdateCollector:
     """A task's view, this party's held-out data and model, and the fetching of each round's updates."""
 
-    def __init__(self, protocol: Protocol, ipfs: IpfsClient, task_id: int, holdout_path: Path,
+    def __init__(self, protocol: Protocol, ipfs: IpfsClient, task_id: int, holdout_path: Path | None,
                  sealing_key: X25519PrivateKey | None, device: str | None = None) -> None:
         self.protocol = protocol
         self.ipfs = ipfs
@@ -44,7 +46,9 @@ class UpdateCollector:
         self.sealing_key = sealing_key
         self.task = TaskView(protocol, ipfs, task_id)
         self.device = torch.device(device) if device else pick_device()
-        self.holdout = kind_of(self.task.spec).load_data(holdout_path, self.task.spec)
+        # Without held-out data (a verifier), rounds can be merged but not scored.
+        self.holdout = (kind_of(self.task.spec).load_data(holdout_path, self.task.spec) if holdout_path is not None
+                        else LocalData(np.zeros((0, *self.task.spec.input_shape), np.float32), np.zeros(0, np.int64)))
         self.model = build_model(self.task.spec).to(self.device)
         if self.task.spec.sealed and sealing_key is None:
             raise ConfigError("this task's updates are sealed: pass the validator's --sealing-key")

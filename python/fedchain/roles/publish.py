@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from fedchain.content.client import IpfsClient
 from fedchain.core.envelope import encode_model
 from fedchain.core.report import RoundReport, canonical_json
+from fedchain.learning.models import StateDict
 from fedchain.roles.round import RoundOutcome
 
 
@@ -25,8 +26,11 @@ class Published:
 
 def model_bytes(outcome: RoundOutcome) -> bytes:
     """The new global model file: its metadata ties it to the task, round and base model."""
-    metadata = {"task_id": outcome.task_id, "round": outcome.round, "base_model_cid": outcome.base_cid}
-    return encode_model(outcome.new_state, metadata)
+    return model_file(outcome.task_id, outcome.round, outcome.base_cid, outcome.new_state)
+
+
+def model_file(task_id: int, round_index: int, base_cid: str, state: StateDict) -> bytes:
+    return encode_model(state, {"task_id": task_id, "round": round_index, "base_model_cid": base_cid})
 
 
 def publish(outcome: RoundOutcome, ipfs: IpfsClient) -> Published:

@@ -153,30 +153,8 @@ def compute_outcome(inputs: RoundInputs, model: nn.Module, settings: ComputeSett
     spec, policy = inputs.spec, inputs.spec.policy
     layout = ParamLayout.from_state_dict(inputs.base_state)
     timer = _Timer()
-    verdicts = [Verdict(u.contributor, u.cid, u.digest, u.num_samples) for u in inputs.updates]
-    weights = [u.num_samples for u in inputs.updates]
-    pre_rejected: dict[int, str] = {}
-    for row, update in enumerate(inputs.updates):
-        reason = update.rejection or sample_count_reason(update.num_samples, policy)
-        if reason is not None:
-            pre_rejected[row] = str(reason)
-            weights[row] = 0  # never reaches the merge; kept in range for the screening statistics' bookkeeping
-
-    screening = screen(inputs.rows, inputs.submission_order, config=_screening_config(spec), pre_rejected=pre_rejected)
-    for row, reason in screening.rejected.items():
-        verdicts[row] = replace(verdicts[row], status="rejected", reason=str(reason))
-    accepted = list(screening.accepted)
-
-    rule = RuleConfig.from_dict(spec.aggregation.model_dump())
-    delta = torch.zeros(layout.total, dtype=torch.float32)
-    selected: list[int] = []
-    if accepted:
-        kept = inputs.rows if len(accepted) == len(verdicts) else inputs.rows[accepted]
-        agg = aggregate(rule, kept, [weights[i] for i in accepted], clip_in_place=False)
-        delta = agg.vector
-        selected = [accepted[i] for i in agg.selected]
-        for i in agg.discarded:
-            verdicts[accepted[i]] = replace(verdicts[accepted[i]], status="discarded", reason=discarded_by(rule.name))
+    merged = merge(inputs)
+    verdicts, weights, selected, delta, rule = merged.verdicts, merged.weights, merged.selected, merged.delta, merged.rule
     timer.lap("aggregate")
 
     with _torch_threads(settings.scoring_threads):
@@ -210,13 +188,56 @@ def compute_outcome(inputs: RoundInputs, model: nn.Module, settings: ComputeSett
     timer.lap("evaluate")
     log.info(
         "round %d: %d selected, %d rejected, accuracy %.4f, rewards %s",
-        inputs.round, len(selected), len(screening.rejected), metrics.accuracy, format_fed(sum(rewards.values())),
+        inputs.round, len(selected), sum(v.status == "rejected" for v in verdicts), metrics.accuracy,
+        format_fed(sum(rewards.values())),
     )
     return RoundOutcome(
         task_id=inputs.task_id, round=inputs.round, base_cid=inputs.base_cid, verdicts=tuple(verdicts),
         aggregation=rule.to_dict(), scoring=scoring_info, new_state=new_state, metrics=metrics,
         budget=inputs.budget, seconds=timer.laps,
     )
+
+
+@dataclass(frozen=True)
+class Merge:
+    """Screening and the robust rule: the part of a round that needs no held-out data (anyone can recompute it)."""
+
+    verdicts: list[Verdict]  # statuses and reasons; scores, rewards and slashes not yet decided
+    weights: list[int]  # per row: its sample count, 0 for a row rejected before screening
+    selected: list[int]  # rows the rule merged
+    delta: Tensor  # (D,) the merged update
+    rule: RuleConfig
+
+
+def merge(inputs: RoundInputs) -> Merge:
+    """Screen the rows and merge the accepted ones with the spec's rule."""
+    spec, policy = inputs.spec, inputs.spec.policy
+    layout = ParamLayout.from_state_dict(inputs.base_state)
+    verdicts = [Verdict(u.contributor, u.cid, u.digest, u.num_samples) for u in inputs.updates]
+    weights = [u.num_samples for u in inputs.updates]
+    pre_rejected: dict[int, str] = {}
+    for row, update in enumerate(inputs.updates):
+        reason = update.rejection or sample_count_reason(update.num_samples, policy)
+        if reason is not None:
+            pre_rejected[row] = str(reason)
+            weights[row] = 0  # never reaches the merge; kept in range for the screening statistics' bookkeeping
+
+    screening = screen(inputs.rows, inputs.submission_order, config=_screening_config(spec), pre_rejected=pre_rejected)
+    for row, reason in screening.rejected.items():
+        verdicts[row] = replace(verdicts[row], status="rejected", reason=str(reason))
+    accepted = list(screening.accepted)
+
+    rule = RuleConfig.from_dict(spec.aggregation.model_dump())
+    delta = torch.zeros(layout.total, dtype=torch.float32)
+    selected: list[int] = []
+    if accepted:
+        kept = inputs.rows if len(accepted) == len(verdicts) else inputs.rows[accepted]
+        agg = aggregate(rule, kept, [weights[i] for i in accepted], clip_in_place=False)
+        delta = agg.vector
+        selected = [accepted[i] for i in agg.selected]
+        for i in agg.discarded:
+            verdicts[accepted[i]] = replace(verdicts[accepted[i]], status="discarded", reason=discarded_by(rule.name))
+    return Merge(verdicts, weights, selected, delta, rule)
 
 
 def _screening_config(spec: TaskSpec) -> ScreeningConfig:

@@ -1,4 +1,5 @@
-"""Claims: an account's entitlements read from the round reports, with Merkle proofs rebuilt locally."""
+"""Claims: an account's entitlements with Merkle proofs rebuilt locally: from the round reports of a one-validator
+task, from the recomputed consensus of a committee task (fedchain.views.committee)."""
 
 from __future__ import annotations
 
@@ -34,8 +35,14 @@ def claimable_rewards(protocol: Protocol, ipfs: IpfsClient, task_id: int, accoun
     """Unclaimed, non-zero rewards of `account` in every finalized round of `task_id`, with proofs."""
     account = to_checksum_address(account)
     claims = []
+    committee = protocol.committees.committee_of_task(task_id) != 0
     for fin in protocol.finalizations(task_id):
         if fin.total_rewards == 0 or protocol.has_claimed(task_id, fin.round, account):
+            continue
+        if committee:
+            claim = _committee_claim(protocol, task_id, fin.round, fin.rewards_root, account)
+            if claim is not None:
+                claims.append(claim)
             continue
         report = fetch_report(ipfs, fin.report_digest)
         if (report.task_id, report.round) != (task_id, fin.round):
@@ -52,3 +59,17 @@ def claimable_rewards(protocol: Protocol, ipfs: IpfsClient, task_id: int, accoun
             )
         claims.append(Claim(fin.round, rewards[account], tree.proof(account)))
     return claims
+
+
+def _committee_claim(protocol: Protocol, task_id: int, round_index: int, root: bytes, account: str) -> Claim | None:
+    from fedchain.views.committee import committee_round
+
+    view = committee_round(protocol, task_id, round_index)
+    if view is None:
+        return None
+    tree = view.tree()
+    if tree.root != root:
+        raise RewardProofError(f"round {round_index}'s recomputed consensus does not rebuild the posted rewards root "
+                               f"(0x{tree.root.hex()} != 0x{root.hex()})")
+    amount = view.entries.get(account, 0)
+    return Claim(round_index, amount, tree.proof(account)) if amount else None

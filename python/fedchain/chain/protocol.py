@@ -14,6 +14,7 @@ from web3.exceptions import ContractLogicError
 from web3.logs import DISCARD
 
 from fedchain.chain.client import Chain, TxResult
+from fedchain.chain.committee import Committees
 from fedchain.chain.deployments import Deployments
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,14 @@ class Protocol:
         self.manager = chain.contract("TaskManager", deployments.address("TaskManager"))
         self.registry = chain.contract("StakeRegistry", deployments.address("StakeRegistry"))
         self.token = chain.contract("FedToken", deployments.address("FedToken"))
+        self._committees: Committees | None = None
+
+    @property
+    def committees(self) -> Committees:
+        """The CommitteeManager (ArtifactsError if the deployments file predates it)."""
+        if self._committees is None:
+            self._committees = Committees.from_deployments(self.chain, self.deployments)
+        return self._committees
 
     # ─── tokens ───
     def erc20(self, address: str) -> Any:

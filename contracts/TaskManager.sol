@@ -8,6 +8,7 @@ import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {ITaskManager} from "./interfaces/ITaskManager.sol";
 import {IStakeRegistry} from "./interfaces/IStakeRegistry.sol";
+import {ICommitteeManager} from "./interfaces/ICommitteeManager.sol";
 import {TaskManagerStorage} from "./base/TaskManagerStorage.sol";
 import {RoundLifecycle} from "./base/RoundLifecycle.sol";
 import {RewardClaims} from "./base/RewardClaims.sol";
@@ -46,11 +47,22 @@ contract TaskManager is Ownable2Step, RoundLifecycle, RewardClaims {
         _unpause();
     }
 
+    /// @inheritdoc ITaskManager
+    /// @dev Once: a committee bound to a task must keep judging it, so the manager cannot be swapped under it.
+    function setCommitteeManager(address committeeManager_) external onlyOwner {
+        if (committeeManager_ == address(0)) revert TaskManagerZeroAddress("committeeManager");
+        address current = _committeeManager;
+        if (current != address(0)) revert TaskManagerCommitteeManagerAlreadySet(current);
+        _committeeManager = committeeManager_;
+        emit CommitteeManagerSet(committeeManager_);
+    }
+
     // ─── TASKS ───
     /// @inheritdoc ITaskManager
     /// @dev Pulls the budget and refuses a token that delivers less than asked. Emits TaskCreated, RoundOpened.
+    ///      A committee task calls the CommitteeManager last (it binds the owner's complete committee or reverts).
     function createTask(TaskParams calldata p) external whenNotPaused nonReentrant returns (uint256 taskId) {
-        (uint256 budget, uint104 validatorStake) = _checkParams(p);
+        (uint256 budget, uint104 validatorStake, address committee) = _checkParams(p);
         // Interaction first only to measure what arrived; nonReentrant guards the window.
         uint256 before = p.rewardToken.balanceOf(address(this));
         p.rewardToken.safeTransferFrom(msg.sender, address(this), budget);
@@ -75,6 +87,7 @@ contract TaskManager is Ownable2Step, RoundLifecycle, RewardClaims {
         t.initialModelDigest = p.initialModelDigest;
         emit TaskCreated(taskId, msg.sender, address(p.rewardToken), budget, p.specDigest, p.initialModelDigest);
         _openRound(t, taskId, 0, validatorStake);
+        if (committee != address(0)) ICommitteeManager(committee).onTaskCreated(taskId, msg.sender, p);
     }
 
     /// @inheritdoc ITaskManager
@@ -91,8 +104,13 @@ contract TaskManager is Ownable2Step, RoundLifecycle, RewardClaims {
 
     // ─── INTERNAL ───
     /// @dev Validates the parameters and the validator's stake; returns the budget and the validator's minimum
-    ///      (which the task's rounds keep: the validator must hold it whenever it posts a result).
-    function _checkParams(TaskParams calldata p) private view returns (uint256 budget, uint104 validatorStake) {
+    ///      (which the task's rounds keep: the validator must hold it whenever it posts a result). A task naming the
+    ///      CommitteeManager (returned as `committee`) needs no validator stake: its members lock their seats.
+    function _checkParams(TaskParams calldata p)
+        private
+        view
+        returns (uint256 budget, uint104 validatorStake, address committee)
+    {
         if (address(p.rewardToken) == address(0)) revert TaskManagerZeroAddress("rewardToken");
         if (p.validator == address(0)) revert TaskManagerZeroAddress("validator");
         if (p.numRounds == 0 || p.numRounds > type(uint24).max) revert TaskManagerInvalidRounds(p.numRounds);
@@ -111,6 +129,8 @@ contract TaskManager is Ownable2Step, RoundLifecycle, RewardClaims {
             revert TaskManagerContributorStakeTooLow(p.minContributorStake, registryMin);
         }
         if (p.slashAmount > p.minContributorStake) revert TaskManagerSlashTooHigh(p.slashAmount, p.minContributorStake);
+        address committeeManager_ = _committeeManager;
+        if (committeeManager_ != address(0) && p.validator == committeeManager_) return (budget, 0, committeeManager_);
         validatorStake = _registry.minValidatorStake().toUint104();
         _checkValidatorStake(p.validator, validatorStake);
     }

@@ -1,11 +1,13 @@
-"""Deploy FedToken, StakeRegistry and TaskManager, let the TaskManager slash, and write deployments/<network>.json.
+"""Deploy FedToken, StakeRegistry, TaskManager and CommitteeManager, let both managers lock and slash, make the
+CommitteeManager the TaskManager's validator of committee tasks, and write deployments/<network>.json.
 
     ape run deploy                                   # local Anvil (ape's foundry provider), test account 0
     ape run deploy --network http://127.0.0.1:8545   # a running devnet (Anvil), test account 0
     ape run deploy --network ethereum:sepolia:node --account deployer --treasury 0x...
 
 The deployments file is what the Python side reads:
-{"chain_id", "network", "block", "deployer", "contracts": {"FedToken", "StakeRegistry", "TaskManager"}, "parameters"}.
+{"chain_id", "network", "block", "deployer", "contracts": {"FedToken", "StakeRegistry", "TaskManager",
+"CommitteeManager"}, "parameters"}.
 Amounts are in the token's smallest unit (FED has 18 decimals); periods in seconds, at most four years (the contracts
 refuse longer ones: a period near 2^64 would overflow and lock every claim, refund or unstaked token).
 """
@@ -56,13 +58,21 @@ def cli(network, alias, min_contributor_stake, min_validator_stake, unbonding_pe
     )
     manager = project.TaskManager.deploy(registry, claim_period, deployer, sender=deployer)
     registry.grantRole(registry.SLASHER_ROLE(), manager, sender=deployer)
+    committees = project.CommitteeManager.deploy(manager, sender=deployer)
+    registry.grantRole(registry.SLASHER_ROLE(), committees, sender=deployer)
+    manager.setCommitteeManager(committees, sender=deployer)
 
     record = {
         "chain_id": chain.chain_id,
         "network": network.name,
         "block": start_block,
         "deployer": deployer.address,
-        "contracts": {"FedToken": token.address, "StakeRegistry": registry.address, "TaskManager": manager.address},
+        "contracts": {
+            "FedToken": token.address,
+            "StakeRegistry": registry.address,
+            "TaskManager": manager.address,
+            "CommitteeManager": committees.address,
+        },
         "parameters": {
             "min_contributor_stake": min_contributor_stake,
             "min_validator_stake": min_validator_stake,
@@ -75,5 +85,5 @@ def cli(network, alias, min_contributor_stake, min_validator_stake, unbonding_pe
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
     for name, address in record["contracts"].items():
-        click.echo(f"{name:14} {address}")
+        click.echo(f"{name:16} {address}")
     click.echo(f"wrote {path}")

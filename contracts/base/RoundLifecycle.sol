@@ -133,7 +133,9 @@ abstract contract RoundLifecycle is SubmissionLocks {
             revert TaskManagerInvalidRewardsRoot(taskId, round, rewardsRoot, totalRewards);
         }
         validatorStake = c.validatorStake;
-        _checkValidatorStake(validator, validatorStake); // not only at creation: a validator that unstaked cannot post
+        // Not only at creation: a validator that unstaked cannot post. Zero: a committee task (seats are locked
+        // instead), or a registry minimum of zero (which any stake meets).
+        if (validatorStake != 0) _checkValidatorStake(validator, validatorStake);
     }
 
     /// @dev Every slashed account submitted in this round, its evidence is that digest, and accounts ascend.

@@ -77,6 +77,8 @@ abstract contract TaskManagerStorage is ITaskManager, Pausable, ReentrancyGuardT
     /// @dev Claim and lock release share one slot per (task, round, account): whichever comes second is cheap.
     mapping(uint256 taskId => mapping(uint256 round => mapping(address account => Settlement settlement))) internal
         _settlements;
+    /// @dev The validator of committee tasks, set once by the owner (read only by createTask).
+    address internal _committeeManager;
 
     /// @notice Fix the registry and the claim period for the contract's lifetime.
     /// @param registry the StakeRegistry; it must grant the TaskManager SLASHER_ROLE (the deploy script does).
@@ -92,6 +94,11 @@ abstract contract TaskManagerStorage is ITaskManager, Pausable, ReentrancyGuardT
     /// @inheritdoc ITaskManager
     function stakeRegistry() external view returns (address) {
         return address(_registry);
+    }
+
+    /// @inheritdoc ITaskManager
+    function committeeManager() external view returns (address) {
+        return _committeeManager;
     }
 
     /// @inheritdoc ITaskManager

@@ -123,6 +123,8 @@ interface ITaskManager {
     event RefundWithdrawn(uint256 indexed taskId, address indexed owner, uint256 amount);
     /// @notice The stake `account` locked for its submission in a settled round (`amount`) was released.
     event LockReleased(uint256 indexed taskId, uint256 indexed round, address indexed account, uint256 amount);
+    /// @notice The owner set the CommitteeManager: tasks naming it as validator are judged by a committee.
+    event CommitteeManagerSet(address committeeManager);
 
     // ─── ERRORS ───
     /// @notice A required address was zero (`what` names it).
@@ -205,10 +207,17 @@ interface ITaskManager {
     /// @notice The claim period is longer than `maximum` seconds (a period near 2^64 would overflow and make every
     ///         claim and refund revert).
     error TaskManagerClaimPeriodTooLong(uint64 claimPeriod, uint64 maximum);
+    /// @notice The CommitteeManager is set once; it already is (`committeeManager`).
+    error TaskManagerCommitteeManagerAlreadySet(address committeeManager);
 
     // ─── LOGIC ───
     /// @notice Create a task and pull its budget (numRounds * rewardPerRound) from the caller. Round 0 opens now.
+    ///         A task whose validator is the CommitteeManager binds the caller's pending committee (every member
+    ///         joined; see ICommitteeManager.onTaskCreated) instead of checking a validator's stake.
     function createTask(TaskParams calldata params) external returns (uint256 taskId);
+
+    /// @notice Owner, once: the CommitteeManager, the validator of committee tasks (it needs SLASHER_ROLE too).
+    function setCommitteeManager(address committeeManager_) external;
 
     /// @notice Post the digest of the caller's update for `round` of `taskId`. The caller's active stake must reach
     ///         the task's minimum, and the task's slash amount of it is locked until the round settles: taken from
@@ -217,7 +226,8 @@ interface ITaskManager {
 
     /// @notice The task's validator posts a round's result: new model, report, reward Merkle root and slashes.
     ///         The validator must still hold, as active stake, the registry's validator minimum of the task's
-    ///         creation.
+    ///         creation (a committee task's validator, the CommitteeManager, holds none: its members' seats are
+    ///         locked in the registry instead).
     /// @dev `slashes` must be sorted by account, strictly ascending (no duplicates): an O(n) duplicate check.
     function postResult(
         uint256 taskId,
@@ -257,6 +267,8 @@ interface ITaskManager {
     // ─── VIEWS ───
     /// @notice The registry whose stake gates submissions and results, holds submissions' locks and slashes.
     function stakeRegistry() external view returns (address);
+    /// @notice The CommitteeManager (zero until the owner sets it).
+    function committeeManager() external view returns (address);
     /// @notice Seconds after a task ends during which rewards can still be claimed.
     function claimPeriod() external view returns (uint64);
     /// @notice Number of tasks created; ids are 0 .. taskCount() - 1.

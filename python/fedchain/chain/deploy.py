@@ -23,7 +23,8 @@ class DeployParams:
 
 
 def deploy_all(chain: Chain, deployer: LocalAccount, *, network: str = "local", params: DeployParams = DeployParams()) -> Deployments:
-    """FedToken, StakeRegistry and TaskManager, with the task manager allowed to slash."""
+    """FedToken, StakeRegistry, TaskManager and CommitteeManager, both managers allowed to lock and slash, and the
+    CommitteeManager set as the TaskManager's validator of committee tasks."""
     treasury = params.treasury or deployer.address
     start_block = chain.block_number()
     token, _ = chain.deploy("FedToken", deployer, deployer.address)
@@ -34,8 +35,12 @@ def deploy_all(chain: Chain, deployer: LocalAccount, *, network: str = "local", 
     manager, _ = chain.deploy("TaskManager", deployer, registry.address, params.claim_period, deployer.address)
     slasher_role = Web3.keccak(text="SLASHER_ROLE")
     chain.send(registry.functions.grantRole(slasher_role, manager.address), deployer, action="grantRole")
+    committees, _ = chain.deploy("CommitteeManager", deployer, manager.address)
+    chain.send(registry.functions.grantRole(slasher_role, committees.address), deployer, action="grantRole")
+    chain.send(manager.functions.setCommitteeManager(committees.address), deployer, action="setCommitteeManager")
     return Deployments(
         chain_id=chain.chain_id, network=network, block=start_block, deployer=deployer.address,
-        contracts={"FedToken": token.address, "StakeRegistry": registry.address, "TaskManager": manager.address},
+        contracts={"FedToken": token.address, "StakeRegistry": registry.address, "TaskManager": manager.address,
+                   "CommitteeManager": committees.address},
         parameters={**asdict(params), "treasury": treasury},
     )

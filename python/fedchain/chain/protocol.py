@@ -14,6 +14,7 @@ from web3.exceptions import ContractCustomError, ContractLogicError
 from web3.logs import DISCARD
 
 from fedchain.chain.client import Chain, TxResult
+from fedchain.chain.committee import Committees
 from fedchain.chain.deployments import Deployments
 from fedchain.chain.errors import ChainError, TaskNotFoundError
 from fedchain.state import StateBinding
@@ -124,6 +125,7 @@ class Protocol:
         self.registry = chain.contract("StakeRegistry", deployments.address("StakeRegistry"))
         self.token = chain.contract("FedToken", deployments.address("FedToken"))
         self._binding: StateBinding | None = None
+        self._committees: Committees | None = None
 
     def binding(self) -> StateBinding:
         """What local state made against this deployment is bound to: the chain id, the TaskManager's address and
@@ -142,6 +144,13 @@ class Protocol:
                 block=number, block_hash="0x" + bytes(block["hash"]).hex(),
             )
         return self._binding
+
+    @property
+    def committees(self) -> Committees:
+        """The CommitteeManager (ArtifactsError if the deployments file predates it)."""
+        if self._committees is None:
+            self._committees = Committees.from_deployments(self.chain, self.deployments)
+        return self._committees
 
     # ─── tokens ───
     def erc20(self, address: str) -> Any:

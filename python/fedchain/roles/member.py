@@ -213,13 +213,26 @@ class CommitteeMember:
             self._finalize(round_index)
 
     def _finalize(self, round_index: int) -> None:
-        if self.protocol.round(self.config.task_id, round_index).phase == RoundPhase.FINALIZED:
-            return
-        try:
-            self.committees.finalize(self.account, self.config.task_id, round_index)
-            log.info("round %d: finalized", round_index)
-        except TransactionRevertedError as exc:
-            log.info("round %d: not finalized by this member (%s)", round_index, exc)
+        if self.protocol.round(self.config.task_id, round_index).phase != RoundPhase.FINALIZED:
+            try:
+                self.committees.finalize(self.account, self.config.task_id, round_index)
+                log.info("round %d: finalized", round_index)
+            except TransactionRevertedError as exc:
+                log.info("round %d: not finalized by this member (%s)", round_index, exc)
+        if time.time() >= self.committees.round_status(self.config.task_id, round_index).reveal_end:
+            self._slash_non_revealers(round_index)
+
+    def _slash_non_revealers(self, round_index: int) -> None:
+        """A member that committed and did not reveal is slashed (its commitment is the evidence): a silent member
+        cannot withhold a result it committed to, e.g. to see whether the others' consensus suits it."""
+        for member in self.committee.members:
+            ballot = self.committees.ballot(self.config.task_id, round_index, member)
+            if ballot.commitment != bytes(32) and not ballot.revealed and not ballot.slashed:
+                try:
+                    self.committees.slash_non_revealer(self.account, self.config.task_id, round_index, member)
+                    log.warning("round %d: member %s committed and did not reveal: slashed", round_index, member)
+                except TransactionRevertedError as exc:
+                    log.info("round %d: %s not slashed by this member (%s)", round_index, member, exc)
 
     def _expire(self, round_index: int) -> None:
         try:

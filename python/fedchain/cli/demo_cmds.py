@@ -58,6 +58,11 @@ def demo(
         "share", help="How scoring values a coalition: share (each member's own term of the round's FedAvg) or fedavg (its own FedAvg)."
     ),
     sealed: bool = typer.Option(True, "--sealed/--unsealed", help="Seal updates to the validator's key."),
+    validators: int = typer.Option(1, min=1, max=16, help="Validators: more than 1 forms a committee of staked "
+                                   "validators that agree on each round by stake-weighted consensus."),
+    validator_attack: str = typer.Option("", help="Committee members that misbehave, e.g. colluding:1 (scores the "
+                                         "attacking contributors high), lazy:1 (uniform scores), offline:1 (commits, "
+                                         "never reveals)."),
     dataset: str = typer.Option(
         "mnist", help="mnist (digits, dealt into non-IID shards) or shakespeare (next-character prediction; the speaking "
         "roles with the most lines are the contributors, one each; --alpha, --iid, --sized and --data-shards are MNIST's)."
@@ -78,11 +83,13 @@ def demo(
     """Run the protocol end to end: devnet, task, contributors and validator processes, rewards paid."""
     from fedchain.sim.attacks import parse_attack_mix
     from fedchain.sim.demo import DemoConfig, run_demo
+    from fedchain.sim.member_attacks import parse_member_attacks
 
     config = DemoConfig(
         clients=clients, rounds=rounds, seed=seed, alpha=None if iid else alpha, sized=sized, data_shards=data_shards,
         dataset=dataset, shakespeare=shakespeare, architecture=architecture, rule=rule, scoring=scoring, coalition=coalition, attack=parse_attack_mix(attack) if attack else {},
         sealed=sealed, rpc_url=rpc_url, ipfs_api=ipfs_api, deployments=deployments, workdir=workdir,
-        report=report, plot=plot, timeout=timeout,
+        report=report, plot=plot, timeout=timeout, validators=validators,
+        validator_attack=parse_member_attacks(validator_attack) if validator_attack else {},
     )
     run_demo(config, console=console)

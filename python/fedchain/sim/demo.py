@@ -70,6 +70,10 @@ class DemoConfig:
     submission_window: int = 180           # seconds; rounds close early once every contributor submitted
     aggregation_window: int = 180
     timeout: float = 900.0                 # give up (and stop every process) after this many seconds
+    validators: int = 1                    # more than 1: a committee of staked validators agrees on each round
+    validator_attack: dict[str, int] = field(default_factory=dict)  # member behaviour -> number of such members
+    committee_windows: tuple[int, int, int] = (10, 25, 10)  # availability, commit, reveal (seconds)
+    member_share_bps: int = 1_500          # share of each round's budget paid to committee members as dividends
 
     @property
     def total_clients(self) -> int:
@@ -117,6 +121,13 @@ def _check_choices(config: DemoConfig) -> None:
         if not plays.exists():
             raise ConfigError(f"the Shakespeare plays are not at {plays}: run `make setup`, or give --shakespeare PATH")
     task_spec(config, []).check_contributors(config.total_clients)
+    if not 1 <= config.validators <= 16:
+        raise ConfigError(f"--validators {config.validators}: a committee has 1 to 16 members")
+    misbehaving = sum(config.validator_attack.values())
+    if misbehaving and config.validators == 1:
+        raise ConfigError("--validator-attack needs a committee: give --validators 3 (or more)")
+    if misbehaving >= config.validators:
+        raise ConfigError(f"{misbehaving} misbehaving member(s) of {config.validators}: leave at least one honest")
 
 
 def task_spec(config: DemoConfig, sealing_keys: list[str]) -> TaskSpec:
@@ -168,7 +179,8 @@ def _run_on_network(config: DemoConfig, console: Console, rpc_url: str, ipfs_api
     password = secrets.token_hex(16)  # throwaway keystores; handed to children through their environment only
 
     with console.status("preparing data, keys and accounts…"):
-        validator, participants, holdout = _prepare(config, run_dir, password)
+        validators, participants, holdouts = _prepare(config, run_dir, password)
+    validator = validators[0]
     common = ["--rpc-url", rpc_url, "--ipfs-api", ipfs_api, "--deployments", str(deployments_path)]
     env = {**os.environ, "FEDCHAIN_PASSWORD": password, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "FEDCHAIN_SEALING_PASSWORD": password}
@@ -181,15 +193,18 @@ def _run_on_network(config: DemoConfig, console: Console, rpc_url: str, ipfs_api
     task_id = protocol.task_count() if own_chain else None
     try:
         if not own_chain:
-            task_id = _fund_and_create(config, protocol, ipfs, validator, participants, run_dir, console)
+            task_id = _fund_and_create(config, protocol, ipfs, validators, participants, run_dir, console)
         wait = ["--wait-for-task", "120"] if own_chain else []
-        validator.process = _spawn(
-            ["validate", "--task", str(task_id), "--holdout", str(holdout), "--keystore", str(validator.keystore),
-             "--sealing-key", str(run_dir / "validator.key"), "--sealing-password-env", "FEDCHAIN_SEALING_PASSWORD",
-             "--state-dir", str(run_dir / "state"), *wait, *common],
-            env, logs / "validator.log",
-        )
-        processes.append(validator)
+        accomplices = ",".join(p.account.address for p in participants if p.role != "honest")
+        for i, v in enumerate(validators):
+            behaviour = [] if v.role == "validator" else ["--behaviour", v.role, "--accomplices", accomplices]
+            v.process = _spawn(
+                ["validate", "--task", str(task_id), "--holdout", str(holdouts[i]), "--keystore", str(v.keystore),
+                 "--sealing-key", str(_key_path(run_dir, i, config)), "--sealing-password-env",
+                 "FEDCHAIN_SEALING_PASSWORD", "--state-dir", str(run_dir / "state"), *behaviour, *wait, *common],
+                env, logs / f"{v.name}.log",
+            )
+            processes.append(v)
         for i, p in enumerate(participants):
             args = ["contribute", "--task", str(task_id), "--data", str(p.data), "--keystore", str(p.keystore),
                     "--state-dir", str(run_dir / "state"), "--seed", str(config.seed * 100 + i), "--no-progress",
@@ -199,7 +214,7 @@ def _run_on_network(config: DemoConfig, console: Console, rpc_url: str, ipfs_api
             p.process = _spawn(args, env, logs / f"{p.name}.log")
             processes.append(p)
         if own_chain:
-            created = _fund_and_create(config, protocol, ipfs, validator, participants, run_dir, console)
+            created = _fund_and_create(config, protocol, ipfs, validators, participants, run_dir, console)
             if created != task_id:
                 raise DemoError(f"expected to create task {task_id} but created {created}: is someone else using this devnet?")
         rounds = _follow_rounds(config, console, protocol, ipfs, task_id, processes, run_dir, started)
@@ -211,21 +226,32 @@ def _run_on_network(config: DemoConfig, console: Console, rpc_url: str, ipfs_api
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     p.process.wait(timeout=5)
     report = _build_report(config, protocol, rpc_url, ipfs_api, task_id, participants, rounds)
+    if config.validators > 1:
+        from fedchain.sim.committee_report import committee_summary, print_committee
+
+        assert task_id is not None
+        report["committee"] = committee_summary(protocol, task_id, validators, report)
+        print_committee(console, report["committee"])
     report["outcome"] = outcome_summary(report, {p.account.address: p.samples for p in participants if p.data})
     _write_outputs(config, report, console)
     _print_rewards(console, report, participants)
     console.print(f"demo finished in {time.monotonic() - started:.1f} s; report: {config.report}")
-    console.print(f"logs of each process: {logs}/; throwaway keystores: {run_dir / 'keys'}/ and the validator's "
-                  f"sealing key {run_dir / 'validator.key'} (their password lived only in this run's memory); data "
+    console.print(f"logs of each process: {logs}/; throwaway keystores: {run_dir / 'keys'}/ and the validators' "
+                  f"sealing keys {run_dir}/validator*.key (their password lived only in this run's memory); data "
                   f"shards: {run_dir / 'data'}/; validator checkpoints: {run_dir / 'state'}/")
     return report
 
 
 # ─── set-up ───
-def _fund_and_create(config, protocol, ipfs, validator, participants, run_dir: Path, console: Console) -> int:
+def _fund_and_create(config, protocol, ipfs, validators, participants, run_dir: Path, console: Console) -> int:
     with console.status("funding accounts and creating the task…"):
-        _fund(protocol, [validator, *participants], config)
-        task_id = _create_task(config, protocol, ipfs, validator, run_dir)
+        _fund(protocol, [*validators, *participants], config)
+        task_id = _create_task(config, protocol, ipfs, validators, run_dir)
+    if config.validators > 1:
+        roles = ", ".join(f"{v.name} {v.role if v.role != 'validator' else 'honest'}" for v in validators)
+        console.print(f"committee of {len(validators)} staked validators ({roles}); windows "
+                      f"{'/'.join(map(str, config.committee_windows))} s (availability/commit/reveal), members' share "
+                      f"{config.member_share_bps / 100:g}% of each round's budget")
     console.print(
         f"task {task_id}: {config.rounds} rounds, {config.total_clients} contributors "
         f"({_describe_roles(participants)}), rule {_describe_rule(config)}, "
@@ -237,7 +263,11 @@ def _fund_and_create(config, protocol, ipfs, validator, participants, run_dir: P
     return task_id
 
 
-def _prepare(config: DemoConfig, run_dir: Path, password: str) -> tuple[Participant, list[Participant], Path]:
+def _key_path(run_dir: Path, index: int, config: DemoConfig) -> Path:
+    return run_dir / ("validator.key" if config.validators == 1 else f"validator-{index}.key")
+
+
+def _prepare(config: DemoConfig, run_dir: Path, password: str) -> tuple[list[Participant], list[Participant], list[Path]]:
     from fedchain.chain.accounts import create_keystore, load_keystore
     from fedchain.core.keys import generate_sealing_key
 
@@ -246,22 +276,41 @@ def _prepare(config: DemoConfig, run_dir: Path, password: str) -> tuple[Particip
         holdout, shards = _shakespeare_files(config, data_dir)
     else:
         holdout, shards = _mnist_files(config, data_dir)
-    public_key = generate_sealing_key(run_dir / "validator.key", password=password)
-    (run_dir / "validator.pub").write_text(public_key.hex() + "\n")
+    keys = [generate_sealing_key(_key_path(run_dir, i, config), password=password).hex()
+            for i in range(config.validators)]
+    (run_dir / "validator.pub").write_text("\n".join(keys) + "\n")
 
     def make(name: str, role: str) -> Participant:
         keystore = run_dir / "keys" / f"{name}.json"
         create_keystore(keystore, password, light=True)
         return Participant(name, role, load_keystore(keystore, password), keystore)
 
-    validator = make("validator", "validator")
+    behaviours = ["validator"] * (config.validators - sum(config.validator_attack.values()))
+    behaviours += [name for name, count in sorted(config.validator_attack.items()) for _ in range(count)]
+    names = ["validator"] if config.validators == 1 else [f"validator-{i}" for i in range(config.validators)]
+    validators = [make(name, role) for name, role in zip(names, behaviours)]
+    holdouts = [holdout] if config.validators == 1 else _split_holdout(config, holdout, config.validators)
     roles = ["honest"] * config.clients + [name for name, count in sorted(config.attack.items()) for _ in range(count)]
     participants = []
     for i, (role, shard) in enumerate(zip(roles, shards)):
         p = make(f"client-{i}", role)
         p.data, p.samples, p.source = shard
         participants.append(p)
-    return validator, participants, holdout
+    return validators, participants, holdouts
+
+
+def _split_holdout(config: DemoConfig, holdout: Path, parts: int) -> list[Path]:
+    """Committee members each score on held-out data of their own: the demo deals its held-out set among them."""
+    if config.dataset == "shakespeare":
+        return [holdout] * parts  # one text of every role's last lines; too short to deal out
+    import numpy as np
+
+    from fedchain.learning.data import load_npz, save_npz
+
+    x, y = load_npz(holdout)
+    order = np.random.default_rng(config.seed).permutation(len(y))
+    return [save_npz(holdout.with_name(f"validator-{i}-holdout.npz"), x[idx], y[idx])
+            for i, idx in enumerate(np.array_split(order, parts))]
 
 
 def _mnist_files(config: DemoConfig, data_dir: Path) -> tuple[Path, list[tuple[Path, int, str]]]:
@@ -319,24 +368,36 @@ def _fund(protocol, accounts: list[Participant], config: DemoConfig) -> None:
     for p in accounts:
         chain.transfer_eth(funder, p.account.address, 10 * FED)  # gas money
         # Enough to stake, and to re-stake after a slash in every round (attackers are slashed often).
-        grant = min_validator * 2 if p.role == "validator" else min_contributor * (2 + config.rounds)
+        member = p.name.startswith("validator")
+        grant = min_validator * 2 if member else min_contributor * (2 + config.rounds)
         chain.send(protocol.token.functions.mint(p.account.address, grant), funder, action="mint")
-    validator = accounts[0]
-    protocol.ensure_stake(validator.account, min_validator)
+    for v in accounts[: config.validators]:
+        protocol.ensure_stake(v.account, min_validator)
     # The owner (the deployer) funds the task's budget.
     budget = config.reward_per_round * config.rounds
     chain.send(protocol.token.functions.mint(funder.address, budget), funder, action="mint")
 
 
-def _create_task(config: DemoConfig, protocol, ipfs, validator: Participant, run_dir: Path) -> int:
+def _create_task(config: DemoConfig, protocol, ipfs, validators: list[Participant], run_dir: Path) -> int:
     from fedchain.roles.owner import create_task_from_spec
     from fedchain.sim.devnet import dev_account
 
-    spec = task_spec(config, [_public_key_hex(run_dir)])
+    owner = dev_account(0)
+    spec = task_spec(config, _public_keys_hex(run_dir))
+    validator = validators[0].account.address
+    if config.validators > 1:
+        # The owner proposes the committee; each member opts in (locking its seat) before the task is funded.
+        seat = protocol.registry.functions.minValidatorStake().call()
+        committees = protocol.committees
+        committee_id, _ = committees.propose(owner, [v.account.address for v in validators], seat,
+                                             *config.committee_windows, config.member_share_bps)
+        for v in validators:
+            committees.join(v.account, committee_id, seat)
+        validator = committees.address
     return create_task_from_spec(
-        protocol, ipfs, dev_account(0), spec, rounds=config.rounds, reward_per_round=config.reward_per_round,
+        protocol, ipfs, owner, spec, rounds=config.rounds, reward_per_round=config.reward_per_round,
         submission_window=config.submission_window, aggregation_window=config.aggregation_window,
-        max_contributors=config.total_clients, validator=validator.account.address, seed=config.seed,
+        max_contributors=config.total_clients, validator=validator, seed=config.seed,
     )
 
 
@@ -363,8 +424,8 @@ def _describe_rule(config: DemoConfig) -> str:
     return text
 
 
-def _public_key_hex(run_dir: Path) -> str:
-    return (run_dir / "validator.pub").read_text().strip()
+def _public_keys_hex(run_dir: Path) -> list[str]:
+    return (run_dir / "validator.pub").read_text().split()
 
 
 # ─── running ───

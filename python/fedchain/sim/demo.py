@@ -180,7 +180,6 @@ def _run_on_network(config: DemoConfig, console: Console, rpc_url: str, ipfs_api
 
     with console.status("preparing data, keys and accounts…"):
         validators, participants, holdouts = _prepare(config, run_dir, password)
-    validator = validators[0]
     common = ["--rpc-url", rpc_url, "--ipfs-api", ipfs_api, "--deployments", str(deployments_path)]
     env = {**os.environ, "FEDCHAIN_PASSWORD": password, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "FEDCHAIN_SEALING_PASSWORD": password}

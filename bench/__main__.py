@@ -26,7 +26,7 @@ from typing import Any
 
 from bench._util import ROOT, machine, now, versions
 
-SECTIONS = ["gas", "aggregation", "anatomy", "quality", "robustness", "scale", "gpu", "text"]
+SECTIONS = ["gas", "aggregation", "anatomy", "quality", "robustness", "scale", "gpu", "text", "committee"]
 TITLES = {
     "gas": "1. Gas per contract function",
     "aggregation": "2. Aggregation against the memory-bandwidth floor and Flower",
@@ -36,6 +36,7 @@ TITLES = {
     "scale": "6. Scale: contributors as processes",
     "gpu": "7. GPU",
     "text": "8. Text: next-character prediction on Shakespeare, one client per speaking role",
+    "committee": "9. Validator committees: incentives with colluding, lazy and offline members",
 }
 RESULTS = ROOT / "bench" / "results"
 QUICK_RESULTS = ROOT / ".cache" / "bench-quick"  # ignored by git: quick runs never replace the measured results

@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `bench` is a package at the repository root, not inside python/
     sys.path.insert(0, str(ROOT))
-SECTIONS = ["gas", "aggregation", "anatomy", "quality", "robustness", "scale", "gpu", "text"]
+SECTIONS = ["gas", "aggregation", "anatomy", "quality", "robustness", "scale", "gpu", "text", "committee"]
 
 
 def _finite_numbers(obj, where="$"):
@@ -175,3 +175,11 @@ def test_text_sides_and_targets(quick_results):
         assert _is_stats(r["fedchain_over_flower_seconds_ratio"])
         assert all(isinstance(t["met"], bool) for t in r["targets"])
 
+
+
+def test_committee_runs_report_members_and_targets(quick_results):
+    r = quick_results[0]["committee"]
+    run = r["runs"]["colluding"]
+    assert [m["behaviour"] for m in run["members"]].count("colluding") == 1
+    assert run["rounds_finalized"] == 1
+    assert {t["target"] for t in r["targets"]} >= {"attackers' share with a colluding member"}

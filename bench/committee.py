@@ -90,7 +90,8 @@ def _targets(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     if lazy:
         lazy_div = int(lazy["other_member"]["dividends"])
         out.append({"target": "lazy member earns less than every honest one", "goal": "yes",
-                    "measured": f"{lazy_div} vs {lazy['honest_member_dividends']}",
+                    "measured": f"{lazy_div / 10**18:,.1f} FED vs honest "
+                                + ", ".join(f"{d / 10**18:,.1f}" for d in lazy["honest_member_dividends"]),
                     "met": all(lazy_div < d for d in lazy["honest_member_dividends"])})
     offline = runs.get("offline")
     if offline:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import committee_gas
+
 ROOT = Path(__file__).resolve().parents[1]
 FED = 10**18
 MIN_CONTRIBUTOR = 100 * FED
@@ -166,10 +168,12 @@ class _Bench:
         """Send without waiting (setup traffic; automine keeps the order)."""
         return fn.transact({"from": sender, "gas": 1_000_000})
 
-    def measure(self, name: str, fn: Any, sender: str, kind: str | None = None, note: str = "", slashes: int = 0) -> Measurement:
+    def measure(self, name: str, fn: Any, sender: str, kind: str | None = None, note: str = "", slashes: int = 0,
+                design: tuple[int, int] | None = None) -> Measurement:
+        """Send and record gas beside its floor; `design` (new slots, rewritten slots) overrides DESIGN_STORAGE."""
         receipt = self.send(fn, sender)
         tx = self.w3.eth.get_transaction(receipt["transactionHash"])
-        new, rewrite = DESIGN_STORAGE.get(kind or name, (0, 0))
+        new, rewrite = design if design is not None else DESIGN_STORAGE.get(kind or name, (0, 0))
         rewrite += 3 * slashes  # per slash: the account's stake slot, the registry's and the treasury's balances
         floor = 21_000 + _calldata_gas(bytes(tx["input"])) + 22_100 * new + 5_000 * rewrite + _log_gas(receipt)
         m = Measurement(name, int(receipt["gasUsed"]), floor, note)
@@ -210,6 +214,7 @@ class _Bench:
         self.send(self.fed.functions.approve(self.registry.address, 2**256 - 1), self.validator)
         self.send(self.registry.functions.stake(MIN_VALIDATOR), self.validator)
         self.send(self.fed.functions.approve(self.manager.address, 2**256 - 1), self.owner)
+        committee_gas.setup(self)  # deployed as deploy_all does: createTask reads the committee manager's slot
 
     def params(self, token: str, num_rounds: int, max_contributors: int) -> tuple:
         return (token, b"\x5a" * 32, b"\x0a" * 32, num_rounds, REWARD, 3_600, 1_800, MIN_CONTRIBUTOR,
@@ -355,10 +360,16 @@ class _Bench:
         return out
 
 
-def _markdown(results: list[Measurement], scaling: dict[str, dict[int, int]]) -> str:
+def _function_rows(results: list[Measurement]) -> list[str]:
     lines = ["| function | gas | floor | over floor | note |", "|---|---:|---:|---:|---|"]
     for m in results:
         lines.append(f"| {m.name} | {m.gas:,} | {m.floor:,} | {m.gas - m.floor:,} | {m.note} |")
+    return lines
+
+
+def _markdown(results: list[Measurement], scaling: dict[str, dict[int, int]], committee: list[Measurement],
+              committee_table: dict[str, dict[str, int]]) -> str:
+    lines = _function_rows(results)
     lines += ["", "| contributors in the round | " + " | ".join(str(n) for n in scaling["postResult"]) + " |",
               "|---|" + "---:|" * len(scaling["postResult"])]
     for key in ("postResult", "claim", "submitUpdate"):
@@ -367,6 +378,9 @@ def _markdown(results: list[Measurement], scaling: dict[str, dict[int, int]]) ->
     lines += ["", "| slashes in postResult | " + " | ".join(str(k) for k in slash) + " |",
               "|---|" + "---:|" * len(slash),
               "| gas | " + " | ".join(f"{g:,}" for g in slash.values()) + " |"]
+    lines += ["", "Committees (`bench/committee_gas.py`): one round of a committee task, m members x n contributors, "
+              "every member voting every contributor available and revealing; claims against the root finalize built.",
+              "", *_function_rows(committee), "", committee_gas.markdown(committee_table)]
     return "\n".join(lines)
 
 
@@ -393,6 +407,9 @@ def run(quick: bool) -> dict:
         bench.registry_functions()
         bench.lifecycle()
         scaling = bench.scaling(sizes)
+        main_results, bench.results = bench.results, []
+        committee_table = committee_gas.measure(bench, quick)
+        committee_results, bench.results = bench.results, main_results
         anvil_version = subprocess.run([_anvil_binary(), "--version"], capture_output=True, text=True).stdout.strip()
     finally:
         proc.terminate()
@@ -410,6 +427,8 @@ def run(quick: bool) -> dict:
         "postResult <= 120k (all n)": post_flat <= TARGET_POST,
         "postResult <= 120k + 30k per slash": all(g <= TARGET_POST + TARGET_PER_SLASH * k for k, g in slash_gas.items()),
     }
+    claim_today = next(m.gas for m in bench.results if m.name == "claim (existing holder)")
+    checks.update(committee_gas.targets(committee_table, claim_today))
     return {
         "name": "gas",
         "quick": quick,
@@ -418,12 +437,14 @@ def run(quick: bool) -> dict:
         "seconds": round(time.monotonic() - started, 1),
         "functions": [m.as_dict() for m in bench.results],
         "scaling": {k: {str(n): g for n, g in v.items()} for k, v in scaling.items()},
+        "committee_functions": [m.as_dict() for m in committee_results],
+        "committee": committee_table,
         "targets": checks,
         "note": ("gas figures do not depend on the machine's load. A submission locks the task's slash amount of the "
                  "contributor's stake until its round settles: in round 0 it takes the lock (a registry call), in a "
                  "later round it carries its previous round's lock; `release` frees a settled lock; postResult checks "
-                 "the validator's stake."),
-        "markdown": _markdown(bench.results, scaling),
+                 "the validator's stake (skipped for committee tasks, whose members' seats are locked instead)."),
+        "markdown": _markdown(bench.results, scaling, committee_results, committee_table),
     }
 
 

@@ -20,7 +20,7 @@ import {RewardRoot} from "./libraries/RewardRoot.sol";
 ///      cannot change the outcome: it is a function of the stored reveals, the seat stakes and the round's budget.
 contract CommitteeManager is CommitteeSeats, CommitteeVoting {
     /// @dev A round's reveals as finalize reads them: per member (committee order) its stake, model and report
-    ///      digests and slash verdicts (zero for members that did not reveal); the scores, m rows of n.
+    ///      digests and slash verdicts (zero for members that did not reveal); the scores, n rows of m (by input).
     struct Reveals {
         uint256 total; // the committee's stake
         uint256 shareBps;
@@ -127,7 +127,7 @@ contract CommitteeManager is CommitteeSeats, CommitteeVoting {
             uint256 word;
             for (uint256 k; k < n; ++k) {
                 if (k % 8 == 0) word = words[k / 8];
-                r.scores[v * n + k] = uint32(word >> (32 * (k % 8)));
+                r.scores[k * m + v] = uint32(word >> (32 * (k % 8)));
             }
         }
     }

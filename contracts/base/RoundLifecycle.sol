@@ -133,9 +133,9 @@ abstract contract RoundLifecycle is SubmissionLocks {
             revert TaskManagerInvalidRewardsRoot(taskId, round, rewardsRoot, totalRewards);
         }
         validatorStake = c.validatorStake;
-        // Not only at creation: a validator that unstaked cannot post. Zero: a committee task (seats are locked
-        // instead), or a registry minimum of zero (which any stake meets).
-        if (validatorStake != 0) _checkValidatorStake(validator, validatorStake);
+        // Not only at creation: a validator that unstaked cannot post. A committee task requires zero (its members'
+        // seats are locked instead): the check always passes, and skipping it would cost every other task a branch.
+        _checkValidatorStake(validator, validatorStake);
     }
 
     /// @dev Every slashed account submitted in this round, its evidence is that digest, and accounts ascend.

@@ -67,7 +67,10 @@ abstract contract TaskManagerStorage is ITaskManager, Pausable, ReentrancyGuardT
 
     IStakeRegistry internal immutable _registry;
     uint64 internal immutable _claimPeriod;
-    uint256 internal _taskCount;
+    /// @dev The task count and the committee manager share a slot: createTask reads both.
+    uint96 internal _taskCount;
+    /// @dev The validator of committee tasks, set once by the owner.
+    address internal _committeeManager;
     mapping(uint256 taskId => Task task) internal _tasks;
     mapping(uint256 taskId => mapping(uint256 round => RoundClock.Clock clock)) internal _clocks;
     mapping(uint256 taskId => mapping(uint256 round => Result result)) internal _results;
@@ -77,8 +80,6 @@ abstract contract TaskManagerStorage is ITaskManager, Pausable, ReentrancyGuardT
     /// @dev Claim and lock release share one slot per (task, round, account): whichever comes second is cheap.
     mapping(uint256 taskId => mapping(uint256 round => mapping(address account => Settlement settlement))) internal
         _settlements;
-    /// @dev The validator of committee tasks, set once by the owner (read only by createTask).
-    address internal _committeeManager;
 
     /// @notice Fix the registry and the claim period for the contract's lifetime.
     /// @param registry the StakeRegistry; it must grant the TaskManager SLASHER_ROLE (the deploy script does).

@@ -135,3 +135,29 @@ def task(manager, fed, owner, validator, staked):
 
 def digest(tag: int) -> bytes:
     return tag.to_bytes(32, "big")
+
+
+# ─── committees ───
+@pytest.fixture(scope="module")
+def cmanager(project, registry, admin):
+    """A TaskManager of its own for the committee tests, with a CommitteeManager set (see `committees`)."""
+    tm = project.TaskManager.deploy(registry, CLAIM_PERIOD, admin, sender=admin)
+    registry.grantRole(registry.SLASHER_ROLE(), tm, sender=admin)
+    return tm
+
+
+@pytest.fixture(scope="module")
+def committees(project, registry, cmanager, admin):
+    """The CommitteeManager of `cmanager`: allowed to lock and slash, and set as its committee manager."""
+    cm = project.CommitteeManager.deploy(cmanager, sender=admin)
+    registry.grantRole(registry.SLASHER_ROLE(), cm, sender=admin)
+    cmanager.setCommitteeManager(cm, sender=admin)
+    return cm
+
+
+@pytest.fixture(scope="module")
+def members(accounts, chain, fed, registry, admin):
+    """Three fresh accounts, each with twice the validator minimum staked (room for a seat and more)."""
+    from committee_helpers import new_stakers
+
+    return new_stakers(accounts, chain, fed, registry, admin, 3, 2 * MIN_VALIDATOR)

@@ -63,7 +63,8 @@ def python_outcome(stakes, rows, slashes, models, n, cb, mb):
 @given(committees(), st.integers(0, 2**120 - 1), st.integers(0, 2**120 - 1))
 def test_tally_matches_the_python_consensus(harness, committee, cb, mb):
     stakes, rows, slashes, models, n = committee
-    flat = [s for r in rows for s in (r if r is not None else [0] * n)]
+    full = [r if r is not None else [0] * n for r in rows]
+    flat = [full[v][i] for i in range(n) for v in range(len(rows))]  # input-major: n rows of m
     consensus_scores, rewards, agreement, dividends = harness.tally(stakes, flat, n, cb, mb)
     out = python_outcome(stakes, rows, slashes, models, n, cb, mb)
     if out is None:
@@ -92,7 +93,8 @@ def test_model_and_slashes_need_a_stake_majority_as_in_python(harness, committee
 def test_the_worked_example_of_the_protocol_doc(harness):
     # Stakes 50/30/20, two contributors (tests/python/test_consensus.py): c = (0.6, 0.3) of the scale.
     rows = [[7 * S // 10, 3 * S // 10], [6 * S // 10, 4 * S // 10], [2 * S // 10, 8 * S // 10]]
-    c, rewards, agreement, dividends = harness.tally([50, 30, 20], [s for r in rows for s in r], 2, 1000, 100)
+    flat = [rows[v][i] for i in range(2) for v in range(3)]  # input-major
+    c, rewards, agreement, dividends = harness.tally([50, 30, 20], flat, 2, 1000, 100)
     assert list(c) == [6 * S // 10, 3 * S // 10]
     assert list(rewards) == [1000 * 52 // 82, 1000 * 30 // 82]
     assert list(agreement) == [9 * S // 10, 9 * S // 10, 5 * S // 10]

@@ -62,7 +62,7 @@ class UpdateCollector:
         base = patiently(f"fetch round {round_index}'s base model", lambda: self.task.global_model(round_index),
                          until=deadline)
         on_chain = self.protocol.submissions(self.task_id, round_index)  # in chain order (block, log index)
-        log.info("round %d: collecting %d submission(s)", round_index, len(on_chain))
+        log.info("round %d: aggregating %d submission(s)", round_index, len(on_chain))
         # Rows in canonical order (by contributor address): the result never depends on arrival order.
         subs = [on_chain[i] for i in canonical_order([s.contributor for s in on_chain])]
         row_of = {s.contributor: i for i, s in enumerate(subs)}

@@ -77,14 +77,14 @@ class Validator:
         self.ipfs = ipfs
         self.account = account
         self.config = config
+        self._checkpoint_dir = config.state_dir / f"validator-task{config.task_id}"
+        check_bound_dir(self._checkpoint_dir, protocol.binding())  # another chain's checkpoints: refused at once
         self.collector = UpdateCollector(protocol, ipfs, config.task_id, config.holdout_path, sealing_key,
                                          config.device)
         self.task = self.collector.task
         self.device = self.collector.device
         self.model = self.collector.model
         self.settings = ComputeSettings(self.device, config.scoring_threads, config.scoring_workers)
-        self._checkpoint_dir = config.state_dir / f"validator-task{config.task_id}"
-        check_bound_dir(self._checkpoint_dir, protocol.binding())  # another chain's checkpoints: refused at once
         validator = self.task.info().validator
         if validator.lower() != account.address.lower():
             raise ConfigError(

@@ -22,7 +22,8 @@ def fund_people(protocol) -> dict:
     return people
 
 
-def new_task(protocol, ipfs, people, *, rounds: int = 2, window: int = 3600, name: str | None = None) -> int:
+def new_task(protocol, ipfs, people, *, rounds: int = 2, window: int = 3600, name: str | None = None,
+             max_contributors: int = 5) -> int:
     """A task of `rounds` rounds paying 10 FED each, its spec (named `name`) in IPFS."""
     from fedchain.chain.protocol import TaskParams
     from fedchain.core.cid import cid_to_digest
@@ -36,7 +37,7 @@ def new_task(protocol, ipfs, people, *, rounds: int = 2, window: int = 3600, nam
     params = TaskParams(
         reward_token=protocol.token.address, spec_digest=spec, initial_model_digest=MODEL0, num_rounds=rounds,
         reward_per_round=10 * FED, submission_window=window, aggregation_window=window, min_contributor_stake=minimum,
-        max_contributors=5, validator=people["validator"].address, slash_amount=minimum // 2,
+        max_contributors=max_contributors, validator=people["validator"].address, slash_amount=minimum // 2,
     )
     return protocol.create_task(people["owner"], params)[0]
 

@@ -159,3 +159,20 @@ def test_an_unreachable_chain_is_reported_without_its_url(feed, protocol, monkey
     chain = json.loads(feed.snapshot_json())["chain"]
     assert chain["error"].startswith("ConnectionError") and url not in chain["error"]
     assert "the RPC endpoint" in chain["error"]
+
+
+def test_the_vendored_chart_library_is_the_npm_release_pinned_in_package_json():
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    vendored = root / "python" / "fedchain" / "web" / "static" / "vendor"
+    pinned = json.loads((root / "package.json").read_text())["devDependencies"]["uplot"]
+    script = (vendored / "uPlot.iife.min.js").read_bytes()
+    assert script.startswith(f"/*! https://github.com/leeoniya/uPlot (v{pinned}) */".encode())
+    installed = root / "node_modules" / "uplot"
+    if not (installed / "package.json").exists():
+        pytest.skip("node_modules has no uplot yet (npm ci installs it): the byte comparison is skipped")
+    assert json.loads((installed / "package.json").read_text())["version"] == pinned
+    for name in ("uPlot.iife.min.js", "uPlot.min.css"):
+        assert (vendored / name).read_bytes() == (installed / "dist" / name).read_bytes()

@@ -253,8 +253,9 @@
           cell("cid", u.cid, cidLink(u.cid)), cell("num_samples", u.num_samples),
           cell("status", u.status), cell("reason", u.reason || "", u.reason || "–"),
           cell("score", u.score === null ? "" : u.score, fixed(u.score, 4)),
-          amountCell("reward", u.reward), amountCell("slashed", u.slashed), amountCell("claimed", u.claimed),
-          amountCell("claimable", u.claimable)));
+          ...["reward", "slashed", "claimed", "claimable"].map((field) => u.status === "submitted"
+            ? cell(field, u[field].units, "–")  // the round is undecided
+            : amountCell(field, u[field]))));
       }
     }
     return table("updates", head, rows);
@@ -309,7 +310,9 @@
     const width = Math.max(320, node.parentElement.clientWidth - 32);
     const plot = new uPlot({
       width: width, height: 260,
-      scales: { x: { time: false }, acc: { range: [0, 1] }, loss: {} },
+      // rounds 0 .. the last finalized one (uPlot would widen a single round to 0..100)
+      scales: { x: { time: false, range: (u) => [0, Math.max(1, ...u.data[0])] },
+                acc: { range: [0, 1] }, loss: {} },
       series: [
         { label: "round" },
         { label: "accuracy", scale: "acc", stroke: "#2563eb", width: 2, points: { show: true, size: 7 },

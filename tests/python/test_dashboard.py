@@ -176,3 +176,11 @@ def test_the_vendored_chart_library_is_the_npm_release_pinned_in_package_json():
     assert json.loads((installed / "package.json").read_text())["version"] == pinned
     for name in ("uPlot.iife.min.js", "uPlot.min.css"):
         assert (vendored / name).read_bytes() == (installed / "dist" / name).read_bytes()
+
+
+def test_the_host_names_served_are_loopback_the_bound_address_and_those_allowed():
+    from fedchain.web.server import allowed_names
+
+    assert allowed_names("127.0.0.1") == ["127.0.0.1", "localhost"]
+    assert allowed_names("0.0.0.0", ["lab.example"]) == ["127.0.0.1", "localhost", "lab.example"]
+    assert allowed_names("192.168.1.5") == ["127.0.0.1", "localhost", "192.168.1.5"]

@@ -220,6 +220,33 @@ def test_an_anvil_reorg_is_rolled_back_and_read_again(protocol, ipfs, people, ac
     assert indexed(index) == full_scan(protocol)
 
 
+def test_a_reorg_while_a_page_is_read_makes_it_read_again(protocol, ipfs, people, activity, tmp_path, monkeypatch):
+    from fedchain.views import records
+    from fedchain.views.index import EventIndex
+
+    task_id = new_task(protocol, ipfs, people, rounds=1)
+    index = EventIndex(protocol, tmp_path / "mid-read.sqlite")
+    index.sync()
+    protocol.submit_update(people["alice"], task_id, 0, b"\x35" * 32, 10)  # replaced while the page is read
+    provider = protocol.chain.w3.provider
+    real, calls = protocol.chain.w3.eth.get_logs, []
+
+    def read_then_reorg(params):
+        logs = real(params)
+        calls.append(params)
+        if len(calls) == 1:  # the logs just read (alice's submission) are replaced before the page is stored
+            assert "error" not in provider.make_request("anvil_reorg", [1, []])
+        return logs
+
+    monkeypatch.setattr(protocol.chain.w3.eth, "get_logs", read_then_reorg)
+    index.sync()
+    protocol.chain._resync_nonce(people["alice"].address)
+    assert len(calls) >= 2  # the page whose block changed under it was refused and read again
+    assert records.submissions(index, task_id) == protocol.submissions(task_id) == []
+    monkeypatch.undo()
+    assert indexed(index) == full_scan(protocol)
+
+
 def test_a_revert_to_a_shorter_chain_is_rolled_back(protocol, ipfs, people, activity, tmp_path):
     from fedchain.views import records
     from fedchain.views.index import EventIndex

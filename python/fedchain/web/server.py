@@ -44,13 +44,10 @@ class DashboardServer:
         # A short timeout and one retry: the page should say "unavailable" soon rather than hang on a dead node.
         self.feed = Feed(DashboardModel(protocol, index, IpfsClient(ipfs_api, timeout=10, retries=1)),
                          interval=interval)
-        names = [*LOOPBACK_NAMES, *allowed_hosts] if host in (*LOOPBACK_NAMES, "::1") else [host, *allowed_hosts]
-        self.app = create_app(self.feed, allowed_hosts=names)
+        self.app = create_app(self.feed, allowed_hosts=allowed_names(host, allowed_hosts))
         self.socket = _bind(host, port)
-        bound = self.socket.getsockname()[1]
-        self.url = f"http://{'localhost' if host == 'localhost' else host}:{bound}/"
-        if ":" in host:
-            self.url = f"http://[{host}]:{bound}/"
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{self.socket.getsockname()[1]}/"
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=1)
         self.server = uvicorn.Server(config)
@@ -86,14 +83,24 @@ class DashboardServer:
 
 
 @contextlib.contextmanager
-def running_dashboard(protocol: Protocol, ipfs_api: str, index_dir: Path | None, **options: object) -> Iterator[DashboardServer]:
+def running_dashboard(protocol: Protocol, ipfs_api: str, index_dir: Path | None, *, host: str = DEFAULT_HOST,
+                      port: int = DEFAULT_PORT, confirmations: int | None = None) -> Iterator[DashboardServer]:
     """The dashboard served from a background thread for the duration of the block."""
-    server = DashboardServer(protocol, ipfs_api, index_dir, **options)  # type: ignore[arg-type]
+    server = DashboardServer(protocol, ipfs_api, index_dir, host=host, port=port, confirmations=confirmations)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+def allowed_names(host: str, extra: Sequence[str] = ()) -> list[str]:
+    """Host header names to serve: the loopback names, the address bound to (unless it is every interface) and the
+    names given. Any other name is refused (a DNS-rebinding page names its own)."""
+    names = [*LOOPBACK_NAMES, *extra]
+    if host not in (*names, "0.0.0.0", "::"):
+        names.append(host)
+    return names
 
 
 def _bind(host: str, port: int) -> socket.socket:

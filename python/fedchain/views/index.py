@@ -8,7 +8,8 @@ Everything the contracts log (the TaskManager, the StakeRegistry and any other c
 the token) is stored decoded, with the block it came in. `sync` pages `eth_getLogs` (public RPC providers cap the
 range; a refused range is halved), stops `confirmations` blocks below the head, and checks before every page that
 the block under its cursor is still the chain's: after a reorg it rolls back to the highest block it stored whose
-hash the chain still has, drops what came after and reads it again. Transactions sent to those contracts in the
+hash the chain still has, drops what came after and reads it again (a page whose last block changed while it was
+read is read again too). Transactions sent to those contracts in the
 last `tx_window` blocks are stored from their receipts, reverted ones too (they leave no logs), with their custom
 errors decoded. Round reports and specs read from IPFS are kept by digest (content, so no reorg can change them).
 
@@ -23,7 +24,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -203,11 +204,6 @@ class EventIndex:
         with self._lock:
             row = self._db.execute("SELECT hash FROM blocks WHERE number = ?", (number,)).fetchone()
         return None if row is None else str(row[0])
-
-    def block_time(self, number: int) -> int | None:
-        with self._lock:
-            row = self._db.execute("SELECT timestamp FROM blocks WHERE number = ?", (number,)).fetchone()
-        return None if row is None or row[0] is None else int(row[0])
 
     # ─── following the chain ───
     def sync(self, max_pages: int | None = None) -> SyncResult:
@@ -482,8 +478,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
-
-
-def as_plain(items: Iterable[Any]) -> list[dict[str, Any]]:
-    """Dataclasses as JSON-ready dicts."""
-    return [asdict(item) for item in items]

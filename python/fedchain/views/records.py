@@ -165,10 +165,10 @@ def task_record(index: EventIndex, task_id: int) -> TaskRecord | None:
     creation = TaskCreation(task_id, c["owner"], c["rewardToken"], c["budget"], _bytes(c["specDigest"]),
                             _bytes(c["initialModelDigest"]), created.block_number)
     records = tuple(
-        RoundRecord(index_, r["submission_deadline"], r["aggregation_deadline"], r["closed_at"],
+        RoundRecord(number, r["submission_deadline"], r["aggregation_deadline"], r["closed_at"],
                     tuple(r["submissions"]), r["finalization"], r["rolled_over"], tuple(r["claims"]),
                     tuple(r["slashes"]))
-        for index_, r in sorted(rounds.items())
+        for number, r in sorted(rounds.items())
     )
     return TaskRecord(creation, records, bool(flags["cancelled"]), bool(flags["ended"]), int(flags["unallocated"]),
                       int(flags["refunded"]))

@@ -64,14 +64,23 @@ $(ARTIFACTS): $(STAMP_PY) $(SOLC_BIN) $(CONTRACT_SOURCES) ape-config.yaml
 	$(VENV)/bin/ape compile
 	@touch $@
 
-# Debian's ipfs-cid: an independent CID implementation the content tests compare against (optional).
-.apt-installed:
-	@if ! command -v ipfs_cid >/dev/null 2>&1; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get install -y -q ipfs-cid >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q ipfs-cid >/dev/null 2>&1)) \
-	      || echo "note: could not install ipfs-cid; the tests that compare against it will be skipped"; \
+# Debian packages the tests use (optional outside CI): ipfs-cid, an independent CID implementation the content tests
+# compare against; chromium, the real browser the dashboard's page is tested in (driven by Playwright; Playwright's own
+# browser download is never used). Where they cannot be installed, those tests are skipped, except under CI (or as root
+# with apt-get at hand), where a skip is a failure. Re-run when this Makefile changes, so a new package is picked up.
+APT_PACKAGES := ipfs-cid:ipfs_cid chromium:chromium
+.apt-installed: Makefile
+	@for entry in $(APT_PACKAGES); do \
+	  package=$${entry%%:*}; tool=$${entry##*:}; \
+	  if ! command -v $$tool >/dev/null 2>&1; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      (apt-get install -y -q $$package >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $$package >/dev/null 2>&1)) \
+	        || echo "note: could not install $$package; the tests that need $$tool will be skipped (failed under CI)"; \
+	    else \
+	      echo "note: $$tool is not installed (apt-get install $$package as root); the tests that need it will be skipped"; \
+	    fi; \
 	  fi; \
-	fi
+	done
 	touch $@
 
 demo: setup

@@ -9,6 +9,13 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _index_dir(tmp_path_factory):
+    """`fedchain status` and `claim` run without --index-dir keep their event index in a temporary folder, not in
+    the checkout's .fedchain/."""
+    os.environ.setdefault("FEDCHAIN_INDEX_DIR", str(tmp_path_factory.mktemp("index")))
+
+
 @pytest.fixture(scope="module")
 def devnet(tmp_path_factory):
     """Anvil and the embedded IPFS node with fresh deployments; stopped after the module."""

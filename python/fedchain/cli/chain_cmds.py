@@ -12,7 +12,9 @@ import typer
 from rich.table import Table
 
 from fedchain.cli.common import (
+    Confirmations,
     DeploymentsOpt,
+    IndexDir,
     IpfsApi,
     Keystore,
     PasswordEnv,
@@ -24,6 +26,7 @@ from fedchain.cli.common import (
     load_account,
     sealing_password,
     setup_logging,
+    synced_index,
 )
 
 
@@ -232,16 +235,19 @@ def _wait_for_task(protocol, task_id: int, seconds: float) -> None:
 def claim(
     task: int = typer.Option(..., "--task", help="Task id."),
     keystore: Path = Keystore,
+    index_dir: Path = IndexDir, confirmations: int | None = Confirmations,
     rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt, password_env: str = PasswordEnv,
 ) -> None:
-    """Claim every reward you are owed in a task (proofs rebuilt from the round reports)."""
+    """Claim every reward you are owed in a task (proofs rebuilt from the round reports). The finalized rounds come
+    from the event index in --index-dir (kept up to date on each call, never rescanned)."""
     from fedchain.chain.units import format_fed
     from fedchain.views.rewards import claimable_rewards
 
     protocol, ipfs = connect(rpc_url, ipfs_api, deployments)
     protocol.require_task(task)
     account = load_account(keystore, password_env)
-    claims = claimable_rewards(protocol, ipfs, task, account.address)
+    index = synced_index(protocol, index_dir, confirmations)
+    claims = claimable_rewards(protocol, ipfs, task, account.address, index=index)
     if not claims:
         console.print(f"nothing to claim for {account.address} in task {task} (no unclaimed reward in a finalized round)")
         return

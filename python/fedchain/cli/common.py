@@ -29,6 +29,12 @@ Keystore = typer.Option(..., "--keystore", help="Encrypted keystore of the accou
 PasswordEnv = typer.Option("FEDCHAIN_PASSWORD", "--password-env", help="Environment variable holding the keystore password.")
 StateDir = typer.Option(Path(".fedchain/state"), "--state-dir",
                         help="Local state (checkpoints, progress) so a restart resumes; bound to the chain it was made on.")
+IndexDir = typer.Option(Path(".fedchain/state/index"), "--index-dir", envvar="FEDCHAIN_INDEX_DIR",
+                        help="Where the event index is kept: one SQLite database per deployment, followed from where it "
+                        "stopped on each call.")
+Confirmations = typer.Option(
+    None, "--confirmations", min=0, envvar="FEDCHAIN_CONFIRMATIONS",
+    help="Blocks the event index stays below the chain's head (default: 0 on a local devnet, 3 elsewhere).")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -86,6 +92,18 @@ def connect_chain(rpc_url: str, deployments: Path):
             f"since {deployments} was written; start the devnet again (`fedchain devnet`) or redeploy"
         )
     return Protocol(chain, deployed)
+
+
+def synced_index(protocol, index_dir: Path, confirmations: int | None):
+    """The deployment's event index in `index_dir`, brought up to the head less `confirmations` blocks."""
+    from fedchain.views.index import EventIndex, default_confirmations
+
+    if confirmations is None:
+        confirmations = default_confirmations(protocol.chain.chain_id)
+    index = EventIndex.open(protocol, index_dir, confirmations=confirmations)
+    with console.status(f"reading the chain's events from block {index.cursor + 1}…"):
+        index.sync()
+    return index
 
 
 def load_account(keystore: Path, password_env: str):

@@ -79,11 +79,19 @@ def demo(
     plot: Path | None = typer.Option(Path("report.png"), "--plot", help="Where to write the PNG plot."),
     workdir: Path = typer.Option(Path(".fedchain/demo"), help="Data shards, keys, logs and checkpoints."),
     timeout: float = typer.Option(900.0, help="Seconds before the demo gives up."),
+    dashboard: bool = typer.Option(False, "--dashboard", help="Serve the live web dashboard during the demo and print "
+                                   "its address (on 127.0.0.1; in a terminal it stays up after the demo until Ctrl-C)."),
+    dashboard_port: int = typer.Option(8700, min=0, max=65535, help="The dashboard's port (another free one if taken)."),
 ) -> None:
     """Run the protocol end to end: devnet, task, contributors and validator processes, rewards paid."""
     from fedchain.sim.attacks import parse_attack_mix
     from fedchain.sim.demo import DemoConfig, run_demo
     from fedchain.sim.member_attacks import parse_member_attacks
+
+    if dashboard:
+        from fedchain.cli.dashboard_cmds import require_web
+
+        require_web()
 
     config = DemoConfig(
         clients=clients, rounds=rounds, seed=seed, alpha=None if iid else alpha, sized=sized, data_shards=data_shards,
@@ -91,5 +99,6 @@ def demo(
         sealed=sealed, rpc_url=rpc_url, ipfs_api=ipfs_api, deployments=deployments, workdir=workdir,
         report=report, plot=plot, timeout=timeout, validators=validators,
         validator_attack=parse_member_attacks(validator_attack) if validator_attack else {},
+        dashboard=dashboard, dashboard_port=dashboard_port,
     )
     run_demo(config, console=console)

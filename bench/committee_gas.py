@@ -67,13 +67,16 @@ def _round(bench: Any, members: list[str], contributors: list[str], out: dict[st
                         design=(2 * m + 4, 1), note=f"{m} members")
     out.setdefault("propose", {})[size] = rec.gas
     committee_id = bench.committees.functions.committeeCount().call()
+    last = b""
     for i, member in enumerate(members):
         if i == 0:  # the seat, the committee's totals, the registry's stake|locked slot
             rec = bench.measure(f"join @ {size}", cm.join(committee_id, MIN_VALIDATOR), member, design=(0, 3),
                                 note="locks the seat stake")
             out.setdefault("join", {})[size] = rec.gas
         else:
-            bench.fire(cm.join(committee_id, MIN_VALIDATOR), member)
+            last = bench.fire(cm.join(committee_id, MIN_VALIDATOR), member)
+    if last:
+        bench.wait(last)  # every seat is taken before createTask's gas estimate
     params = list(bench.params(bench.fed.address, 2, n))
     params[9] = bench.committees.address
     # createTask's own writes, plus the binding, the committee's task id and bound flag, the cleared pending pointer

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from conftest import MIN_CONTRIBUTOR, MIN_VALIDATOR, create_task
+from conftest import MIN_VALIDATOR, create_task
 
 from fedchain.core.consensus import SCORE_SCALE, Reveal, bitmap, commitment, consensus
 from fedchain.core.merkle import RewardTree
@@ -131,5 +131,3 @@ def expected(members, stakes, results, inputs, task_id, round_index, budget, sha
     tree = RewardTree(task_id, round_index, {a: v for a, v in amounts.items() if v})
     return out, tree
 
-
-__all__ = ["MIN_CONTRIBUTOR", "new_stakers", "propose", "committee_task", "Driver", "Result", "expected", "S"]

@@ -105,6 +105,7 @@ class CommitteeMember:
         if account.address.lower() not in [m.lower() for m in self.committee.members]:
             raise ConfigError(f"{account.address} is not a member of task {config.task_id}'s committee "
                               f"({', '.join(self.committee.members)}): use a member's keystore")
+        self._collected: tuple[int, RoundInputs] | None = None  # the last round's inputs, fetched for the vote
         self._dir = config.state_dir / f"member-{account.address}-task{config.task_id}"
         check_bound_dir(self._dir, protocol.binding())
 
@@ -161,6 +162,7 @@ class CommitteeMember:
     # ─── the steps ───
     def _vote(self, round_index: int, state: dict[str, object]) -> None:
         inputs = self.collector.collect(round_index)
+        self._collected = (round_index, inputs)  # computing the round reuses them instead of fetching again
         available = sorted((u.contributor for u in inputs.updates if u.rejection != Reason.UNAVAILABLE),
                            key=lambda a: int(a, 16))
         self._send(lambda: self.committees.vote_availability(self.account, self.config.task_id, round_index, available),
@@ -188,7 +190,8 @@ class CommitteeMember:
 
     def compute(self, round_index: int) -> MemberResult:
         """This member's result for the round, over the input set the committee agreed on."""
-        collected = self.collector.collect(round_index)
+        cached = self._collected
+        collected = cached[1] if cached is not None and cached[0] == round_index else self.collector.collect(round_index)
         agreed = self.committees.agreed_inputs(self.config.task_id, round_index,
                                                [u.contributor for u in collected.updates])
         inputs = restrict_to(collected, agreed)

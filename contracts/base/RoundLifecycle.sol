@@ -20,6 +20,12 @@ abstract contract RoundLifecycle is SubmissionLocks {
     ///      (and can slash them with this stored digest as evidence). Unknown tasks read as a Pending round.
     ///      The stake lock (SubmissionLocks) is decided before the digest is stored and taken last.
     function submitUpdate(uint256 taskId, uint256 round, bytes32 digest, uint256 numSamples) external whenNotPaused {
+        _submit(taskId, round, digest, numSamples);
+    }
+
+    /// @dev The submission itself, shared by every external submit function (plain today; submissions that carry
+    ///      a record, such as a privacy spend or a pseudo-label summary, check and emit their part around it).
+    function _submit(uint256 taskId, uint256 round, bytes32 digest, uint256 numSamples) internal {
         if (digest == bytes32(0)) revert TaskManagerZeroDigest();
         RoundClock.Clock storage c = _clocks[taskId][round];
         RoundPhase phase = _phase(c, _results[taskId][round]); // reads only the clock while the round is open

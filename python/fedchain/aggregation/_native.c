@@ -17,6 +17,10 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define FEDCHAIN_AVX2 1
+#endif
 
 #define FEDCHAIN_BLOCK 2048 /* floats of out kept in L1 (8 KiB) */
 
@@ -27,7 +31,7 @@
 #define FEDCHAIN_CLONES
 #endif
 
-int fedchain_native_abi(void) { return 2; }
+int fedchain_native_abi(void) { return 3; }
 
 /* rows: k pointers to n floats each; coef, small: k entries (entry 0 unused); out: n floats. */
 FEDCHAIN_CLONES
@@ -128,5 +132,171 @@ int fedchain_gram(const float *const *rows, int k, size_t n, double *gram) {
         }
     free(acc);
     free(wide);
+    return 0;
+}
+
+/* Coordinate median and trimmed mean: per column, the mean of ranks lo..hi of the k values, computed exactly as
+ * rules._mean_of_ranks computes it after the torch sorting network (rules.coordinate_median, rules._trimmed_mean):
+ *   hi == lo:      out = r_lo + 0.0f
+ *   hi == lo + 1:  out = fmaf(r_hi, 0.5f, r_lo * 0.5f) + 0.0f     (torch's add_ with alpha is fused; see rules)
+ *   otherwise:     out = (float)(((double)r_lo + (double)r_lo+1 + ... + (double)r_hi) / (hi - lo + 1)) + 0.0f
+ * (the + 0.0f turns -0.0 into +0.0). Columns are taken a block of FEDCHAIN_RANK_COLS at a time: the block's k
+ * rows are read once from memory into a scratch that stays in L1, sorted there column-wise, and averaged.
+ *
+ * Which sorting network: the caller's `steps` are the torch path's (Batcher's odd-even merge sort, pruned to the
+ * steps that reach ranks lo..hi). Ranks of values without NaN are the same however they are sorted, so a block
+ * without NaN may be sorted faster: with AVX2 each aligned group of 16 rows is sorted in registers as it is read
+ * (Batcher's network for 16, which is what the caller's network does first), then only the caller's `late`
+ * steps run (rules: _sortnet.pruned_after_groups). A block with a NaN is sorted by `steps` with NaN-propagating
+ * min and max, as torch.minimum and torch.maximum propagate it, so that the same ranks come out NaN.
+ *
+ * With `outside` (k counters), each row's coordinates strictly below r_lo or above r_hi are counted (the trimmed
+ * mean's discards). Returns 0, or -1 if out of memory. */
+#define FEDCHAIN_RANK_COLS 64
+
+/* Compare-exchange of two rows of a block: the minimum into a, the maximum into b (x < y ? x : y is exactly a
+ * vector min instruction's rule; -fno-trapping-math lets the compiler use it). For columns without NaN. */
+static inline void fedchain_cmpx(float *restrict a, float *restrict b) {
+    for (int c = 0; c < FEDCHAIN_RANK_COLS; c++) {
+        float x = a[c], y = b[c];
+        a[c] = x < y ? x : y;
+        b[c] = x > y ? x : y;
+    }
+}
+
+/* The same, as torch.minimum and torch.maximum: NaN where either value is NaN. */
+static inline void fedchain_cmpx_nan(float *restrict a, float *restrict b) {
+    for (int c = 0; c < FEDCHAIN_RANK_COLS; c++) {
+        float x = a[c], y = b[c], s = x + y; /* NaN whenever either is */
+        int nan = (x != x) | (y != y);
+        a[c] = nan ? s : (x < y ? x : y);
+        b[c] = nan ? s : (x < y ? y : x);
+    }
+}
+
+/* Copy a block (m <= FEDCHAIN_RANK_COLS columns from `start`) into work, padding with zeros; 1 if it has a NaN. */
+static int fedchain_load_block(const float *const *rows, int k, size_t start, size_t m, float *work) {
+    typedef int v8i __attribute__((vector_size(32)));
+    typedef float v8f __attribute__((vector_size(32)));
+    v8i nan = {0};
+    for (int i = 0; i < k; i++) {
+        float *w = work + (size_t)i * FEDCHAIN_RANK_COLS;
+        memcpy(w, rows[i] + start, m * sizeof(float));
+        for (size_t c = m; c < FEDCHAIN_RANK_COLS; c++) w[c] = 0.0f;
+        for (int c = 0; c < FEDCHAIN_RANK_COLS; c += 8) {
+            v8f x;
+            memcpy(&x, w + c, sizeof x);
+            nan |= x != x;
+        }
+    }
+    int any = 0;
+    for (int q = 0; q < 8; q++) any |= nan[q];
+    return any != 0;
+}
+
+#ifdef FEDCHAIN_AVX2
+/* Batcher's odd-even merge sort of 16 (its steps past row m - 1 are skipped: Batcher's network for m). */
+static const unsigned char fedchain_sort16[63][2] = {
+    {0, 1}, {2, 3}, {4, 5}, {6, 7}, {8, 9}, {10, 11}, {12, 13}, {14, 15}, {0, 2}, {1, 3}, {4, 6}, {5, 7}, {8, 10},
+    {9, 11}, {12, 14}, {13, 15}, {1, 2}, {5, 6}, {9, 10}, {13, 14}, {0, 4}, {1, 5}, {2, 6}, {3, 7}, {8, 12}, {9, 13},
+    {10, 14}, {11, 15}, {2, 4}, {3, 5}, {10, 12}, {11, 13}, {1, 2}, {3, 4}, {5, 6}, {9, 10}, {11, 12}, {13, 14},
+    {0, 8}, {1, 9}, {2, 10}, {3, 11}, {4, 12}, {5, 13}, {6, 14}, {7, 15}, {4, 8}, {5, 9}, {6, 10}, {7, 11}, {2, 4},
+    {3, 5}, {6, 8}, {7, 9}, {10, 12}, {11, 13}, {1, 2}, {3, 4}, {5, 6}, {7, 8}, {9, 10}, {11, 12}, {13, 14}};
+
+/* Read a full block from the rows into work with each aligned group of 16 rows sorted column-wise, 8 columns at a
+ * time in registers. Returns 0, or 1 if the block has a NaN (work is then not sorted: the caller starts over). */
+__attribute__((target("avx2"))) static int fedchain_load_sorted_avx2(const float *const *rows, int k, size_t start,
+                                                                     float *work) {
+    __m256 nan = _mm256_setzero_ps();
+    for (int g = 0; g < k; g += 16) {
+        const int m = k - g < 16 ? k - g : 16;
+        float *base = work + (size_t)g * FEDCHAIN_RANK_COLS;
+        for (int c = 0; c < FEDCHAIN_RANK_COLS; c += 8) {
+            __m256 r[16];
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++) {
+                if (i < m) {
+                    r[i] = _mm256_loadu_ps(rows[g + i] + start + c);
+                    nan = _mm256_or_ps(nan, _mm256_cmp_ps(r[i], r[i], _CMP_UNORD_Q));
+                }
+            }
+#pragma GCC unroll 63
+            for (int s = 0; s < 63; s++) {
+                const int a = fedchain_sort16[s][0], b = fedchain_sort16[s][1];
+                if (b < m) {
+                    __m256 x = r[a], y = r[b];
+                    r[a] = _mm256_min_ps(x, y);
+                    r[b] = _mm256_max_ps(x, y);
+                }
+            }
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++)
+                if (i < m) _mm256_store_ps(base + (size_t)i * FEDCHAIN_RANK_COLS + c, r[i]);
+        }
+    }
+    return _mm256_movemask_ps(nan) != 0;
+}
+#endif
+
+FEDCHAIN_CLONES
+int fedchain_rank_mean(const float *const *rows, int k, size_t n, const int *steps, int nsteps, const int *late,
+                       int nlate, int lo, int hi, float *out, long long *outside) {
+    const size_t W = FEDCHAIN_RANK_COLS;
+    float *work = aligned_alloc(64, (size_t)k * W * sizeof(float));
+    double *acc = aligned_alloc(64, W * sizeof(double));
+    if (work == NULL || acc == NULL) {
+        free(work);
+        free(acc);
+        return -1;
+    }
+#ifdef FEDCHAIN_AVX2
+    const int grouped = late != NULL && __builtin_cpu_supports("avx2");
+#endif
+    const int count = hi - lo + 1;
+    for (size_t start = 0; start < n; start += W) {
+        const size_t m = n - start < W ? n - start : W;
+        int sorted = 0;
+#ifdef FEDCHAIN_AVX2
+        if (grouped && m == W && !fedchain_load_sorted_avx2(rows, k, start, work)) {
+            for (int s = 0; s < nlate; s++)
+                fedchain_cmpx(work + (size_t)late[2 * s] * W, work + (size_t)late[2 * s + 1] * W);
+            sorted = 1;
+        }
+#endif
+        if (!sorted) {
+            if (fedchain_load_block(rows, k, start, m, work)) {
+                for (int s = 0; s < nsteps; s++)
+                    fedchain_cmpx_nan(work + (size_t)steps[2 * s] * W, work + (size_t)steps[2 * s + 1] * W);
+            } else {
+                for (int s = 0; s < nsteps; s++)
+                    fedchain_cmpx(work + (size_t)steps[2 * s] * W, work + (size_t)steps[2 * s + 1] * W);
+            }
+        }
+        const float *rlo = work + (size_t)lo * W, *rhi = work + (size_t)hi * W;
+        float res[FEDCHAIN_RANK_COLS];
+        if (count == 1) {
+            for (size_t c = 0; c < W; c++) res[c] = rlo[c] + 0.0f;
+        } else if (count == 2) {
+            for (size_t c = 0; c < W; c++) res[c] = fmaf(rhi[c], 0.5f, rlo[c] * 0.5f) + 0.0f;
+        } else {
+            for (size_t c = 0; c < W; c++) acc[c] = (double)rlo[c];
+            for (int r = lo + 1; r <= hi; r++) {
+                const float *x = work + (size_t)r * W;
+                for (size_t c = 0; c < W; c++) acc[c] += (double)x[c];
+            }
+            for (size_t c = 0; c < W; c++) res[c] = (float)(acc[c] / (double)count) + 0.0f;
+        }
+        memcpy(out + start, res, m * sizeof(float));
+        if (outside) {
+            for (int i = 0; i < k; i++) {
+                const float *x = rows[i] + start; /* just read: still in cache */
+                long long t = 0;
+                for (size_t c = 0; c < m; c++) t += (x[c] < rlo[c]) + (x[c] > rhi[c]);
+                outside[i] += t;
+            }
+        }
+    }
+    free(work);
+    free(acc);
     return 0;
 }

@@ -1,11 +1,14 @@
 """Build, cache and load the native aggregation kernels (_native.c), or report why they are unavailable.
 
 FedAvg's kernel computes exactly what the torch code path computes (the same roundings in the same order), only in
-one pass instead of one torch op per row and chunk; Multi-Krum's Gram kernel sums the same exact products in
-another order, within the error bound that Multi-Krum certifies its selection with. So whether they are in use
-changes the speed, never the bytes of an aggregate.
+one pass instead of one torch op per row and chunk; the median and trimmed-mean kernel finds the same ranks (a
+sorting network over cache-sized blocks of columns, the torch path's own network wherever a NaN is involved) and
+averages them with the same roundings; Multi-Krum's Gram kernel sums the same exact products in another order,
+within the error bound that Multi-Krum certifies its selection with. So whether they are in use changes the
+speed, never the bytes of an aggregate (NaN aside: it lands on the same coordinates, its bit pattern may differ).
 It is plain C compiled with the system's C compiler on first use (about a second) into a per-user cache, keyed
-by the source, the compiler and the flags, and loaded with ctypes. No compiler, a failed build, or
+by the source, the compiler and the flags, and loaded with ctypes. Builds of other sources (other checkouts or
+versions sharing the cache) are left alone unless unused for STALE_DAYS. No compiler, a failed build, or
 FEDCHAIN_NATIVE=0 means the torch path is used, with one log line saying why.
 
     python -c 'from fedchain.aggregation import _native; _native.main()'   # build now (make setup does)
@@ -23,13 +26,16 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("_native.c")
-ABI = 2  # bump with every change to the exported functions' signatures
-FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-ffp-contract=off"]  # no fusion beyond the explicit fmaf
+ABI = 3  # bump with every change to the exported functions' signatures
+STALE_DAYS = 30  # a cached build of another source unused this long is deleted
+FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-ffp-contract=off", "-fno-trapping-math"]
+# -ffp-contract=off: no fusion beyond the explicit fmaf; -fno-trapping-math: vector min/max (no result changes)
 
 _lock = threading.Lock()
 _loaded: ctypes.CDLL | None = None
@@ -76,6 +82,7 @@ def build(force: bool = False) -> Path:
     _private_dir(directory)
     target = directory / f"fedchain_native_{key}.so"
     if target.exists() and not force:
+        os.utime(target)  # in use: keeps it out of other builds' clean-up of stale ones
         return target
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         built = Path(tmp) / target.name
@@ -84,10 +91,20 @@ def build(force: bool = False) -> Path:
         if proc.returncode != 0:
             raise OSError(f"{Path(cc).name} failed to build {SOURCE.name}: {proc.stderr.strip()[:2000]}")
         os.replace(built, target)  # atomic: concurrent builders each install a complete file
-    for stale in directory.glob("fedchain_native_*.so"):  # builds of older sources (a loaded one stays mapped)
-        if stale != target:
-            stale.unlink(missing_ok=True)
+    _remove_stale(directory, target)
     return target
+
+
+def _remove_stale(directory: Path, keep: Path) -> None:
+    # Builds of other sources not used for STALE_DAYS. Not every other one: checkouts of different versions (or
+    # branches) share the cache, and deleting each other's kernel would make each rebuild it on every start.
+    cutoff = time.time() - STALE_DAYS * 86_400
+    for stale in directory.glob("fedchain_native_*.so"):
+        try:
+            if stale != keep and stale.stat().st_mtime < cutoff:
+                stale.unlink()  # a process that loaded it keeps it mapped
+        except OSError:
+            pass
 
 
 def _load() -> ctypes.CDLL:
@@ -101,6 +118,11 @@ def _load() -> ctypes.CDLL:
     fn = lib.fedchain_gram
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_size_t, ctypes.c_void_p]
+    fn = lib.fedchain_rank_mean
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_size_t, ctypes.POINTER(ctypes.c_int),
+                   ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                   ctypes.c_void_p, ctypes.POINTER(ctypes.c_longlong)]
     return lib
 
 

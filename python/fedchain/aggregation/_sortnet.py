@@ -40,16 +40,36 @@ def batcher_network(k: int) -> tuple[tuple[int, int], ...]:
 
 
 @lru_cache(maxsize=256)
-def pruned_network(k: int, wanted: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
-    """The steps of `batcher_network(k)` that can affect the ranks in `wanted` (found by walking backwards)."""
+def _pruned_positions(k: int, wanted: tuple[int, ...]) -> tuple[int, ...]:
+    # Positions in batcher_network(k) of the steps that can affect the ranks in `wanted` (walking backwards).
     needed = set(wanted)
-    kept: list[tuple[int, int]] = []
-    for i, j in reversed(batcher_network(k)):
+    kept: list[int] = []
+    network = batcher_network(k)
+    for position in range(len(network) - 1, -1, -1):
+        i, j = network[position]
         if i in needed or j in needed:
-            kept.append((i, j))
+            kept.append(position)
             needed.update((i, j))
     kept.reverse()
     return tuple(kept)
+
+
+@lru_cache(maxsize=256)
+def pruned_network(k: int, wanted: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """The steps of `batcher_network(k)` that can affect the ranks in `wanted` (found by walking backwards)."""
+    network = batcher_network(k)
+    return tuple(network[p] for p in _pruned_positions(k, wanted))
+
+
+@lru_cache(maxsize=256)
+def pruned_after_groups(k: int, wanted: tuple[int, ...], group: int) -> tuple[tuple[int, int], ...]:
+    """The steps of `pruned_network(k, wanted)` left once every aligned group of `group` rows (a power of two) is
+    sorted by other means: Batcher's network sorts those groups in its first levels (merges of runs shorter than
+    `group`) and never crosses a group before it has. Running a superset of the pruned steps in the network's
+    order leaves the wanted ranks as they are, so a full sort of the groups followed by these steps places them."""
+    network = batcher_network(k)
+    first = next((p for p, (i, j) in enumerate(network) if i // group != j // group), len(network))
+    return tuple(network[p] for p in _pruned_positions(k, wanted) if p >= first)
 
 
 def sort_rows(

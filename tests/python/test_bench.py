@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `bench` is a package at the repository root, not inside python/
     sys.path.insert(0, str(ROOT))
-SECTIONS = ["gas", "aggregation", "anatomy", "quality", "robustness", "scale", "gpu", "text", "committee"]
+SECTIONS = ["gas", "aggregation", "anatomy", "quality", "robustness", "scale", "gpu", "text", "committee", "startup"]
 
 
 def _finite_numbers(obj, where="$"):
@@ -183,3 +183,17 @@ def test_committee_runs_report_members_and_targets(quick_results):
     assert [m["behaviour"] for m in run["members"]].count("colluding") == 1
     assert run["rounds_finalized"] == 1
     assert {t["target"] for t in r["targets"]} >= {"attackers' share with a colluding member"}
+
+
+def test_startup_times_both_ways_of_starting_processes_and_profiles_their_imports(quick_results):
+    r = quick_results[0]["startup"]
+    for kind in ("launcher", "cold"):
+        assert _is_stats(r["figures"][kind]["spawn_to_first_result_seconds"])
+        assert r["figures"][kind]["spawn_to_first_result_seconds"]["median"] > 0
+        assert [run["launcher"] for run in r["runs"][kind]] == [kind == "launcher"]
+        for role in ("contributor", "validator"):
+            assert r["import_profiles"][kind][role]["modules"] > 0
+    # a launched process imports a fraction of what a cold one does (torch and web3 come with the fork)
+    cold, launched = r["import_profiles"]["cold"]["contributor"], r["import_profiles"]["launcher"]["contributor"]
+    assert launched["modules"] * 5 < cold["modules"]
+    assert "torch" in {x["package"] for x in cold["largest"]}

@@ -5,6 +5,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -116,11 +120,14 @@ def contribute(
     """Stake if needed, train on your data in every round of a task, submit sealed updates, claim rewards at the end."""
     setup_logging(verbose)
     from fedchain.chain.units import format_fed
-    from fedchain.roles.contributor import Contributor, ContributorConfig
 
+    # torch comes with the role, imported only once the chain, the account and the task are there (a wrong
+    # address or password fails in a second); while waiting for the task it is imported meanwhile.
     protocol, ipfs = connect(rpc_url, ipfs_api, deployments)
     account = load_account(keystore, password_env)
-    _wait_for_task(protocol, task, wait_for_task)
+    _wait_for_task(protocol, task, wait_for_task, warm="fedchain.roles.contributor")
+    from fedchain.roles.contributor import Contributor, ContributorConfig
+
     config = ContributorConfig(task_id=task, data_path=data, state_dir=state_dir, seed=seed, progress=not no_progress)
     contributor = Contributor(protocol, ipfs, account, config)
     if attack:
@@ -156,7 +163,6 @@ def validate(
     setup_logging(verbose)
     from fedchain.chain.units import format_fed
     from fedchain.core.keys import load_sealing_key
-    from fedchain.roles.validator import Validator, ValidatorConfig
 
     protocol, ipfs = connect(rpc_url, ipfs_api, deployments)
     account = load_account(keystore, password_env)
@@ -164,7 +170,7 @@ def validate(
     if sealing_key is not None:
         password = sealing_password(sealing_key, sealing_password_env, "--sealing-password-env")
         key = load_sealing_key(sealing_key, password, password_hint=f"${sealing_password_env}, --sealing-password-env")
-    _wait_for_task(protocol, task, wait_for_task)
+    _wait_for_task(protocol, task, wait_for_task, warm="fedchain.roles.validator")  # torch only from here (see contribute)
     info = protocol.task(task)
     if info.ended:
         from fedchain.errors import ConfigError
@@ -175,6 +181,8 @@ def validate(
         _serve_committee(protocol, ipfs, account, key, task, holdout, state_dir, scoring_workers, max_rounds,
                          behaviour, accomplices)
         return
+    from fedchain.roles.validator import Validator, ValidatorConfig
+
     config = ValidatorConfig(task_id=task, holdout_path=holdout, state_dir=state_dir, scoring_workers=scoring_workers)
     results = Validator(protocol, ipfs, account, key, config).run(max_rounds=max_rounds)
     for r in results:
@@ -223,12 +231,23 @@ def verify(
         raise typer.Exit(1)
 
 
-def _wait_for_task(protocol, task_id: int, seconds: float) -> None:
-    """Let a process start (and import torch) before its task exists: poll until the task is on chain."""
+def _wait_for_task(protocol, task_id: int, seconds: float, warm: str | None = None) -> None:
+    """Let a process start before its task exists: poll until the task is on chain. If it has to wait, the module
+    `warm` (the role, with torch) is imported meanwhile, on a thread, so that waiting and importing overlap."""
     deadline = time.monotonic() + seconds
+    warming = False
     while protocol.task_count() <= task_id and time.monotonic() < deadline:
-        time.sleep(0.2)
+        if warm is not None and not warming and warm not in sys.modules:
+            threading.Thread(target=_import_quietly, args=(warm,), daemon=True, name="warm-import").start()
+            warming = True
+        time.sleep(0.1)
     protocol.require_task(task_id)  # TaskNotFoundError, naming the ids there are
+
+
+def _import_quietly(module: str) -> None:
+    # An error here is raised again, where it can be reported, by the command's own import of the module.
+    with contextlib.suppress(Exception):
+        importlib.import_module(module)
 
 
 @friendly_errors

@@ -33,9 +33,17 @@ from fedchain.errors import ConfigError, FedchainError
 
 if TYPE_CHECKING:
     from fedchain.core.spec import TaskSpec
+    from fedchain.sim.launcher import LaunchedProcess, Launcher
 
 log = logging.getLogger(__name__)
 FED = 10**18
+ENTRY = "fedchain.cli.main"  # what every role process runs, as `python -m ENTRY ARGS`
+# What the role processes import, once in the launcher: the CLI and the role modules (torch, web3 and the rest
+# come with them).
+PRELOAD = [ENTRY, "fedchain.roles.contributor", "fedchain.roles.validator", "fedchain.roles.member",
+           "fedchain.sim.adversary", "fedchain.sim.member_attacks",
+           "torch._dynamo"]  # torch.optim imports it on a first optimizer: ~2 s of CPU in every contributor
+THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # role processes share the cores: one thread each
 DATASETS = ("mnist", "shakespeare")
 SAMPLE_PROMPT = "My lord,"  # the start of the text sampled from each round's model on the text task
 SAMPLE_CHARS = 120
@@ -92,7 +100,7 @@ class Participant:
     data: Path | None = None
     samples: int = 0                       # size of its data shard (windows, for text)
     source: str = ""                       # where its data comes from (the speaking role, for text)
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen | LaunchedProcess | None = None
 
 
 class DemoError(FedchainError):
@@ -106,9 +114,26 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict:
         raise ConfigError("give both --rpc-url and --ipfs-api to use a running devnet, or neither to start one")
     _check_choices(config)
     config.workdir.mkdir(parents=True, exist_ok=True)
-    with _network(config, console) as (chain_url, ipfs_api, deployments_path), \
+    with _launcher(config) as launcher, \
+            _network(config, console) as (chain_url, ipfs_api, deployments_path), \
             _dashboard(config, console, chain_url, ipfs_api, deployments_path):
-        return _run_on_network(config, console, chain_url, ipfs_api, deployments_path)
+        return _run_on_network(config, console, chain_url, ipfs_api, deployments_path, launcher)
+
+
+@contextlib.contextmanager
+def _launcher(config: DemoConfig) -> Iterator[Launcher | None]:
+    """The warm process the role processes are forked from (fedchain.sim.launcher), started first so that its
+    imports overlap the devnet's start; None where it is not available (the processes then start cold)."""
+    from fedchain.sim import launcher
+
+    if not launcher.available():
+        yield None
+        return
+    warm = launcher.Launcher(PRELOAD, {**os.environ, **THREADS}, config.workdir / "launcher.log")
+    try:
+        yield warm
+    finally:
+        warm.close()
 
 
 def _check_choices(config: DemoConfig) -> None:
@@ -199,7 +224,8 @@ def _dashboard(config: DemoConfig, console: Console, rpc_url: str, ipfs_api: str
                     time.sleep(1)
 
 
-def _run_on_network(config: DemoConfig, console: Console, rpc_url: str, ipfs_api: str, deployments_path: Path) -> dict:
+def _run_on_network(config: DemoConfig, console: Console, rpc_url: str, ipfs_api: str, deployments_path: Path,
+                    launcher: Launcher | None = None) -> dict:
     from fedchain.chain.client import Chain
     from fedchain.chain.deployments import load_deployments
     from fedchain.chain.protocol import Protocol
@@ -215,23 +241,27 @@ def _run_on_network(config: DemoConfig, console: Console, rpc_url: str, ipfs_api
     with console.status("preparing data, keys and accounts…"):
         validators, participants, holdouts = _prepare(config, run_dir, password)
     common = ["--rpc-url", rpc_url, "--ipfs-api", ipfs_api, "--deployments", str(deployments_path)]
-    env = {**os.environ, "FEDCHAIN_PASSWORD": password, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "FEDCHAIN_SEALING_PASSWORD": password}
+    env = {**os.environ, "FEDCHAIN_PASSWORD": password, **THREADS, "FEDCHAIN_SEALING_PASSWORD": password}
+    spawn = _Spawner(launcher, console)
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     processes: list[Participant] = []
-    # On a devnet of its own the demo knows the next task id: the processes start (and import torch) while the
-    # parent funds the accounts and creates the task. On a shared chain it creates the task first.
-    own_chain = config.rpc_url is None
-    task_id = protocol.task_count() if own_chain else None
+    # Processes forked from the launcher start at once: the task is funded and created first (while the launcher
+    # may still be importing). Cold interpreters spend seconds importing: on a devnet of its own, where the demo
+    # knows the next task id, they start first and the parent funds the accounts and creates the task meanwhile.
+    # On a shared chain the task is created first.
+    create_first = config.rpc_url is not None or launcher is not None
+    task_id = None if create_first else protocol.task_count()
+    startup: dict = {}
     try:
-        if not own_chain:
+        if create_first:
             task_id = _fund_and_create(config, protocol, ipfs, validators, participants, run_dir, console)
-        wait = ["--wait-for-task", "120"] if own_chain else []
+        wait = [] if create_first else ["--wait-for-task", "120"]
         accomplices = ",".join(p.account.address for p in participants if p.role != "honest")
+        startup["spawned"] = time.monotonic()
         for i, v in enumerate(validators):
             behaviour = [] if v.role == "validator" else ["--behaviour", v.role, "--accomplices", accomplices]
-            v.process = _spawn(
+            v.process = spawn(
                 ["validate", "--task", str(task_id), "--holdout", str(holdouts[i]), "--keystore", str(v.keystore),
                  "--sealing-key", str(_key_path(run_dir, i, config)), "--sealing-password-env",
                  "FEDCHAIN_SEALING_PASSWORD", "--state-dir", str(run_dir / "state"), *behaviour, *wait, *common],
@@ -244,13 +274,14 @@ def _run_on_network(config: DemoConfig, console: Console, rpc_url: str, ipfs_api
                     *wait, *common]
             if p.role != "honest":
                 args += ["--attack", p.role]
-            p.process = _spawn(args, env, logs / f"{p.name}.log")
+            p.process = spawn(args, env, logs / f"{p.name}.log")
             processes.append(p)
-        if own_chain:
+        startup["launched"] = time.monotonic()
+        if not create_first:
             created = _fund_and_create(config, protocol, ipfs, validators, participants, run_dir, console)
             if created != task_id:
                 raise DemoError(f"expected to create task {task_id} but created {created}: is someone else using this devnet?")
-        rounds = _follow_rounds(config, console, protocol, ipfs, task_id, processes, run_dir, started)
+        rounds = _follow_rounds(config, console, protocol, ipfs, task_id, processes, run_dir, started, startup)
         _wait_for_exit(processes, timeout=120, logs=logs)
     finally:
         for p in processes:
@@ -259,6 +290,7 @@ def _run_on_network(config: DemoConfig, console: Console, rpc_url: str, ipfs_api
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     p.process.wait(timeout=5)
     report = _build_report(config, protocol, rpc_url, ipfs_api, task_id, participants, rounds)
+    report["startup"] = _startup_summary(startup, started, spawn)
     if config.validators > 1:
         from fedchain.sim.committee_report import committee_summary, print_committee
 
@@ -464,15 +496,48 @@ def _public_keys_hex(run_dir: Path) -> list[str]:
 
 
 # ─── running ───
-def _spawn(args: list[str], env: dict, log_path: Path) -> subprocess.Popen:
-    # The child writes through its own copy of the descriptor: the parent closes its copy at once.
-    with open(log_path, "wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "fedchain.cli.main", *args], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+class _Spawner:
+    """Start a role process (`python -m fedchain.cli.main ARGS`): forked from the launcher when there is one,
+    else a fresh interpreter (also if the launcher fails, with a line saying so)."""
+
+    def __init__(self, launcher: Launcher | None, console: Console) -> None:
+        self.launcher, self.console = launcher, console
+        self.launcher_imports: float | None = None
+
+    def __call__(self, args: list[str], env: dict, log_path: Path) -> subprocess.Popen | LaunchedProcess:
+        if self.launcher is not None:
+            from fedchain.sim.launcher import LauncherError
+
+            try:
+                process = self.launcher.start(ENTRY, args, env, log_path)
+                self.launcher_imports = self.launcher.wait_ready().get("import_seconds")
+                return process
+            except LauncherError as exc:
+                self.console.print(f"starting processes cold: {exc}", markup=False, highlight=False)
+                self.launcher = None
+        # The child writes through its own copy of the descriptor: the parent closes its copy at once.
+        with open(log_path, "wb") as out:
+            return subprocess.Popen([sys.executable, "-m", ENTRY, *args], env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def _follow_rounds(config, console, protocol, ipfs, task_id, processes, run_dir, started) -> list[dict]:
+def _startup_summary(startup: dict, started: float, spawn: _Spawner) -> dict:
+    """Seconds from spawning the role processes (the first spawn call, waiting for the launcher included) to the
+    first result seen on chain (polled every 0.3 s), and from the task's own start (data, keys, accounts)."""
+    first, spawned, launched = startup.get("first_result"), startup.get("spawned"), startup.get("launched")
+
+    def seconds(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else round(b - a, 3)
+
+    return {
+        "launcher": spawn.launcher is not None,
+        "launcher_import_seconds": spawn.launcher_imports,
+        "spawn_seconds": seconds(spawned, launched),
+        "spawn_to_first_result_seconds": seconds(spawned, first),
+        "task_start_to_first_result_seconds": seconds(started, first),
+    }
+
+
+def _follow_rounds(config, console, protocol, ipfs, task_id, processes, run_dir, started, startup) -> list[dict]:
     from fedchain.views.rewards import fetch_report
 
     sample = _TextSampler(protocol, ipfs, task_id, config.seed) if config.dataset == "shakespeare" else None
@@ -483,6 +548,7 @@ def _follow_rounds(config, console, protocol, ipfs, task_id, processes, run_dir,
         for fin in protocol.finalizations(task_id, from_block=cursor):
             if any(r["round"] == fin.round for r in rounds):
                 continue
+            startup.setdefault("first_result", time.monotonic())
             cursor = max(cursor, fin.block_number)
             report = fetch_report(ipfs, fin.report_digest)
             gas = _round_gas(protocol, task_id, fin)

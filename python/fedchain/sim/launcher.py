@@ -174,10 +174,11 @@ def _alive(pid: int) -> bool:
 
 
 # ─── the launcher process ───
-def _child(request: dict[str, Any]) -> None:
+def _child(request: dict[str, Any], channel: int) -> None:
     """In the forked child: become `python -m module args` and never return."""
     code = 1
     try:
+        os.close(channel)
         # Standard descriptors onto the log and /dev/null (which closes the launcher's pipes in this process).
         out = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         null = os.open(os.devnull, os.O_RDONLY)
@@ -245,9 +246,12 @@ def _reap(out: IO[bytes]) -> None:
 def serve(preload: list[str]) -> None:
     """The launcher's loop: import `preload`, say ready, fork a child per request, report exits, stop at EOF."""
     started = time.perf_counter()
+    # The messages go out on a private copy of stdout; anything printed (by an import, say) goes to the log.
+    stdout = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
     for name in preload:
         importlib.import_module(name)
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    stdin = sys.stdin.buffer
     _send(stdout, {"ready": True, "import_seconds": round(time.perf_counter() - started, 3), "modules": len(sys.modules)})
     pending = b""
     while True:
@@ -266,7 +270,7 @@ def serve(preload: list[str]) -> None:
             sys.stderr.flush()
             pid = os.fork()
             if pid == 0:
-                _child(request)
+                _child(request, stdout.fileno())
             _send(stdout, {"pid": pid})
 
 

@@ -46,6 +46,9 @@ def test_demo_report_has_the_documented_shape(demo_report):
                                 "rewards", "claimed"}
     assert [r["round"] for r in demo_report["rounds"]] == [0, 1]
     assert demo_report["outcome"]["attacker_share"] == 0.0 and demo_report["outcome"]["honest_slashed"] == 0
+    startup = demo_report["startup"]  # the role processes came from the warm launcher, and the demo timed them
+    assert startup["launcher"] is True and startup["launcher_import_seconds"] > 0
+    assert 0 < startup["spawn_to_first_result_seconds"] < startup["task_start_to_first_result_seconds"]
     for r in demo_report["rounds"]:
         assert set(r) >= {"round", "model_cid", "report_cid", "test_accuracy", "test_loss", "seconds", "gas", "updates"}
         for u in r["updates"]:

@@ -205,7 +205,8 @@ def rules(k: int, d: int) -> list[tuple[str, Callable[[torch.Tensor, list[int]],
     ]
 
 
-def bench_case(k: int, d: int, flower: FlowerSide | None, tmp: Path, repeats: int, bandwidth: float) -> list[dict]:
+def bench_case(k: int, d: int, flower: FlowerSide | None, tmp: Path, repeats: int, bandwidth: float,
+               only: set[str] | None = None) -> list[dict]:
     g = torch.Generator().manual_seed(k * 1_000_003 + d)
     buffer = torch.randn(k, d, generator=g).mul_(0.01)
     weights = [int(v) for v in torch.randint(100, 2_000, (k,), generator=g)]
@@ -214,8 +215,10 @@ def bench_case(k: int, d: int, flower: FlowerSide | None, tmp: Path, repeats: in
         path = tmp / f"x_{k}_{d}.npy"
         np.save(path, buffer.numpy())
         flower.ask({"cmd": "load", "path": str(path), "weights": weights})
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, ours, theirs in rules(k, d):
+        if only is not None and name not in only:
+            continue
         out, _, peak = measure(lambda: ours(buffer, weights), memory=True)  # noqa: B023, F821 - called at once; `buffer` is deleted later  # warm-up, and the memory figure
         times: list[float] = []
         comparisons = {}
@@ -230,10 +233,10 @@ def bench_case(k: int, d: int, flower: FlowerSide | None, tmp: Path, repeats: in
                 agrees = diff <= 1e-5 * max(1e-30, float(out.abs().max()))
                 reps = max(1, min(repeats, int(FLOWER_SECONDS_PER_SEQUENCE * 1e3 // max(warm["ms"], 1.0))))
             ratios, their_ms = [], []
-            for _ in range(reps):
+            for i in range(repeats):  # ours every time; Flower's as often as its time budget allows, alternately
                 _, ms, _ = measure(lambda: ours(buffer, weights))  # noqa: B023, F821 - called at once
                 times.append(ms)
-                if fn is not None:
+                if fn is not None and i < reps:
                     reply = flower.ask({"cmd": "run", "fn": fn, "args": args, "save": None, "memory": False})
                     their_ms.append(reply["ms"])
                     ratios.append(reply["ms"] / ms)
@@ -249,6 +252,9 @@ def bench_case(k: int, d: int, flower: FlowerSide | None, tmp: Path, repeats: in
             "flower": comparisons,
         })
     del buffer
+    single = next((r["fedchain"]["ms"]["median"] for r in rows if r["rule"] == "fedavg-out"), None)
+    for r in rows:  # against the single pass FedAvg makes over the same rows, timed in this case
+        r["fedchain"]["x_fedavg_out"] = None if single is None else r["fedchain"]["ms"]["median"] / single
     return rows
 
 
@@ -266,12 +272,15 @@ def _target_checks(rows: list[dict], copy_best: float) -> list[dict]:
         checks.append({"target": target, "goal": goal, "measured": measured, "met": met})
 
     def ratio(rule: str, fn: str) -> float | None:
-        c = at[rule]["flower"].get(fn)
+        c = at[rule]["flower"].get(fn) if rule in at else None
         return c["ratio"]["median"] if c else None
 
-    add("fedavg_bandwidth_fraction", at["fedavg"]["fedchain"]["bandwidth_fraction"], TARGETS["fedavg_bandwidth_fraction"])
+    def field(rule: str, key: str) -> float | None:
+        return at[rule]["fedchain"][key] if rule in at else None
+
+    add("fedavg_bandwidth_fraction", field("fedavg", "bandwidth_fraction"), TARGETS["fedavg_bandwidth_fraction"])
     checks.append({"target": "fedavg_bandwidth_fraction_given_output", "goal": None,
-                   "measured": at["fedavg-out"]["fedchain"]["bandwidth_fraction"], "met": None})
+                   "measured": field("fedavg-out", "bandwidth_fraction"), "met": None})
     add("fedavg_vs_aggregate", ratio("fedavg", "aggregate"), TARGETS["fedavg_vs_aggregate"])
     checks.append({"target": "fedavg_vs_aggregate_inplace", "goal": None,
                    "measured": ratio("fedavg", "aggregate_inplace"), "met": None})
@@ -282,6 +291,8 @@ def _target_checks(rows: list[dict], copy_best: float) -> list[dict]:
         for rule in ("median", "trimmed-mean"):
             row = next((r for r in rows if r["rule"] == rule and r["k"] == k and r["d"] == 10 * M), None)
             add(f"{rule}_x_single_pass (K={k})", row["fedchain"]["x_floor"] if row else None, goal, lower_is_better=True)
+            add(f"{rule}_x_fedavg_out (K={k})", row["fedchain"].get("x_fedavg_out") if row else None, goal,
+                lower_is_better=True)
     worst = max(r["fedchain"]["peak_extra_buffer_copies"] for r in rows)
     add("peak_extra_buffer_copies (all sizes)", worst, TARGETS["peak_extra_buffer_copies"], lower_is_better=True)
     return checks
@@ -293,15 +304,17 @@ def markdown(result: dict) -> str:
         f"Aggregation, float32, {result['threads']} threads; copy bandwidth {bw['best_GBps']:.1f} GB/s "
         f"(best; median {bw['median_GBps']:.1f}). `{result['command']}`",
         "",
-        "| rule | K | D | fedchain ms (min-max) | GB/s | of bandwidth | x floor | peak extra (buffer copies) "
+        "| rule | K | D | fedchain ms (min-max) | GB/s | of bandwidth | x floor | x fedavg-out | peak extra (buffer copies) "
         "| Flower function | Flower ms | ratio (min-max) | same result |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["cases"]:
         fc = r["fedchain"]
         ours = f"{fc['ms']['median']:.1f} ({fc['ms']['min']:.1f}-{fc['ms']['max']:.1f})"
         head = (f"| {r['rule']} | {r['k']} | {r['d'] // M}M | {ours} | {fc['GBps']:.1f} | "
-                f"{fc['bandwidth_fraction']:.0%} | {fc['x_floor']:.1f} | {fc['peak_extra_buffer_copies']:.2f} |")
+                f"{fc['bandwidth_fraction']:.0%} | {fc['x_floor']:.1f} | "
+                f"{'-' if fc.get('x_fedavg_out') is None else format(fc['x_fedavg_out'], '.1f')} | "
+                f"{fc['peak_extra_buffer_copies']:.2f} |")
         if not r["flower"]:
             none = r["rule"] == "fedavg-out" or "torch path" in r["rule"]
             lines.append(head + (" (none) | | | |" if none else " (skipped) | | | |"))
@@ -312,7 +325,9 @@ def markdown(result: dict) -> str:
         lines += ["", f"Flower: {result['flower_status']}"]
     checks = [c for c in result["targets"] if "goal" in c]
     if checks:
-        lines += ["", "x floor: the time over a single pass at the copy bandwidth (K*D*4 bytes read, D*4 written).", "",
+        lines += ["", "x floor: the time over a single pass at the copy bandwidth (K*D*4 bytes read, D*4 written); x "
+                  "fedavg-out: the time over FedAvg's own single pass over the same rows (into a touched output), "
+                  "timed in the same case.", "",
                   "| target (K=10, D=10M unless named) | goal | measured | met |", "|---|---|---|---|"]
         for c in checks:
             m = "n/a" if c["measured"] is None else f"{c['measured']:.2f}"
@@ -322,16 +337,16 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run(quick: bool, cases: list[tuple[int, int]] | None = None) -> dict:
+def run(quick: bool, cases: list[tuple[int, int]] | None = None, only: set[str] | None = None) -> dict:
     """Run the benchmark; returns JSON-serialisable figures with a "markdown" table (see the module docstring).
 
-    `cases`: (K, D) pairs to run instead of the default set (for a partial run by hand).
+    `cases`: (K, D) pairs to run instead of the default set; `only`: rule names to run (for a partial run by hand).
     """
     threads = len(os.sched_getaffinity(0))
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    if cases is None:
-        cases = [(10, 1 * M)] if quick else [(10, 1 * M), (10, 10 * M), (50, 1 * M), (50, 10 * M)]
+    default_cases = [(10, 1 * M)] if quick else [(10, 1 * M), (10, 10 * M), (50, 1 * M), (50, 10 * M)]
+    cases = cases or default_cases
     repeats = 3 if quick else 7
     flower, status = flower_side(quick)
     try:
@@ -339,7 +354,7 @@ def run(quick: bool, cases: list[tuple[int, int]] | None = None) -> dict:
         rows: list[dict] = []
         with tempfile.TemporaryDirectory(prefix="fedchain-bench-agg-") as tmp:
             for k, d in cases:
-                rows += bench_case(k, d, flower, Path(tmp), repeats, bandwidth["best_GBps"])
+                rows += bench_case(k, d, flower, Path(tmp), repeats, bandwidth["best_GBps"], only)
         info = flower.info if flower else {}
     finally:
         if flower is not None:
@@ -348,7 +363,9 @@ def run(quick: bool, cases: list[tuple[int, int]] | None = None) -> dict:
     result: dict[str, Any] = {
         "name": "aggregation",
         "quick": quick,
-        "command": "python -m bench.aggregation" + (" --quick" if quick else ""),
+        "command": "python -m bench.aggregation" + (" --quick" if quick else "")
+        + "".join(f" --case {k},{d}" for k, d in (cases if cases != default_cases else []))
+        + (f" --rules '{','.join(sorted(only))}'" if only else ""),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
@@ -368,9 +385,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="K=10, D=1M only; Flower skipped if not installed")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     parser.add_argument("--case", action="append", metavar="K,D", help="run only this size (repeatable), e.g. 10,10000000")
+    parser.add_argument("--rules", help="run only these rules (comma-separated names as in the table)")
     args = parser.parse_args()
-    cases = [tuple(int(v) for v in c.split(",")) for c in args.case] if args.case else None
-    result = run(args.quick, cases)
+    cases = [(int(c.split(",")[0]), int(c.split(",")[1])) for c in args.case] if args.case else None
+    only = {r.strip() for r in args.rules.split(",")} if args.rules else None
+    result = run(args.quick, cases, only)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     print(result["markdown"])

@@ -389,14 +389,8 @@ class _Handler(BaseHTTPRequestHandler):
         offset = _int(params, "offset", 0) or 0
         length = _int(params, "length", None)
         roots = [_path_arg(a) for a in args]
-        spans = []
-        total = 0
-        for root in roots:
-            size = self._check_dag(root)
-            start = min(offset, size)
-            n = size - start if length is None else min(length, size - start)
-            spans.append((root, start, n))
-            total += n
+        sizes = [self._check_dag(root) for root in roots]
+        spans, total = _cat_spans(roots, sizes, offset, length)
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("X-Stream-Output", "1")
@@ -480,6 +474,24 @@ class _Handler(BaseHTTPRequestHandler):
     def cmd_repo_gc(self, params: dict[str, list[str]]) -> None:
         removed = self.store.gc()
         self._send_json_lines([{"Key": {"/": c.encode()}} for c in removed], chunked_output=True)
+
+
+def _cat_spans(roots: list[Cid], sizes: list[int], offset: int, length: int | None
+               ) -> tuple[list[tuple[Cid, int, int]], int]:
+    """(root, start, count) per file and the total: as Kubo, `offset` and `length` apply to the files joined
+    in order, not to each file."""
+    skip = min(offset, sum(sizes))
+    left = sum(sizes) - skip if length is None else min(length, sum(sizes) - skip)
+    total = left
+    spans = []
+    for root, size in zip(roots, sizes, strict=True):
+        start = min(skip, size)
+        skip -= start
+        n = min(size - start, left)
+        if n > 0:
+            spans.append((root, start, n))
+            left -= n
+    return spans, total
 
 
 _COMMANDS: dict[str, Callable[[_Handler, dict[str, list[str]]], None]] = {

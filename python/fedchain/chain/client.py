@@ -80,6 +80,9 @@ class Chain:
     """
 
     def __init__(self, rpc_url: str, *, timeout: float = 30.0, receipt_timeout: float = 120.0, retries: int = 3) -> None:
+        if not rpc_url.lower().startswith(("http://", "https://")):
+            raise ChainError(f"the JSON-RPC endpoint {rpc_url!r} is not an http(s) URL: give one such as "
+                             "http://127.0.0.1:8545 (--rpc-url or $FEDCHAIN_RPC_URL)")
         self.rpc_url = rpc_url
         self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
         self.receipt_timeout = receipt_timeout

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from fedchain.cli.common import friendly_errors
+
 ipfs_app = typer.Typer(help="Content-addressed storage: the embedded IPFS node and a Kubo RPC client.",
                        no_args_is_help=True)
 
@@ -32,6 +34,7 @@ def serve_cmd(
 
 
 @ipfs_app.command("add")
+@friendly_errors
 def add_cmd(
     path: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
     api: str = typer.Option("http://127.0.0.1:5001", "--api", envvar="FEDCHAIN_IPFS_API", help=_API_HELP),
@@ -47,6 +50,7 @@ def add_cmd(
 
 
 @ipfs_app.command("cat")
+@friendly_errors
 def cat_cmd(
     cid: str = typer.Argument(...),
     out: Path = typer.Option(..., "--out", "-o", help="file to write (only once verified)"),
@@ -62,6 +66,7 @@ def cat_cmd(
 
 
 @ipfs_app.command("cid")
+@friendly_errors
 def cid_cmd(
     path: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
     cid_version: int = typer.Option(0, "--cid-version", min=0, max=1),

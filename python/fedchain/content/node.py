@@ -260,6 +260,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The stdlib's own refusals (request line or headers too long, malformed request line) in Kubo's error
+        shape instead of an HTML page, so that every client reads one format."""
+        self.close_connection = True
+        text = message or self.responses.get(code, ("error",))[0]
+        body = json.dumps({"Message": f"{text}: {explain}" if explain else text, "Code": 1, "Type": "error"},
+                          separators=(",", ":"))
+        self.send_response(code, message)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.send_header("Content-Length", str(len(body) + 1))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body.encode() + b"\n")
+
     def _send_error(self, err: RpcError) -> None:
         self._send_json_lines([{"Message": str(err), "Code": err.code, "Type": "error"}], status=err.status)
 

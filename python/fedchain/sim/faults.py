@@ -122,10 +122,12 @@ class Party:
 
 
 def _cli(args: list[str], env: dict[str, str], log_path: Path) -> Callable[[], subprocess.Popen[bytes]]:
+    from fedchain.content.node import die_with_parent
+
     def start() -> subprocess.Popen[bytes]:
         with open(log_path, "ab") as out:  # appended: a restart's lines follow the killed run's
             return subprocess.Popen([sys.executable, "-m", "fedchain.cli.main", *args], env=env, stdout=out,
-                                    stderr=subprocess.STDOUT)
+                                    stderr=subprocess.STDOUT, preexec_fn=die_with_parent())  # none left behind
     return start
 
 
@@ -243,6 +245,7 @@ class _Trigger:
     pattern: str | None
     seen: int
     delay: float
+    downtime: float
     armed_at: float = field(default_factory=time.monotonic)
     fire_at: float | None = None
 
@@ -268,7 +271,7 @@ def _arm(rng: random.Random, plan: FaultPlan, parties: list[Party]) -> _Trigger 
     if not candidates:
         return None
     victim = candidates[index % len(candidates)]
-    return _Trigger(victim, pattern, _count(victim, pattern) if pattern else 0, delay)
+    return _Trigger(victim, pattern, _count(victim, pattern) if pattern else 0, delay, rng.uniform(*plan.downtime))
 
 
 def _drive(scenario: Scenario, plan: FaultPlan | None, parties: list[Party], started: float) -> list[str]:
@@ -290,7 +293,6 @@ def _drive(scenario: Scenario, plan: FaultPlan | None, parties: list[Party], sta
                                 + "; ".join(f"{p.name}: {_tail(p.log_path, 3)}" for p in roles if p.running()))
         if plan is not None and kills_left and trigger is None:
             trigger = _arm(rng, plan, parties)
-            pause = rng.uniform(*plan.downtime)
             kills_left -= trigger is None
         if trigger is not None and not trigger.victim.running():
             trigger = None  # it finished before its milestone came: the kill is spent
@@ -299,8 +301,8 @@ def _drive(scenario: Scenario, plan: FaultPlan | None, parties: list[Party], sta
             victim = trigger.victim
             victim.kill()
             at = f"after '{trigger.pattern}'" if trigger.pattern else "at a random time"
-            events.append(f"{time.monotonic() - started:.1f}s kill {victim.name} {at}, down {pause:.1f}s")
-            time.sleep(pause)
+            events.append(f"{time.monotonic() - started:.1f}s kill {victim.name} {at}, down {trigger.downtime:.1f}s")
+            time.sleep(trigger.downtime)
             victim.restarts += 1
             victim.start()
             trigger, kills_left = None, kills_left - 1

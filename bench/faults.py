@@ -18,7 +18,7 @@ from bench._util import now
 from fedchain.sim.faults import FaultPlan, FaultRunError, Scenario, compare, run_scenario
 
 SEEDS = 20
-SCENARIO = Scenario(clients=3, rounds=2, samples_per_client=300)
+SCENARIO = Scenario(clients=2, rounds=2, samples_per_client=300)
 
 
 def run(quick: bool) -> dict[str, Any]:

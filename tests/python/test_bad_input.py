@@ -302,6 +302,12 @@ ROWS: list[Row] = [
      lambda c: cli(c, "ipfs", "add", c.file("a.txt", "hi"), "--api", _dead_url()), ["no IPFS RPC API answered", "fedchain ipfs serve"]),
     ("IPFS node listen address malformed", "cli ipfs serve",
      lambda c: cli(c, "ipfs", "serve", "--api", "127.0.0.1", "--repo", c.tmp / "repo"), ["HOST:PORT"]),
+    ("IPFS node listen address already taken", "cli ipfs serve",
+     lambda c: cli(c, "ipfs", "serve", "--api", f"127.0.0.1:{c.node.port}", "--repo", c.tmp / "repo"),
+     ["cannot listen on", "another --api"]),
+    ("IPFS node repo that is a file", "cli ipfs serve",
+     lambda c: cli(c, "ipfs", "serve", "--api", "127.0.0.1:0", "--repo", c.kept(c.file("repo", "x"))),
+     ["cannot create the IPFS repo"]),
     # -- command-line arguments
     ("task id that is not a number", "cli status",
      lambda c: cli(c, "status", "--task", "one"), ["Invalid value for '--task'", "integer"]),
@@ -483,3 +489,10 @@ def test_bad_input_gets_a_clear_error_and_loses_nothing(what: str, how: str, fee
         assert _digest(path) == digest, f"{what}: {path} changed"
     version = httpx.post(node.api_url + "/api/v0/version", timeout=5)
     assert version.status_code == 200, f"the IPFS node stopped answering after {what}"
+
+
+def test_docs_list_every_row() -> None:
+    """docs/ERRORS.md is this table for people: every row is there."""
+    listed = (Path(__file__).resolve().parents[2] / "docs" / "ERRORS.md").read_text()
+    missing = [what for what, *_ in ROWS if f"| {what} |" not in listed]
+    assert not missing, f"docs/ERRORS.md lacks {missing}"

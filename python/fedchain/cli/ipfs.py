@@ -15,6 +15,7 @@ _API_HELP = "RPC API of an IPFS node: http URL, HOST:PORT or multiaddr (/ip4/127
 
 
 @ipfs_app.command("serve")
+@friendly_errors
 def serve_cmd(
     api: str = typer.Option("127.0.0.1:5001", "--api", help="listen address, HOST:PORT or /ip4/HOST/tcp/PORT"),
     repo: Path = typer.Option(Path(".fedchain/ipfs"), "--repo", help="repo directory (blocks and pins)"),

@@ -569,7 +569,11 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 def serve(host: str = "127.0.0.1", port: int = 5001, repo_dir: str | os.PathLike[str] = ".fedchain/ipfs",
           fsync: bool = True) -> None:
     """Serve the RPC API until SIGINT/SIGTERM. Prints one line with the bound address (port 0 picks one)."""
-    server = make_server(host, port, repo_dir, fsync=fsync)
+    try:
+        server = make_server(host, port, repo_dir, fsync=fsync)
+    except OSError as exc:
+        raise ContentError(f"cannot listen on {host}:{port} ({exc.strerror}): is another node running there? "
+                           "Stop it or give another --api address") from None
     api_file = Path(repo_dir) / "api"
     api_file.write_text(server.api_multiaddr + "\n")
     signal.signal(signal.SIGTERM, _raise_interrupt)

@@ -9,6 +9,8 @@ and rewards, every update counted once, every reward claimed, nothing left in th
 
 from __future__ import annotations
 
+import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +20,8 @@ from bench._util import now
 from fedchain.sim.faults import FaultPlan, FaultRunError, Scenario, compare, run_scenario
 
 SEEDS = 20
-SCENARIO = Scenario(clients=2, rounds=2, samples_per_client=300)
+KILLS = 3
+SCENARIO = Scenario(clients=2, rounds=2, samples_per_client=200)
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -32,7 +35,7 @@ def run(quick: bool) -> dict[str, Any]:
         reference = run_scenario(scenario, None, Path(tmp) / "calm")
         for seed in seeds:
             started = time.monotonic()
-            plan = FaultPlan(seed=seed, kills=4)
+            plan = FaultPlan(seed=seed, kills=KILLS)
             try:
                 outcome = run_scenario(scenario, plan, Path(tmp) / f"seed-{seed}")
                 row = {"seed": seed, "events": outcome.events, "rpc": outcome.rpc, "problems": compare(reference, outcome)}
@@ -40,13 +43,16 @@ def run(quick: bool) -> dict[str, Any]:
                 row = {"seed": seed, "events": [], "rpc": {}, "problems": [f"did not finish: {str(exc)[:1500]}"]}
             row["seconds"] = round(time.monotonic() - started, 1)
             runs.append(row)
+            if progress := os.environ.get("FEDCHAIN_BENCH_PROGRESS"):  # each run as it ends: a long run survives a kill
+                with open(progress, "a") as out:
+                    out.write(json.dumps(row) + "\n")
     same = sum(not r["problems"] for r in runs)
     kills = sum(len(r["events"]) for r in runs)
     result = {
         "name": "faults", "quick": quick, "date": now(),
         "command": "python -m bench --only faults",
         "setup": {"clients": scenario.clients, "rounds": scenario.rounds, "samples_per_client": scenario.samples_per_client,
-                  "kills_per_run": 4, "rpc": vars(FaultPlan(seed=0).rpc)},
+                  "kills_per_run": KILLS, "rpc": vars(FaultPlan(seed=0).rpc)},
         "reference": reference.summary(), "runs": runs,
         "targets": [{"target": "seeded fault runs ending as the undisturbed run", "goal": f"{len(runs)}/{len(runs)}",
                      "measured": f"{same}/{len(runs)}", "met": same == len(runs)}],

@@ -29,7 +29,7 @@ from fedchain.learning.evaluation import pick_device
 from fedchain.learning.kinds import kind_of
 from fedchain.learning.models import build_model
 from fedchain.learning.trainers import LocalData
-from fedchain.roles.retry import node_is_up, patiently
+from fedchain.roles.retry import STARTUP_WAIT, node_is_up, patiently
 from fedchain.roles.round import RoundInputs, SubmittedUpdate
 from fedchain.views.taskview import TaskView
 
@@ -47,6 +47,8 @@ class UpdateCollector:
         self.task_id = task_id
         self.sealing_key = sealing_key
         self.task = TaskView(protocol, ipfs, task_id)
+        # A role restarted while its IPFS node is also restarting waits for it rather than exiting (cached after).
+        patiently("fetch the task's spec", lambda: self.task.spec, until=time.time() + STARTUP_WAIT)
         self.device = torch.device(device) if device else pick_device()
         # Without held-out data (a verifier), rounds can be merged but not scored.
         self.holdout = (kind_of(self.task.spec).load_data(holdout_path, self.task.spec) if holdout_path is not None

@@ -555,3 +555,25 @@ def test_collector_reads_a_rounds_submissions_only_once_they_are_confirmed(monke
     assert chain.blocks == 7 and reads[-1] == 4  # waited until block 7 (= 4 + 3), then read up to block 4
     collector.confirmations = 0
     assert len(collector.confirmed_submissions(0)) == 2 and reads[-1] == "latest"
+
+
+def test_contributor_started_while_its_ipfs_node_is_down_waits_for_the_spec(tmp_path, monkeypatch):
+    """Restarted together with its node, a contributor waits for the node to read the task's spec, not exits."""
+    chain = ScriptedChain(rounds=1)
+    chain.ended = True  # nothing to train: the test is about the start
+    sleeps: list[float] = []
+    monkeypatch.setattr("fedchain.roles.retry.time.sleep", sleeps.append)
+    client = make_contributor(tmp_path, chain, on_round=lambda r: None)
+    spec = client.task.__dict__.pop("spec")
+    answers = iter([NodeUnreachableError("down"), NodeUnreachableError("down"), spec])
+
+    def cat(cid, max_size):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer.to_json_bytes()
+
+    client.ipfs = client.task.ipfs = SimpleNamespace(cat=cat)
+    chain.task = lambda task_id: SimpleNamespace(ended=True, current_round=0, min_contributor_stake=0,
+                                                 spec_digest=b"\x01" * 32)
+    assert client.run() == [] and sleeps == [1.0, 2.0] and client.task.spec == spec

@@ -26,7 +26,7 @@ from typing import Any
 
 from bench._util import ROOT, machine, now, versions
 
-SECTIONS = ["gas", "aggregation", "anatomy", "quality", "robustness", "scale", "gpu", "text", "committee", "startup"]
+SECTIONS = ["gas", "aggregation", "anatomy", "quality", "robustness", "scale", "gpu", "text", "committee", "startup", "faults"]
 TITLES = {
     "gas": "1. Gas per contract function",
     "aggregation": "2. Aggregation against the memory-bandwidth floor and Flower",
@@ -38,6 +38,7 @@ TITLES = {
     "text": "8. Text: next-character prediction on Shakespeare, one client per speaking role",
     "committee": "9. Validator committees: incentives with colluding, lazy and offline members",
     "startup": "10. Start-up: from spawning the demo's processes to its first result",
+    "faults": "11. Fault injection: parties killed and restarted, a flaky chain endpoint",
 }
 RESULTS = ROOT / "bench" / "results"
 QUICK_RESULTS = ROOT / ".cache" / "bench-quick"  # ignored by git: quick runs never replace the measured results

@@ -135,6 +135,21 @@ def test_cat_offset_and_length(node: NodeProcess, ipfs: IpfsClient) -> None:
     assert r.status_code == 200 and r.content == data[CHUNK - 5 : CHUNK + 15]
 
 
+@pytest.mark.parametrize(("offset", "length"), [(0, None), (3, None), (CHUNK - 5, 20), (CHUNK + 90, 30),
+                                               (CHUNK + 100, None), (10, 0), (CHUNK + 300, 5), (5, 10**9)])
+def test_cat_offset_and_length_apply_to_the_joined_files(node: NodeProcess, ipfs: IpfsClient, offset: int,
+                                                         length: int | None) -> None:
+    """As Kubo: `cat A B` with offset/length slices A+B, not each file (a length past the end is clipped)."""
+    first, second = _rand(CHUNK + 100, 21), _rand(200, 22)
+    a, b = ipfs.add_bytes(first), ipfs.add_bytes(second)
+    query = f"/api/v0/cat?arg={a}&arg=/ipfs/{b}&offset={offset}" + ("" if length is None else f"&length={length}")
+    r = _post(node, query)
+    joined = first + second
+    want = joined[offset : None if length is None else offset + length]
+    assert r.status_code == 200 and r.content == want
+    assert r.headers["X-Content-Length"] == str(len(want))
+
+
 def test_curl_add_and_cat(node: NodeProcess, tmp_path: Path) -> None:
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")

@@ -532,3 +532,48 @@ def test_contributor_that_can_no_longer_stake_claims_what_it_earned_then_says_wh
     with pytest.raises(CannotStakeError, match="cannot stake the 100 FED"):
         client.run()
     assert claimed == [1]  # round 0's reward was claimed before it stopped
+
+
+def test_collector_reads_a_rounds_submissions_only_once_they_are_confirmed(monkeypatch):
+    """With 3 confirmations the collector waits while the last submission is less deep, then reads up to the
+    confirmed block, so a submission a reorganisation could still drop is never acted on."""
+    monkeypatch.setattr("fedchain.roles.collect.time.sleep", lambda s: None)
+    chain = ScriptedChain(rounds=1)  # every block_number() call moves the head one block on
+    reads = []
+
+    def submissions(task_id, round_index, to_block="latest"):
+        reads.append(to_block)
+        subs = [SimpleNamespace(contributor="0x" + "33" * 20, block_number=1), SimpleNamespace(contributor="0x"
+                + "44" * 20, block_number=4)]
+        return [s for s in subs if to_block == "latest" or s.block_number <= to_block]
+
+    chain.submissions = submissions
+    collector = object.__new__(UpdateCollector)
+    collector.protocol, collector.task_id, collector.confirmations = chain, 0, 3
+    got = collector.confirmed_submissions(0)
+    assert [s.block_number for s in got] == [1, 4]
+    assert chain.blocks == 7 and reads[-1] == 4  # waited until block 7 (= 4 + 3), then read up to block 4
+    collector.confirmations = 0
+    assert len(collector.confirmed_submissions(0)) == 2 and reads[-1] == "latest"
+
+
+def test_contributor_started_while_its_ipfs_node_is_down_waits_for_the_spec(tmp_path, monkeypatch):
+    """Restarted together with its node, a contributor waits for the node to read the task's spec, not exits."""
+    chain = ScriptedChain(rounds=1)
+    chain.ended = True  # nothing to train: the test is about the start
+    sleeps: list[float] = []
+    monkeypatch.setattr("fedchain.roles.retry.time.sleep", sleeps.append)
+    client = make_contributor(tmp_path, chain, on_round=lambda r: None)
+    spec = client.task.__dict__.pop("spec")
+    answers = iter([NodeUnreachableError("down"), NodeUnreachableError("down"), spec])
+
+    def cat(cid, max_size):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer.to_json_bytes()
+
+    client.ipfs = client.task.ipfs = SimpleNamespace(cat=cat)
+    chain.task = lambda task_id: SimpleNamespace(ended=True, current_round=0, min_contributor_stake=0,
+                                                 spec_digest=b"\x01" * 32)
+    assert client.run() == [] and sleeps == [1.0, 2.0] and client.task.spec == spec

@@ -15,6 +15,7 @@ from eth_utils import keccak, to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted, Web3RPCError
+from web3.providers.rpc.utils import ExceptionRetryConfiguration
 from web3.types import RPCEndpoint, TxReceipt
 
 from fedchain.chain.artifacts import load_artifact
@@ -22,6 +23,7 @@ from fedchain.chain.errors import ChainError, RpcUnreachableError, TransactionRe
 
 log = logging.getLogger(__name__)
 
+RPC_RETRIES = 6  # attempts per JSON-RPC request on a dropped connection or a 5xx (backoff 0.1 s, doubling)
 GAS_MARGIN = 1.2  # estimates can undershoot when state changes between estimate and mining
 TRANSIENT_ERRORS = (requests.ConnectionError, requests.Timeout, TimeExhausted)
 
@@ -80,8 +82,16 @@ class Chain:
     """
 
     def __init__(self, rpc_url: str, *, timeout: float = 30.0, receipt_timeout: float = 120.0, retries: int = 3) -> None:
+        if not rpc_url.lower().startswith(("http://", "https://")):
+            raise ChainError(f"the JSON-RPC endpoint {rpc_url!r} is not an http(s) URL: give one such as "
+                             "http://127.0.0.1:8545 (--rpc-url or $FEDCHAIN_RPC_URL)")
         self.rpc_url = rpc_url
-        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+        # web3 retries idempotent requests on the builtin ConnectionError only; requests raises its own (a dropped
+        # connection, a provider's 5xx): retry those too. A resent raw transaction is safe (see _send_raw).
+        retry = ExceptionRetryConfiguration(errors=(requests.ConnectionError, requests.HTTPError, requests.Timeout),
+                                            retries=RPC_RETRIES, backoff_factor=0.1)
+        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout},
+                                         exception_retry_configuration=retry))
         self.receipt_timeout = receipt_timeout
         self.retries = retries
         self._nonces: dict[str, int] = {}
@@ -150,7 +160,8 @@ class Chain:
                 "to": to_checksum_address(to), "value": value, "nonce": nonce, "gas": 21_000, "chainId": self.chain_id,
                 "maxFeePerGas": self.w3.eth.gas_price * 2 + 1, "maxPriorityFeePerGas": 1,
             }
-            tx_hash = self.w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)  # type: ignore[arg-type]
+            signed = account.sign_transaction(tx)  # type: ignore[arg-type]
+            tx_hash = self._send_raw(signed.raw_transaction, signed.hash)
             self._nonces[account.address] = nonce + 1
         receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.receipt_timeout, poll_latency=0.05)
         return TxResult(tx_hash.hex(), receipt["blockNumber"], receipt["gasUsed"], receipt)
@@ -166,12 +177,28 @@ class Chain:
             nonce = self._next_nonce(sender)
             tx = call.build_transaction({**tx_fields, "gas": int(gas * GAS_MARGIN), "nonce": nonce})
             signed = account.sign_transaction(tx)
-            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+            tx_hash = self._send_raw(signed.raw_transaction, signed.hash)
             self._nonces[sender] = nonce + 1
         receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.receipt_timeout, poll_latency=0.05)
         if receipt["status"] != 1:
             self._explain_failed_receipt(call, tx_fields, action, receipt)
         return TxResult(tx_hash.hex(), receipt["blockNumber"], receipt["gasUsed"], receipt)
+
+    def _send_raw(self, raw: bytes, tx_hash: bytes) -> Any:
+        """Send a signed transaction. When a resend (after an answer lost on the way back) is refused because the
+        first copy already reached the node ("nonce too low", "already known"), that copy is the transaction: its
+        hash is returned instead of sending the call again, which would act twice or revert."""
+        try:
+            return self.w3.eth.send_raw_transaction(raw)
+        except (Web3RPCError, ValueError):
+            try:
+                known = self.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+            except Exception:  # noqa: BLE001 - not known: the refusal stands
+                known = None
+            if known is None:
+                raise
+            log.info("transaction %s reached the node before its answer was lost; following it", tx_hash.hex())
+            return tx_hash
 
     def _next_nonce(self, sender: str) -> int:
         if sender not in self._nonces:

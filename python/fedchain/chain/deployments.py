@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fedchain.chain.errors import ArtifactsError
+from fedchain.core.spec import format_validation_error
 
 DEFAULT_DEPLOYMENTS = Path("deployments") / "local.json"
 
@@ -43,4 +44,6 @@ def load_deployments(path: Path | str = DEFAULT_DEPLOYMENTS) -> Deployments:
             "or pass --deployments"
         ) from exc
     except ValidationError as exc:
-        raise ArtifactsError(f"deployments file {path} is malformed: {exc}") from exc
+        raise ArtifactsError(
+            format_validation_error(exc, f"deployments file {path} (malformed)")
+            + "\ngive the file `fedchain devnet` or `ape run deploy` wrote, or deploy again") from exc

@@ -154,6 +154,10 @@ def validate(
     scoring_workers: int | None = typer.Option(
         None, min=1, help="Threads that value coalitions in parallel (default: one per CPU, at most 4; 1 on a GPU)."
     ),
+    confirmations: int | None = typer.Option(
+        None, "--confirmations", min=0, envvar="FEDCHAIN_CONFIRMATIONS",
+        help="Blocks deep a round's submissions must be before they are aggregated, scored or slashed (default: 0 on "
+        "a local devnet, 3 elsewhere)."),
     behaviour: str = typer.Option("honest", hidden=True, help="Demo only: a committee member's behaviour."),
     accomplices: str = typer.Option("", hidden=True, help="Demo only: a colluding member's accomplices."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
@@ -163,8 +167,10 @@ def validate(
     setup_logging(verbose)
     from fedchain.chain.units import format_fed
     from fedchain.core.keys import load_sealing_key
+    from fedchain.views.index import default_confirmations
 
     protocol, ipfs = connect(rpc_url, ipfs_api, deployments)
+    depth = default_confirmations(protocol.chain.chain_id) if confirmations is None else confirmations
     account = load_account(keystore, password_env)
     key = None
     if sealing_key is not None:
@@ -179,11 +185,12 @@ def validate(
                           f"nothing left to validate; `fedchain status --task {task}` shows its results")
     if protocol.committees.committee_of_task(task) != 0:
         _serve_committee(protocol, ipfs, account, key, task, holdout, state_dir, scoring_workers, max_rounds,
-                         behaviour, accomplices)
+                         behaviour, accomplices, depth)
         return
     from fedchain.roles.validator import Validator, ValidatorConfig
 
-    config = ValidatorConfig(task_id=task, holdout_path=holdout, state_dir=state_dir, scoring_workers=scoring_workers)
+    config = ValidatorConfig(task_id=task, holdout_path=holdout, state_dir=state_dir, scoring_workers=scoring_workers,
+                             confirmations=depth)
     results = Validator(protocol, ipfs, account, key, config).run(max_rounds=max_rounds)
     for r in results:
         console.print(f"round {r.round}: accuracy {r.test_accuracy:.4f}, rewards {format_fed(r.total_rewards)}, "
@@ -193,13 +200,14 @@ def validate(
 
 
 def _serve_committee(protocol, ipfs, account, key, task: int, holdout: Path, state_dir: Path,
-                     scoring_workers: int | None, max_rounds: int | None, behaviour: str, accomplices: str) -> None:
+                     scoring_workers: int | None, max_rounds: int | None, behaviour: str, accomplices: str,
+                     confirmations: int) -> None:
     from fedchain.roles.collect import UpdateCollector
     from fedchain.roles.member import CommitteeMember, MemberConfig
     from fedchain.sim.member_attacks import member_behaviour
     from fedchain.views.rewards import claimable_rewards
 
-    collector = UpdateCollector(protocol, ipfs, task, holdout, key)
+    collector = UpdateCollector(protocol, ipfs, task, holdout, key, confirmations=confirmations)
     config = MemberConfig(task_id=task, holdout_path=holdout, state_dir=state_dir, scoring_workers=scoring_workers)
     member = CommitteeMember(protocol, protocol.committees, ipfs, account, collector, config,
                              member_behaviour(behaviour, [a for a in accomplices.split(",") if a]))

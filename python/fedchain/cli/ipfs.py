@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from fedchain.cli.common import friendly_errors
+
 ipfs_app = typer.Typer(help="Content-addressed storage: the embedded IPFS node and a Kubo RPC client.",
                        no_args_is_help=True)
 
@@ -13,6 +15,7 @@ _API_HELP = "RPC API of an IPFS node: http URL, HOST:PORT or multiaddr (/ip4/127
 
 
 @ipfs_app.command("serve")
+@friendly_errors
 def serve_cmd(
     api: str = typer.Option("127.0.0.1:5001", "--api", help="listen address, HOST:PORT or /ip4/HOST/tcp/PORT"),
     repo: Path = typer.Option(Path(".fedchain/ipfs"), "--repo", help="repo directory (blocks and pins)"),
@@ -32,6 +35,7 @@ def serve_cmd(
 
 
 @ipfs_app.command("add")
+@friendly_errors
 def add_cmd(
     path: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
     api: str = typer.Option("http://127.0.0.1:5001", "--api", envvar="FEDCHAIN_IPFS_API", help=_API_HELP),
@@ -47,6 +51,7 @@ def add_cmd(
 
 
 @ipfs_app.command("cat")
+@friendly_errors
 def cat_cmd(
     cid: str = typer.Argument(...),
     out: Path = typer.Option(..., "--out", "-o", help="file to write (only once verified)"),
@@ -62,6 +67,7 @@ def cat_cmd(
 
 
 @ipfs_app.command("cid")
+@friendly_errors
 def cid_cmd(
     path: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
     cid_version: int = typer.Option(0, "--cid-version", min=0, max=1),

@@ -260,6 +260,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The stdlib's own refusals (request line or headers too long, malformed request line) in Kubo's error
+        shape instead of an HTML page, so that every client reads one format."""
+        self.close_connection = True
+        text = message or self.responses.get(code, ("error",))[0]
+        body = json.dumps({"Message": f"{text}: {explain}" if explain else text, "Code": 1, "Type": "error"},
+                          separators=(",", ":"))
+        self.send_response(code, message)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.send_header("Content-Length", str(len(body) + 1))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body.encode() + b"\n")
+
     def _send_error(self, err: RpcError) -> None:
         self._send_json_lines([{"Message": str(err), "Code": err.code, "Type": "error"}], status=err.status)
 
@@ -389,14 +404,8 @@ class _Handler(BaseHTTPRequestHandler):
         offset = _int(params, "offset", 0) or 0
         length = _int(params, "length", None)
         roots = [_path_arg(a) for a in args]
-        spans = []
-        total = 0
-        for root in roots:
-            size = self._check_dag(root)
-            start = min(offset, size)
-            n = size - start if length is None else min(length, size - start)
-            spans.append((root, start, n))
-            total += n
+        sizes = [self._check_dag(root) for root in roots]
+        spans, total = _cat_spans(roots, sizes, offset, length)
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("X-Stream-Output", "1")
@@ -482,6 +491,24 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json_lines([{"Key": {"/": c.encode()}} for c in removed], chunked_output=True)
 
 
+def _cat_spans(roots: list[Cid], sizes: list[int], offset: int, length: int | None
+               ) -> tuple[list[tuple[Cid, int, int]], int]:
+    """(root, start, count) per file and the total: as Kubo, `offset` and `length` apply to the files joined
+    in order, not to each file."""
+    skip = min(offset, sum(sizes))
+    left = sum(sizes) - skip if length is None else min(length, sum(sizes) - skip)
+    total = left
+    spans = []
+    for root, size in zip(roots, sizes, strict=True):
+        start = min(skip, size)
+        skip -= start
+        n = min(size - start, left)
+        if n > 0:
+            spans.append((root, start, n))
+            left -= n
+    return spans, total
+
+
 _COMMANDS: dict[str, Callable[[_Handler, dict[str, list[str]]], None]] = {
     "version": _Handler.cmd_version,
     "add": _Handler.cmd_add,
@@ -542,7 +569,11 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 def serve(host: str = "127.0.0.1", port: int = 5001, repo_dir: str | os.PathLike[str] = ".fedchain/ipfs",
           fsync: bool = True) -> None:
     """Serve the RPC API until SIGINT/SIGTERM. Prints one line with the bound address (port 0 picks one)."""
-    server = make_server(host, port, repo_dir, fsync=fsync)
+    try:
+        server = make_server(host, port, repo_dir, fsync=fsync)
+    except OSError as exc:
+        raise ContentError(f"cannot listen on {host}:{port} ({exc.strerror}): is another node running there? "
+                           "Stop it or give another --api address") from None
     api_file = Path(repo_dir) / "api"
     api_file.write_text(server.api_multiaddr + "\n")
     signal.signal(signal.SIGTERM, _raise_interrupt)

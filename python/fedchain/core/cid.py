@@ -163,11 +163,18 @@ def cid_from_bytes(raw: bytes) -> Cid:
         if version != 1:
             raise InvalidCidError(f"unsupported CID version {version}")
         codec, pos = decode_varint(raw, pos)
-        return Cid(1, codec, _parse_multihash(raw, pos, raw))
+        return Cid(1, codec, _parse_multihash(raw, pos, "0x" + raw.hex()))
     except ValueError as exc:
         if isinstance(exc, InvalidCidError):
             raise
         raise InvalidCidError(f"not a binary CID: {exc}") from None
+
+
+def _decoded_cid(raw: bytes, text: str) -> Cid:
+    try:
+        return cid_from_bytes(raw)
+    except InvalidCidError as exc:  # name the text given, not its decoded bytes
+        raise InvalidCidError(f"{text!r}: {str(exc).split(': ', 1)[-1]}") from None
 
 
 def parse_cid(s: str | Cid) -> Cid:
@@ -181,7 +188,7 @@ def parse_cid(s: str | Cid) -> Cid:
     if not isinstance(s, str):
         raise InvalidCidError(f"a CID must be a string, got {type(s).__name__}")
     if not s or len(s) > _MAX_CID_TEXT or not s.isascii() or not s.isalnum():
-        raise InvalidCidError(f"not a CID: {s[:80]!r}")
+        raise InvalidCidError(f"not a CID: {s[:80]!r}; a CID looks like Qm… (46 characters) or bafy…")
     try:
         if len(s) == 46 and s.startswith("Qm"):
             raw = b58decode(s)
@@ -201,7 +208,7 @@ def parse_cid(s: str | Cid) -> Cid:
         if isinstance(exc, InvalidCidError):
             raise
         raise InvalidCidError(f"not a CID: {s!r} ({exc})") from None
-    cid = cid_from_bytes(raw)
+    cid = _decoded_cid(raw, s)
     if cid.version != 1:
         raise InvalidCidError(f"not a CIDv1: {s!r}")
     return cid

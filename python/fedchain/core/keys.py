@@ -124,7 +124,7 @@ def load_sealing_key(path: str | os.PathLike[str], password: str | None = None, 
     except ValueError:
         if password and b"ENCRYPTED" in data:
             raise KeyPasswordError(f"wrong password for {source} ({password_hint})") from None
-        raise SealingKeyError(f"{source} is not a PEM private key") from None
+        raise SealingKeyError(f"{source} is not a PEM private key: give the file `fedchain keys create` wrote") from None
     if not isinstance(key, X25519PrivateKey):
         raise SealingKeyError(f"{source} holds a {type(key).__name__}, not an X25519 sealing key")
     return key

@@ -191,7 +191,7 @@ class RoundReport(_ReportModel):
     @classmethod
     def from_json_bytes(cls, data: bytes | str) -> RoundReport:
         try:
-            obj = json.loads(data)
+            obj = json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)  # never guess UTF-16
         except (ValueError, UnicodeDecodeError) as exc:
             raise ReportError(f"round report is not valid JSON: {exc}") from exc
         if not isinstance(obj, dict):

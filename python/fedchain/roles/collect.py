@@ -9,6 +9,7 @@ answers and the content cannot be fetched.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from fedchain.learning.evaluation import pick_device
 from fedchain.learning.kinds import kind_of
 from fedchain.learning.models import build_model
 from fedchain.learning.trainers import LocalData
-from fedchain.roles.retry import node_is_up, patiently
+from fedchain.roles.retry import STARTUP_WAIT, node_is_up, patiently
 from fedchain.roles.round import RoundInputs, SubmittedUpdate
 from fedchain.views.taskview import TaskView
 
@@ -39,12 +40,15 @@ class UpdateCollector:
     """A task's view, this party's held-out data and model, and the fetching of each round's updates."""
 
     def __init__(self, protocol: Protocol, ipfs: IpfsClient, task_id: int, holdout_path: Path | None,
-                 sealing_key: X25519PrivateKey | None, device: str | None = None) -> None:
+                 sealing_key: X25519PrivateKey | None, device: str | None = None, confirmations: int = 0) -> None:
         self.protocol = protocol
+        self.confirmations = confirmations  # blocks a submission must lie below the head before it is acted on
         self.ipfs = ipfs
         self.task_id = task_id
         self.sealing_key = sealing_key
         self.task = TaskView(protocol, ipfs, task_id)
+        # A role restarted while its IPFS node is also restarting waits for it rather than exiting (cached after).
+        patiently("fetch the task's spec", lambda: self.task.spec, until=time.time() + STARTUP_WAIT)
         self.device = torch.device(device) if device else pick_device()
         # Without held-out data (a verifier), rounds can be merged but not scored.
         self.holdout = (kind_of(self.task.spec).load_data(holdout_path, self.task.spec) if holdout_path is not None
@@ -61,7 +65,7 @@ class UpdateCollector:
         deadline = self.deadline(round_index)
         base = patiently(f"fetch round {round_index}'s base model", lambda: self.task.global_model(round_index),
                          until=deadline)
-        on_chain = self.protocol.submissions(self.task_id, round_index)  # in chain order (block, log index)
+        on_chain = self.confirmed_submissions(round_index, deadline)  # in chain order (block, log index)
         log.info("round %d: aggregating %d submission(s)", round_index, len(on_chain))
         # Rows in canonical order (by contributor address): the result never depends on arrival order.
         subs = [on_chain[i] for i in canonical_order([s.contributor for s in on_chain])]
@@ -84,6 +88,24 @@ class UpdateCollector:
             submission_order=[row_of[s.contributor] for s in on_chain], rows=rows, base_state=base.state,
             base_cid=base.cid, holdout=self.holdout, budget=info.reward_per_round + info.carry,
         )
+
+    def confirmed_submissions(self, round_index: int, deadline: float | None = None) -> list[Submission]:
+        """The round's submissions once the last of them is `confirmations` blocks deep, read up to that depth: a
+        submission a reorganisation may still drop is never aggregated, scored or slashed. (Called once the round
+        stopped taking submissions; with 0 confirmations, a devnet's default, it is the plain read.)"""
+        while True:
+            head = self.protocol.chain.block_number()
+            confirmed = head - self.confirmations
+            latest = self.protocol.submissions(self.task_id, round_index)
+            if self.confirmations == 0 or all(s.block_number <= confirmed for s in latest):
+                if self.confirmations == 0:
+                    return latest
+                return self.protocol.submissions(self.task_id, round_index, to_block=max(confirmed, 0))
+            if deadline is not None and time.time() >= deadline:
+                return self.protocol.submissions(self.task_id, round_index, to_block=max(confirmed, 0))
+            log.info("round %d: waiting for its submissions to be %d blocks deep", round_index, self.confirmations)
+            self.protocol.chain.sync_clock()  # on Anvil, blocks come only with transactions
+            time.sleep(1.0)
 
     def _digests_before(self, round_index: int) -> set[bytes]:
         """Digests submitted in earlier rounds of this task: the same bytes again are a replay."""

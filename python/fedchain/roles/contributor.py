@@ -29,7 +29,7 @@ from fedchain.learning.evaluation import pick_device
 from fedchain.learning.kinds import kind_of
 from fedchain.learning.models import build_model
 from fedchain.learning.trainers import LocalData, Trainer, TrainResult, trainer_for
-from fedchain.roles.retry import OutageError, patiently
+from fedchain.roles.retry import STARTUP_WAIT, OutageError, patiently
 from fedchain.state import check_bound_dir, read_bound_json, write_bound_json, write_bytes_atomic
 from fedchain.views.follow import TaskFollower
 from fedchain.views.rewards import claimable_rewards
@@ -90,7 +90,8 @@ class Contributor:
     def run(self, *, max_rounds: int | None = None) -> list[RoundOutcome]:
         """Contribute to every round until the task ends (or `max_rounds` submissions); then claim what was earned:
         at the end of the task, or with `max_rounds` once the rounds it submitted to are over."""
-        data = kind_of(self.task.spec).load_data(self.config.data_path, self.task.spec)
+        spec = patiently("fetch the task's spec", lambda: self.task.spec, until=time.time() + STARTUP_WAIT)
+        data = kind_of(spec).load_data(self.config.data_path, spec)
         outcomes: list[RoundOutcome] = []
         attempted: set[int] = set()  # rounds tried in this process: a refused submission is not retried
         stopped: CannotStakeError | None = None  # could no longer stake after contributing: claim, then say so

@@ -22,6 +22,7 @@ from fedchain.errors import FedchainError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 TRANSIENT: tuple[type[Exception], ...] = (NodeUnreachableError, RpcUnreachableError)
+STARTUP_WAIT = 120.0  # seconds a starting role waits for its IPFS node (restarted with it, say) before giving up
 FIRST_DELAY = 1.0   # seconds before the first retry; doubles up to MAX_DELAY
 MAX_DELAY = 30.0
 

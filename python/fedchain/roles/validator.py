@@ -47,6 +47,7 @@ class ValidatorConfig:
     device: str | None = None
     scoring_threads: int = 1             # torch threads per scoring worker (see ComputeSettings)
     scoring_workers: int | None = None   # None: one per CPU, at most 4 (see ComputeSettings)
+    confirmations: int = 0               # blocks deep a submission must be before it counts (0: a devnet's default)
 
 
 @dataclass
@@ -80,7 +81,7 @@ class Validator:
         self._checkpoint_dir = config.state_dir / f"validator-task{config.task_id}"
         check_bound_dir(self._checkpoint_dir, protocol.binding())  # another chain's checkpoints: refused at once
         self.collector = UpdateCollector(protocol, ipfs, config.task_id, config.holdout_path, sealing_key,
-                                         config.device)
+                                         config.device, confirmations=config.confirmations)
         self.task = self.collector.task
         self.device = self.collector.device
         self.model = self.collector.model
@@ -171,7 +172,9 @@ class Validator:
         return RoundResult(**{**saved, "slashes": [tuple(s) for s in saved["slashes"]], "submissions": submissions})
 
     def _submission_list(self, round_index: int) -> list[tuple[str, str]]:
-        return [(s.contributor, "0x" + s.digest.hex()) for s in self.protocol.submissions(self.config.task_id, round_index)]
+        subs = (self.collector.confirmed_submissions(round_index, self._deadline(round_index))
+                if self.config.confirmations else self.protocol.submissions(self.config.task_id, round_index))
+        return [(s.contributor, "0x" + s.digest.hex()) for s in subs]
 
     # ─── one round ───
     def compute_round(self, round_index: int) -> RoundResult:

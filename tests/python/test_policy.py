@@ -44,7 +44,8 @@ def test_default_slash_reasons_are_exactly_the_provable_ones():
     assert Reason.UNAVAILABLE not in PROVABLE and Reason.TOO_MANY_SAMPLES not in PROVABLE
 
 
-@pytest.mark.parametrize("reason", ["unavailable", "too-many-samples", "free-rider", "norm-outlier"])
+# duplicate: two near-copies prove that one copied the other, not which one (a front-runner picks chain order)
+@pytest.mark.parametrize("reason", ["unavailable", "too-many-samples", "free-rider", "norm-outlier", "duplicate"])
 def test_a_reason_without_evidence_cannot_be_made_to_slash(reason: str):
     with pytest.raises(SpecError, match="cannot slash"):
         PolicyConfig(slash_reasons=(reason,))

@@ -57,7 +57,7 @@ class RoundInputs:
     round: int
     spec: TaskSpec
     updates: Sequence[SubmittedUpdate]
-    submission_order: Sequence[int]  # row indices, earliest on chain first (who keeps standing on a copy)
+    submission_order: Sequence[int]  # row indices, earliest on chain first (informative only: never who keeps standing)
     rows: Tensor  # (K, D) float32 decoded deltas; a rejected row's content is ignored
     base_state: StateDict
     base_cid: str

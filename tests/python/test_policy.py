@@ -70,3 +70,13 @@ def test_max_samples_per_update_stays_within_what_the_merge_weighs_exactly():
 def test_scores_are_rounded_to_the_policy_decimals():
     assert round_score(0.123456789, POLICY) == 0.123457
     assert round_score(0.123456789, PolicyConfig(score_decimals=2)) == 0.12
+
+
+def test_sample_weights_cap_each_claim_at_the_lower_median():
+    from fedchain.core.policy import sample_weights
+
+    claims = {0: 200, 1: 250, 2: 10_000, 3: 180}
+    assert sample_weights(claims, PolicyConfig()) == {0: 200, 1: 200, 2: 200, 3: 180}  # lower median of 4: 200
+    assert sample_weights(claims, PolicyConfig(sample_weighting="claimed")) == claims
+    assert sample_weights(claims, PolicyConfig(sample_weighting="equal")) == dict.fromkeys(claims, 1)
+    assert sample_weights({}, PolicyConfig()) == {}

@@ -74,8 +74,8 @@ def test_accounting_invariants(chain, fed, registry, manager, owner, validator, 
                 minContributorStake=MIN_CONTRIBUTOR, slashAmount=SLASH, minOpen=min_open,
             )
             self.num_rounds = num_rounds
-            for who in people[:3]:  # three start staked; the outsider must stake first
-                registry.stake(2 * MIN_CONTRIBUTOR, sender=who)
+            for i, who in enumerate(people[:3]):  # three start staked (alice more: she can displace); the outsider later
+                registry.stake((3 if i == 0 else 2) * MIN_CONTRIBUTOR, sender=who)
             self.trees: dict[int, RewardsTree] = {}
             self.paid: dict[int, int] = {}  # round -> sum of claims seen
             self.refunded = 0

@@ -3,6 +3,7 @@
     python -m bench                       # every section (slow: many minutes), then BENCHMARKS.md
     python -m bench --quick               # the reduced run (smoke test), into .cache/bench-quick/ (git-ignored)
     python -m bench --only anatomy,scale  # some sections; BENCHMARKS.md keeps the other sections' last results
+    python -m bench --only stateful       # the stateful contract suite's long profile (hours; never run by default)
 
 Each section is a module bench/<name>.py exposing `run(quick: bool) -> dict` (JSON-serialisable, with a "markdown"
 table). A section that fails is recorded as not available (with the error) and the run goes on. A section that
@@ -26,7 +27,10 @@ from typing import Any
 
 from bench._util import ROOT, machine, now, versions
 
-SECTIONS = ["gas", "aggregation", "anatomy", "quality", "robustness", "scale", "gpu", "text", "committee", "startup", "faults"]
+SECTIONS = ["gas", "aggregation", "anatomy", "quality", "robustness", "scale", "gpu", "text", "committee", "startup",
+            "faults", "economics", "stateful"]
+# Run only when named (`--only stateful`): the long stateful contract run takes hours.
+ON_REQUEST = {"stateful"}
 TITLES = {
     "gas": "1. Gas per contract function",
     "aggregation": "2. Aggregation against the memory-bandwidth floor and Flower",
@@ -39,6 +43,8 @@ TITLES = {
     "committee": "9. Validator committees: incentives with colluding, lazy and offline members",
     "startup": "10. Start-up: from spawning the demo's processes to its first result",
     "faults": "11. Fault injection: parties killed and restarted, a flaky chain endpoint",
+    "economics": "12. Economic attacks: inflated sample counts",
+    "stateful": "13. Stateful contract suite, long profile",
 }
 RESULTS = ROOT / "bench" / "results"
 QUICK_RESULTS = ROOT / ".cache" / "bench-quick"  # ignored by git: quick runs never replace the measured results
@@ -195,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             result = run_section(name, args.quick)
             (Path(args.child[1]) / f"{name}.json").write_text(json.dumps(result, default=str))
         return 0
-    names = [n.strip() for n in args.only.split(",") if n.strip()] or SECTIONS
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or [n for n in SECTIONS if n not in ON_REQUEST]
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
         parser.error(f"unknown section(s) {unknown}; known: {', '.join(SECTIONS)}")

@@ -218,7 +218,7 @@ class _Bench:
 
     def params(self, token: str, num_rounds: int, max_contributors: int) -> tuple:
         return (token, b"\x5a" * 32, b"\x0a" * 32, num_rounds, REWARD, 3_600, 1_800, MIN_CONTRIBUTOR,
-                max_contributors, self.validator, SLASH)
+                max_contributors, self.validator, SLASH, 0)
 
     def new_task(self, num_rounds: int, max_contributors: int, token: str | None = None) -> int:
         self.send(self.manager.functions.createTask(self.params(token or self.fed.address, num_rounds, max_contributors)), self.owner)

@@ -46,6 +46,8 @@ contract StakeRegistry is IStakeRegistry, AccessControl, ReentrancyGuardTransien
     uint256 private _minValidatorStake;
     mapping(address account => Stake stake) private _stakes;
     mapping(address account => Unbonding unbonding) private _unbonding;
+    /// @dev Set once by freezeRoles; read only when a role is granted or revoked.
+    bool private _rolesFrozen;
 
     /// @notice Deploy a registry for `stakeToken_`, its treasury, unbonding period and role minimums.
     /// @param stakeToken_ token staked (FedToken); must not take a fee on transfer.
@@ -201,7 +203,33 @@ contract StakeRegistry is IStakeRegistry, AccessControl, ReentrancyGuardTransien
         emit MinStakesUpdated(minContributorStake_, minValidatorStake_);
     }
 
+    /// @inheritdoc IStakeRegistry
+    function freezeRoles() external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (_rolesFrozen) revert StakeRegistryRolesFrozen();
+        _rolesFrozen = true;
+        emit RolesFrozen(msg.sender);
+    }
+
+    /// @notice Admin, until freezeRoles: grant `role` (SLASHER_ROLE to task managers).
+    /// @dev Refused once frozen: otherwise the admin could make itself a slasher and take any stake.
+    function grantRole(bytes32 role, address account) public override {
+        if (_rolesFrozen) revert StakeRegistryRolesFrozen();
+        super.grantRole(role, account);
+    }
+
+    /// @notice Admin, until freezeRoles: revoke `role`.
+    /// @dev Refused once frozen: a task manager holding locks must keep its role to release them.
+    function revokeRole(bytes32 role, address account) public override {
+        if (_rolesFrozen) revert StakeRegistryRolesFrozen();
+        super.revokeRole(role, account);
+    }
+
     // ─── VIEWS ───
+    /// @inheritdoc IStakeRegistry
+    function rolesFrozen() external view returns (bool) {
+        return _rolesFrozen;
+    }
+
     /// @inheritdoc IStakeRegistry
     function stakeToken() external view returns (address) {
         return address(_stakeToken);

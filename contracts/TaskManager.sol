@@ -37,7 +37,8 @@ contract TaskManager is Ownable2Step, RoundLifecycle, RewardClaims {
     {}
 
     // ─── ADMIN ───
-    /// @notice Owner: stop new tasks and new submissions. Claims, results, expiry, refunds and unstaking go on.
+    /// @notice Owner: stop new tasks. Running tasks go on untouched (submissions, results, expiry, claims, refunds,
+    ///         unstaking): stopping submissions while round clocks run would let the owner empty rounds at will.
     function pause() external onlyOwner {
         _pause();
     }
@@ -78,6 +79,7 @@ contract TaskManager is Ownable2Step, RoundLifecycle, RewardClaims {
         t.minContributorStake = uint128(p.minContributorStake); // < 2^128, checked
         t.maxContributors = p.maxContributors;
         t.closeWindow = uint32(p.aggregationWindow);
+        t.minOpen = p.minOpen; // <= submissionWindow, checked
         t.rewardPerRound = uint128(p.rewardPerRound); // budget < 2^120, so each round's share is too
         t.rewardToken = p.rewardToken;
         t.funded = uint128(budget);
@@ -124,6 +126,7 @@ contract TaskManager is Ownable2Step, RoundLifecycle, RewardClaims {
                 || p.aggregationWindow > type(uint32).max
         ) revert TaskManagerInvalidWindows(p.submissionWindow, p.aggregationWindow);
         if (p.maxContributors == 0) revert TaskManagerInvalidMaxContributors(p.maxContributors);
+        if (p.minOpen > p.submissionWindow) revert TaskManagerInvalidMinOpen(p.minOpen, p.submissionWindow);
         uint256 registryMin = _registry.minContributorStake();
         if (p.minContributorStake < registryMin || p.minContributorStake > type(uint128).max) {
             revert TaskManagerContributorStakeTooLow(p.minContributorStake, registryMin);

@@ -16,6 +16,7 @@ CIDv0 strings, from which the 32-byte sha2-256 digest is taken):
       "max_contributors": 10,
       "validator": "0x...",
       "slash_amount": "10000000000000000000",
+      "min_open": 300,                  # optional (default 0): seconds a full round stays open (displacement)
       "min_contributor_stake": "...",   # optional: default the registry's minimum
       "reward_token": "0x..."           # optional: default FedToken from the deployments file
     }
@@ -110,6 +111,7 @@ def cli(network, spec_path, deployments_path, alias, mint, ipfs_api):
         int(spec["max_contributors"]),
         spec["validator"],
         int(spec["slash_amount"]),
+        int(spec.get("min_open", 0)),
     )
     project.FedToken.at(token_address).approve(manager, budget, sender=owner)  # any ERC20: same approve ABI
     tx = manager.createTask(params, sender=owner)

@@ -61,6 +61,7 @@ def cli(network, alias, min_contributor_stake, min_validator_stake, unbonding_pe
     committees = project.CommitteeManager.deploy(manager, sender=deployer)
     registry.grantRole(registry.SLASHER_ROLE(), committees, sender=deployer)
     manager.setCommitteeManager(committees, sender=deployer)
+    registry.freezeRoles(sender=deployer)  # the slashers are final: the admin can never make itself one
 
     record = {
         "chain_id": chain.chain_id,

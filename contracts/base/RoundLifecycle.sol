@@ -19,7 +19,8 @@ abstract contract RoundLifecycle is SubmissionLocks {
     ///      copies, while sealed updates are bound to their sender and round, so the validator rejects replays
     ///      (and can slash them with this stored digest as evidence). Unknown tasks read as a Pending round.
     ///      The stake lock (SubmissionLocks) is decided before the digest is stored and taken last.
-    function submitUpdate(uint256 taskId, uint256 round, bytes32 digest, uint256 numSamples) external whenNotPaused {
+    ///      Not pausable: a pause must not let the owner run rounds out empty (their clocks keep going).
+    function submitUpdate(uint256 taskId, uint256 round, bytes32 digest, uint256 numSamples) external {
         _submit(taskId, round, digest, numSamples);
     }
 
@@ -33,20 +34,69 @@ abstract contract RoundLifecycle is SubmissionLocks {
         mapping(address => bytes32) storage subs = _submissions[taskId][round];
         if (subs[msg.sender] != bytes32(0)) revert TaskManagerAlreadySubmitted(taskId, round, msg.sender);
         Task storage t = _tasks[taskId];
+        // Full and still open only while minOpen keeps it so: then only submitUpdateDisplacing gets in.
+        if (c.submissions >= t.maxContributors) revert TaskManagerRoundFull(taskId, round, t.maxContributors);
         uint256 required = t.minContributorStake;
         (uint256 staked, uint256 locked) = _registry.stakeOf(msg.sender); // a trusted, immutable registry
         if (staked < required) revert TaskManagerStakeTooLow(msg.sender, staked, required);
         uint256 lockAmount = _lockToTake(t, taskId, round, staked, locked);
 
         subs[msg.sender] = digest;
-        uint32 count = c.submissions + 1; // < maxContributors + 1: the round closes when it reaches the maximum
+        uint32 count = c.submissions + 1; // <= maxContributors, checked above
         c.submissions = count;
         emit UpdateSubmitted(taskId, round, msg.sender, digest, numSamples);
-        if (count == t.maxContributors) {
-            (uint40 closedAt, uint40 aggregationDeadline) = c.close(t.closeWindow);
-            emit SubmissionsClosed(taskId, round, closedAt, aggregationDeadline);
+        // Not by count alone: cheap accounts submitting first could otherwise close the round on everyone else.
+        if (count == t.maxContributors && block.timestamp >= uint256(c.openedAt) + t.minOpen) {
+            _closeRound(t, c, taskId, round);
         }
         if (lockAmount != 0) _registry.lock(msg.sender, lockAmount);
+    }
+
+    /// @inheritdoc ITaskManager
+    /// @dev Effects (the displaced digest and count), then the caller's submission (its own lock), then the release
+    ///      of the displaced lock. A lock the displaced account carried from the previous round is not released
+    ///      here: removing its digest makes the previous round's lock its own again (SubmissionLocks._holdsLock),
+    ///      released with that round. O(1): the caller names whom it displaces (the client picks the least stake).
+    function submitUpdateDisplacing(
+        uint256 taskId,
+        uint256 round,
+        bytes32 digest,
+        uint256 numSamples,
+        address displaced
+    ) external nonReentrant {
+        RoundClock.Clock storage c = _clocks[taskId][round];
+        RoundPhase phase = _phase(c, _results[taskId][round]);
+        if (phase != RoundPhase.Open) revert TaskManagerRoundNotOpen(taskId, round, phase);
+        Task storage t = _tasks[taskId];
+        uint32 count = c.submissions;
+        if (count < t.maxContributors) revert TaskManagerRoundNotFull(taskId, round, count, t.maxContributors);
+        mapping(address => bytes32) storage subs = _submissions[taskId][round];
+        bytes32 withdrawn = subs[displaced];
+        if (withdrawn == bytes32(0)) revert TaskManagerNoSubmission(taskId, round, displaced);
+        uint256 theirs = _registry.activeStake(displaced);
+        uint256 mine = _registry.activeStake(msg.sender);
+        if (mine <= theirs) revert TaskManagerStakeNotHigher(msg.sender, mine, displaced, theirs);
+
+        delete subs[displaced];
+        c.submissions = count - 1;
+        bool carried = round != 0 && _holdsLock(taskId, round - 1, displaced); // read after the delete, on purpose
+        emit UpdateDisplaced(taskId, round, displaced, msg.sender, withdrawn);
+        _submit(taskId, round, digest, numSamples);
+        uint256 amount = t.slashAmount;
+        if (amount != 0 && !carried) _registry.unlock(displaced, amount);
+    }
+
+    /// @inheritdoc ITaskManager
+    function closeFullRound(uint256 taskId, uint256 round) external {
+        RoundClock.Clock storage c = _clocks[taskId][round];
+        RoundPhase phase = _phase(c, _results[taskId][round]);
+        if (phase != RoundPhase.Open) revert TaskManagerRoundNotOpen(taskId, round, phase);
+        Task storage t = _tasks[taskId];
+        uint32 count = c.submissions;
+        if (count < t.maxContributors) revert TaskManagerRoundNotFull(taskId, round, count, t.maxContributors);
+        uint256 closesAt = uint256(c.openedAt) + t.minOpen;
+        if (block.timestamp < closesAt) revert TaskManagerTooEarlyToClose(taskId, round, uint64(closesAt));
+        _closeRound(t, c, taskId, round);
     }
 
     /// @inheritdoc ITaskManager
@@ -95,6 +145,12 @@ abstract contract RoundLifecycle is SubmissionLocks {
     }
 
     // ─── INTERNAL ───
+    /// @dev Close submissions now; the validator gets its whole aggregation window from now.
+    function _closeRound(Task storage t, RoundClock.Clock storage c, uint256 taskId, uint256 round) private {
+        (uint40 closedAt, uint40 aggregationDeadline) = c.close(t.closeWindow);
+        emit SubmissionsClosed(taskId, round, closedAt, aggregationDeadline);
+    }
+
     /// @dev Open `round` now and announce its deadlines; `validatorStake` is what the validator must hold to post.
     function _openRound(Task storage t, uint256 taskId, uint256 round, uint104 validatorStake) internal {
         (uint40 submissionDeadline, uint40 aggregationDeadline) =

@@ -33,6 +33,7 @@ abstract contract TaskManagerStorage is ITaskManager, Pausable, ReentrancyGuardT
         uint128 minContributorStake; // slot 1
         uint32 maxContributors;
         uint32 closeWindow; // == aggregationWindow
+        uint32 minOpen; // a full round closes early only after this long (submitUpdate reads this slot anyway)
         uint128 rewardPerRound; // slot 2
         uint128 carry;
         IERC20 rewardToken; // slot 3
@@ -136,6 +137,7 @@ abstract contract TaskManagerStorage is ITaskManager, Pausable, ReentrancyGuardT
         v.cancelled = t.cancelled;
         v.ended = t.endedAt != 0;
         v.endedAt = t.endedAt;
+        v.minOpen = t.minOpen;
     }
 
     /// @inheritdoc ITaskManager

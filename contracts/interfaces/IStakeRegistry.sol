@@ -22,6 +22,8 @@ interface IStakeRegistry {
     event StakeLocked(address indexed account, address indexed locker, uint256 amount, uint256 locked);
     /// @notice `locker` released `amount` of `account`'s locked stake; `locked` is what stays locked.
     event StakeUnlocked(address indexed account, address indexed locker, uint256 amount, uint256 locked);
+    /// @notice Roles can no longer be granted or revoked: the set of slashers (task managers) is final.
+    event RolesFrozen(address indexed by);
 
     // ─── ERRORS ───
     /// @notice An amount of zero was given where a positive amount is needed.
@@ -48,6 +50,8 @@ interface IStakeRegistry {
     /// @notice The unbonding period is longer than `maximum` seconds (a period near 2^64 would overflow and keep
     ///         every unstaked token in the registry forever).
     error StakeRegistryUnbondingPeriodTooLong(uint64 unbondingPeriod, uint64 maximum);
+    /// @notice freezeRoles was called: no role is granted or revoked any more (renouncing one's own still works).
+    error StakeRegistryRolesFrozen();
 
     // ─── LOGIC ───
     /// @notice Add `amount` of the stake token to the caller's active stake (needs an allowance).
@@ -77,6 +81,14 @@ interface IStakeRegistry {
 
     /// @notice Admin: change the role minimums (tasks already created keep their own contributor minimum).
     function setMinStakes(uint256 minContributorStake_, uint256 minValidatorStake_) external;
+
+    /// @notice Admin, once (the deploy scripts call it after granting the task managers SLASHER_ROLE): from now on no
+    ///         role can be granted or revoked, so the admin can never make itself (or anyone) a slasher, nor take a
+    ///         manager's role away while it holds locks.
+    function freezeRoles() external;
+
+    /// @notice Whether freezeRoles was called.
+    function rolesFrozen() external view returns (bool);
 
     // ─── VIEWS ───
     /// @notice The token staked (FedToken).

@@ -18,9 +18,11 @@ interface ITaskManager {
         uint64 submissionWindow;     // seconds a round is open for submissions
         uint64 aggregationWindow;    // seconds the validator has after submissions close
         uint256 minContributorStake; // at least the registry's contributor minimum
-        uint32 maxContributors;      // submissions per round; reaching it closes submissions early
+        uint32 maxContributors;      // submissions per round; reaching it closes submissions early (after minOpen)
         address validator;
         uint256 slashAmount;         // per provably bad update; at most minContributorStake
+        uint32 minOpen;              // seconds a round stays open at least, full or not (at most submissionWindow):
+                                     // while a full round is open, more stake displaces the least (see RoundLifecycle)
     }
 
     /// @notice Phases of a round, derived from stored deadlines and the block time.
@@ -61,6 +63,7 @@ interface ITaskManager {
         bool cancelled;
         bool ended;
         uint64 endedAt;
+        uint32 minOpen;
     }
 
     /// @notice A round as stored, with its phase derived at the current block time.
@@ -98,6 +101,11 @@ interface ITaskManager {
     );
     /// @notice The round reached maxContributors at `closedAt`; the validator has until `aggregationDeadline`.
     event SubmissionsClosed(uint256 indexed taskId, uint256 indexed round, uint64 closedAt, uint64 aggregationDeadline);
+    /// @notice A contributor holding more active stake took the slot of `displaced` in a full round: its submission
+    ///         (`digest`) is withdrawn from the round and its lock for it released.
+    event UpdateDisplaced(
+        uint256 indexed taskId, uint256 indexed round, address indexed displaced, address by, bytes32 digest
+    );
     /// @notice The validator's result: the new model, the round report, the rewards root and their total.
     event RoundFinalized(
         uint256 indexed taskId,
@@ -209,6 +217,18 @@ interface ITaskManager {
     error TaskManagerClaimPeriodTooLong(uint64 claimPeriod, uint64 maximum);
     /// @notice The CommitteeManager is set once; it already is (`committeeManager`).
     error TaskManagerCommitteeManagerAlreadySet(address committeeManager);
+    /// @notice The round holds maxContributors submissions: displace one holding less stake (submitUpdateDisplacing).
+    error TaskManagerRoundFull(uint256 taskId, uint256 round, uint32 maxContributors);
+    /// @notice Displacing (or closing early) needs a full round.
+    error TaskManagerRoundNotFull(uint256 taskId, uint256 round, uint32 submissions, uint32 maxContributors);
+    /// @notice The account to displace has no submission in this round.
+    error TaskManagerNoSubmission(uint256 taskId, uint256 round, address account);
+    /// @notice Only strictly more active stake displaces a submission.
+    error TaskManagerStakeNotHigher(address contributor, uint256 stake, address displaced, uint256 displacedStake);
+    /// @notice A full round closes early only once it has been open minOpen seconds.
+    error TaskManagerTooEarlyToClose(uint256 taskId, uint256 round, uint64 closesAt);
+    /// @notice minOpen must not exceed the submission window.
+    error TaskManagerInvalidMinOpen(uint32 minOpen, uint64 submissionWindow);
 
     // ─── LOGIC ───
     /// @notice Create a task and pull its budget (numRounds * rewardPerRound) from the caller. Round 0 opens now.
@@ -223,6 +243,20 @@ interface ITaskManager {
     ///         the task's minimum, and the task's slash amount of it is locked until the round settles: taken from
     ///         its unlocked stake, or carried over from its submission to the previous round if that lock is held.
     function submitUpdate(uint256 taskId, uint256 round, bytes32 digest, uint256 numSamples) external;
+
+    /// @notice Submit to a full, open round by taking the slot of `displaced`, whose active stake must be strictly
+    ///         below the caller's. The displaced submission leaves the round (UpdateDisplaced) and its lock is
+    ///         released; the caller's submission is then made as submitUpdate makes it.
+    function submitUpdateDisplacing(
+        uint256 taskId,
+        uint256 round,
+        bytes32 digest,
+        uint256 numSamples,
+        address displaced
+    ) external;
+
+    /// @notice Anyone: close a full round's submissions once it has been open minOpen seconds (SubmissionsClosed).
+    function closeFullRound(uint256 taskId, uint256 round) external;
 
     /// @notice The task's validator posts a round's result: new model, report, reward Merkle root and slashes.
     ///         The validator must still hold, as active stake, the registry's validator minimum of the task's

@@ -113,6 +113,7 @@ def task_params(token_, validator_, **overrides):
         "maxContributors": 3,
         "validator": validator_.address if hasattr(validator_, "address") else validator_,
         "slashAmount": SLASH,
+        "minOpen": 0,
     }
     values.update(overrides)
     return tuple(values.values())

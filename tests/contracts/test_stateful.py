@@ -35,16 +35,18 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 settings.register_profile(
-    "long", max_examples=150, stateful_step_count=40, deadline=None,
+    "long", max_examples=300, stateful_step_count=40, deadline=None,  # >= 10,000 steps (printed at the end)
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 PROFILE = os.environ.get("FEDCHAIN_HYPOTHESIS_PROFILE", "default")
+PROGRESS = os.environ.get("FEDCHAIN_STATEFUL_PROGRESS")  # a file to append the step count to every 100 steps
 
 REWARD = 1_000
 WINDOW = 100
 SLASH = MIN_CONTRIBUTOR // 2
 OPEN, AGGREGATING = 1, 2
 SEEN: Counter[str] = Counter()  # successful actions, printed at the end (pytest -s) to show what was exercised
+STEPS = Counter[str]()  # rules run (every step, successful or not), printed at the end
 
 
 def event(name: str) -> None:
@@ -62,17 +64,18 @@ def test_accounting_invariants(chain, fed, registry, manager, owner, validator, 
     registry.stake(10**21, sender=validator)
 
     class Machine(RuleBasedStateMachine):
-        @initialize(num_rounds=st.integers(1, 3), max_contributors=st.integers(1, 3))
-        def start(self, num_rounds, max_contributors):
+        @initialize(num_rounds=st.integers(1, 3), max_contributors=st.integers(1, 3),
+                    min_open=st.sampled_from([0, WINDOW // 2]))
+        def start(self, num_rounds, max_contributors, min_open):
             self.snapshot = chain.snapshot()
             self.task_id, _ = create_task(
                 manager, fed, owner, validator, numRounds=num_rounds, rewardPerRound=REWARD,
                 submissionWindow=WINDOW, aggregationWindow=WINDOW, maxContributors=max_contributors,
-                minContributorStake=MIN_CONTRIBUTOR, slashAmount=SLASH,
+                minContributorStake=MIN_CONTRIBUTOR, slashAmount=SLASH, minOpen=min_open,
             )
             self.num_rounds = num_rounds
-            for who in people[:3]:  # three start staked; the outsider must stake first
-                registry.stake(2 * MIN_CONTRIBUTOR, sender=who)
+            for i, who in enumerate(people[:3]):  # three start staked (alice more: she can displace); the outsider later
+                registry.stake((3 if i == 0 else 2) * MIN_CONTRIBUTOR, sender=who)
             self.trees: dict[int, RewardsTree] = {}
             self.paid: dict[int, int] = {}  # round -> sum of claims seen
             self.refunded = 0
@@ -124,6 +127,24 @@ def test_accounting_invariants(chain, fed, registry, manager, owner, validator, 
                 event("submit")
             except ContractLogicError:
                 pass  # late, full, unstaked, twice: rejected, and the invariants still hold
+
+        @rule(who=st.sampled_from(range(4)), victim=st.sampled_from(range(4)), tag=st.integers(1, 1000))
+        def displace(self, who, victim, tag):
+            _, r = self._current()
+            try:
+                manager.submitUpdateDisplacing(self.task_id, r, digest(tag), 1, people[victim], sender=people[who])
+                event("displace")
+            except ContractLogicError:
+                pass  # not full, not open, no such submission, not more stake: rejected, invariants hold
+
+        @rule(caller=st.sampled_from(range(4)))
+        def close_full_round(self, caller):
+            _, r = self._current()
+            try:
+                manager.closeFullRound(self.task_id, r, sender=people[caller])
+                event("close full round")
+            except ContractLogicError:
+                pass  # not full, or minOpen not over yet
 
         @rule(shares=st.lists(st.integers(0, 600), min_size=4, max_size=4), slash_first=st.booleans())
         def post(self, shares, slash_first):
@@ -243,6 +264,13 @@ def test_accounting_invariants(chain, fed, registry, manager, owner, validator, 
                 assert info.claimed == self.paid.get(r, 0)
 
         @invariant()
+        def count_steps(self):
+            STEPS["checks"] += 1  # after the initialization and after every rule
+            if PROGRESS and STEPS["checks"] % 100 == 0:  # a long run's progress, readable while it runs
+                with open(PROGRESS, "a") as f:
+                    f.write(f"{STEPS['checks']} steps, successes {dict(sorted(SEEN.items()))}\n")
+
+        @invariant()
         def task_accounting_balances(self):
             if not hasattr(self, "task_id"):
                 return
@@ -254,3 +282,5 @@ def test_accounting_invariants(chain, fed, registry, manager, owner, validator, 
 
     run_state_machine_as_test(Machine, settings=settings.get_profile(PROFILE))
     print(f"stateful actions that succeeded ({PROFILE} profile): {dict(sorted(SEEN.items()))}")
+    print(f"stateful steps ({PROFILE} profile): {STEPS['checks']} (rules and initializations, each followed by every "
+          f"invariant)")

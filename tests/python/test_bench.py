@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `bench` is a package at the repository root, not inside python/
     sys.path.insert(0, str(ROOT))
-SECTIONS = ["gas", "aggregation", "anatomy", "quality", "robustness", "scale", "gpu", "text", "committee", "startup", "faults"]
+SECTIONS = ["gas", "aggregation", "anatomy", "quality", "robustness", "scale", "gpu", "text", "committee", "startup", "faults", "economics"]
 
 
 def _finite_numbers(obj, where="$"):
@@ -113,6 +113,15 @@ def test_scale_rows(quick_results):
         assert _is_stats(row["seconds_per_round"])
         assert row["validator_peak_MB"] is not None and row["validator_peak_MB"] > 0
         assert 0.0 <= row["final_accuracy"] <= 1.0
+
+
+def test_economics_inflation_rows(quick_results):
+    r = quick_results[0]["economics"]
+    weightings = {row["weighting"] for row in r["rows"]}
+    assert weightings == {"claimed", "median-capped", "equal"}
+    for row in r["rows"]:
+        assert 0.0 <= row["weight_share"] <= 1.0 and 0.0 <= row["reward_share"] <= 1.0
+    assert all(isinstance(met, bool) for met in r["targets"].values())
 
 
 def test_gpu_is_measured_or_skipped(quick_results):

@@ -44,7 +44,8 @@ def test_default_slash_reasons_are_exactly_the_provable_ones():
     assert Reason.UNAVAILABLE not in PROVABLE and Reason.TOO_MANY_SAMPLES not in PROVABLE
 
 
-@pytest.mark.parametrize("reason", ["unavailable", "too-many-samples", "free-rider", "norm-outlier"])
+# duplicate: two near-copies prove that one copied the other, not which one (a front-runner picks chain order)
+@pytest.mark.parametrize("reason", ["unavailable", "too-many-samples", "free-rider", "norm-outlier", "duplicate"])
 def test_a_reason_without_evidence_cannot_be_made_to_slash(reason: str):
     with pytest.raises(SpecError, match="cannot slash"):
         PolicyConfig(slash_reasons=(reason,))
@@ -69,3 +70,13 @@ def test_max_samples_per_update_stays_within_what_the_merge_weighs_exactly():
 def test_scores_are_rounded_to_the_policy_decimals():
     assert round_score(0.123456789, POLICY) == 0.123457
     assert round_score(0.123456789, PolicyConfig(score_decimals=2)) == 0.12
+
+
+def test_sample_weights_cap_each_claim_at_the_lower_median():
+    from fedchain.core.policy import sample_weights
+
+    claims = {0: 200, 1: 250, 2: 10_000, 3: 180}
+    assert sample_weights(claims, PolicyConfig()) == {0: 200, 1: 200, 2: 200, 3: 180}  # lower median of 4: 200
+    assert sample_weights(claims, PolicyConfig(sample_weighting="claimed")) == claims
+    assert sample_weights(claims, PolicyConfig(sample_weighting="equal")) == dict.fromkeys(claims, 1)
+    assert sample_weights({}, PolicyConfig()) == {}

@@ -135,3 +135,26 @@ def test_compute_settings_do_not_change_the_outcome(trained):
     two = compute_outcome(_inputs(trained), build_model(trained[0]), replace(SETTINGS, scoring_workers=2))
     assert [v.score for v in one.verdicts] == [v.score for v in two.verdicts]
     assert np.array_equal(one.new_state["net.1.weight"].numpy(), two.new_state["net.1.weight"].numpy())
+
+
+def _with_weighting(spec, weighting: str):
+    return spec.model_copy(update={"policy": spec.policy.model_copy(update={"sample_weighting": weighting})})
+
+
+def test_an_inflated_sample_count_buys_no_weight_and_no_reward(trained):
+    """Row 2 claims ten times the 200 samples it trained on: under the default median-capped weighting its merge
+    weight, the merged model and every reward are those of the honest claim; trusting claims pays the inflater."""
+    spec = trained[0]
+    assert spec.policy.sample_weighting == "median-capped"
+    honest, inflated = _outcome(trained), _outcome(trained, samples={2: 2_000})
+    assert [v.reward for v in inflated.verdicts] == [v.reward for v in honest.verdicts]
+    assert all(torch.equal(inflated.new_state[k], honest.new_state[k]) for k in honest.new_state)
+    trusting = _with_weighting(spec, "claimed")
+    fair, gamed = _outcome(trained, spec=trusting), _outcome(trained, spec=trusting, samples={2: 2_000})
+    assert gamed.verdicts[2].reward > fair.verdicts[2].reward  # what the cap prevents
+
+
+def test_equal_weighting_ignores_counts(trained):
+    spec = _with_weighting(trained[0], "equal")
+    a, b = _outcome(trained, spec=spec), _outcome(trained, spec=spec, samples={0: 7, 1: 90_000})
+    assert [v.reward for v in a.verdicts] == [v.reward for v in b.verdicts]

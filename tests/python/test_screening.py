@@ -51,14 +51,15 @@ def test_non_finite_rows_are_rejected():
     assert result.rejected == {2: NON_FINITE, 6: NON_FINITE}
 
 
-def test_duplicate_is_rejected_and_the_earlier_submission_keeps_its_standing():
+def test_near_duplicates_are_all_rejected_whatever_the_chain_order():
     buf = honest_round()
     buf[5] = buf[1] * 1.5 + 1e-4 * torch.randn(D, generator=torch.Generator().manual_seed(9))
-    # Row 5 was submitted on chain before row 1: row 1 is the copy.
+    # Row 5 landed on chain before row 1 (a front-runner re-wrapping row 1's update): the earlier row keeps no
+    # standing, since chain order does not tell who trained it. duplicate_of names the earlier row, for the reader.
     order = [0, 5, 2, 3, 1, 4, 6, 7]
     result = screen(buf, submission_order=order)
-    assert result.rejected == {1: DUPLICATE} and result.duplicate_of == {1: 5}
-    assert screen(buf).rejected == {5: DUPLICATE}  # default order: row order
+    assert result.rejected == {1: DUPLICATE, 5: DUPLICATE} and result.duplicate_of == {1: 5}
+    assert screen(buf).rejected == {1: DUPLICATE, 5: DUPLICATE} and screen(buf).duplicate_of == {5: 1}
 
 
 def test_zero_update_is_a_free_rider():
@@ -92,7 +93,7 @@ def test_each_row_gets_the_first_reason_that_applies():
     buf[1] = buf[0] * 50.0  # a copy, also huge: reported as the copy it is
     buf[2, 0] = float("inf")
     result = screen(buf)
-    assert result.rejected == {1: DUPLICATE, 2: NON_FINITE}
+    assert result.rejected == {0: DUPLICATE, 1: DUPLICATE, 2: NON_FINITE}
 
 
 def test_pre_rejected_rows_keep_their_reason_and_leave_the_statistics():

@@ -227,8 +227,10 @@ class Chain:
     def is_dev_chain(self) -> bool:
         if not hasattr(self, "_is_dev"):
             try:
-                self._is_dev = "anvil" in self.w3.client_version.lower()
-            except Exception:  # a node that does not answer web3_clientVersion is not Anvil
+                version = self.w3.client_version.lower()
+                # Anvil and Hardhat Network: development chains that mine on demand (evm_mine) and fund test accounts.
+                self._is_dev = "anvil" in version or "hardhatnetwork" in version
+            except Exception:  # a node that does not answer web3_clientVersion is not a development chain
                 self._is_dev = False
         return self._is_dev
 

@@ -23,8 +23,9 @@ class DeployParams:
 
 
 def deploy_all(chain: Chain, deployer: LocalAccount, *, network: str = "local", params: DeployParams = DeployParams()) -> Deployments:
-    """FedToken, StakeRegistry, TaskManager and CommitteeManager, both managers allowed to lock and slash, and the
-    CommitteeManager set as the TaskManager's validator of committee tasks."""
+    """FedToken, StakeRegistry, TaskManager and CommitteeManager, both managers allowed to lock and slash (and no one
+    else, ever: the registry's roles are frozen), and the CommitteeManager set as the TaskManager's validator of
+    committee tasks."""
     treasury = params.treasury or deployer.address
     start_block = chain.block_number()
     token, _ = chain.deploy("FedToken", deployer, deployer.address)
@@ -38,6 +39,8 @@ def deploy_all(chain: Chain, deployer: LocalAccount, *, network: str = "local", 
     committees, _ = chain.deploy("CommitteeManager", deployer, manager.address)
     chain.send(registry.functions.grantRole(slasher_role, committees.address), deployer, action="grantRole")
     chain.send(manager.functions.setCommitteeManager(committees.address), deployer, action="setCommitteeManager")
+    # The slashers are final: from now on the admin cannot make itself (or anyone) a slasher and take stakes.
+    chain.send(registry.functions.freezeRoles(), deployer, action="freezeRoles")
     return Deployments(
         chain_id=chain.chain_id, network=network, block=start_block, deployer=deployer.address,
         contracts={"FedToken": token.address, "StakeRegistry": registry.address, "TaskManager": manager.address,

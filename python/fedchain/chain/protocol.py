@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,9 @@ class TaskParams:
     max_contributors: int
     validator: str
     slash_amount: int
+    # A round stays open at least this long even when full; meanwhile more stake displaces the least (0: a full
+    # round closes at once, as before; open to a sybil fill, see docs/PROTOCOL.md).
+    min_open: int = 0
 
     @property
     def budget(self) -> int:
@@ -52,7 +56,7 @@ class TaskParams:
         return (
             to_checksum_address(self.reward_token), self.spec_digest, self.initial_model_digest, self.num_rounds,
             self.reward_per_round, self.submission_window, self.aggregation_window, self.min_contributor_stake,
-            self.max_contributors, to_checksum_address(self.validator), self.slash_amount,
+            self.max_contributors, to_checksum_address(self.validator), self.slash_amount, self.min_open,
         )
 
 
@@ -79,6 +83,7 @@ class TaskInfo:
     cancelled: bool
     ended: bool
     ended_at: int
+    min_open: int
 
 
 @dataclass(frozen=True)
@@ -275,8 +280,45 @@ class Protocol:
         round settles; when the unlocked stake cannot cover that, the caller's settled locks are released first."""
         if not self._lock_fits(account.address, task_id, round_index):
             self.release_settled(account)
+        displaced = self._displaceable(account.address, task_id, round_index)
+        if displaced is not None:
+            log.info("round %d of task %d is full: taking the slot of %s, which holds less stake", round_index,
+                     task_id, displaced)
+            fn = self.manager.functions.submitUpdateDisplacing(task_id, round_index, digest, num_samples, displaced)
+            return self.chain.send(fn, account, action="submitUpdateDisplacing")
         fn = self.manager.functions.submitUpdate(task_id, round_index, digest, num_samples)
         return self.chain.send(fn, account, action="submitUpdate")
+
+    def _displaceable(self, account: str, task_id: int, round_index: int) -> str | None:
+        """In a full round that is still open (its task's min_open keeps it so), the submitter holding the least
+        active stake, if that is strictly less than `account`'s: the slot a submission can take. None otherwise
+        (then submitUpdate goes ahead, and reverts with TaskManagerRoundFull if the round is full)."""
+        try:
+            info, task = self.round(task_id, round_index), self.task(task_id)
+        except ContractLogicError:
+            return None
+        if info.phase != RoundPhase.OPEN or info.submissions < task.max_contributors:
+            return None
+        stakes = {s.contributor: self.active_stake(s.contributor) for s in self.submissions(task_id, round_index)}
+        if not stakes:
+            return None
+        weakest = min(stakes, key=lambda a: (stakes[a], a.lower()))
+        return weakest if stakes[weakest] < self.active_stake(account) else None
+
+    def close_full_round(self, caller: LocalAccount, task_id: int, round_index: int) -> bool:
+        """Close a full round's submissions once it has been open its task's min_open seconds (anyone may); True if
+        this call closed it. Rounds whose min_open is 0 close by themselves when the last slot is taken."""
+        info, task = self.round(task_id, round_index), self.task(task_id)
+        if (info.phase != RoundPhase.OPEN or info.submissions < task.max_contributors
+                or time.time() < info.opened_at + task.min_open):
+            return False
+        self.chain.sync_clock()  # on Anvil, a block at the wall clock's time first
+        try:
+            self.chain.send(self.manager.functions.closeFullRound(task_id, round_index), caller, action="closeFullRound")
+        except ChainError as exc:  # closed by someone else meanwhile
+            log.info("round %d of task %d: not closed by this call: %s", round_index, task_id, exc)
+            return False
+        return True
 
     # ─── stake locks ───
     def locked_for(self, task_id: int, round_index: int, account: str) -> int:
@@ -361,7 +403,10 @@ class Protocol:
         logs = self.manager.events.UpdateSubmitted().get_logs(
             from_block=from_block, to_block=to_block, argument_filters=filters
         )
-        return sorted(
+        displaced = self.manager.events.UpdateDisplaced().get_logs(
+            from_block=from_block, to_block=to_block, argument_filters=filters
+        )
+        submitted = sorted(
             (
                 Submission(
                     task_id=int(e["args"]["taskId"]), round=int(e["args"]["round"]),
@@ -372,6 +417,11 @@ class Protocol:
             ),
             key=lambda s: (s.block_number, s.log_index),
         )
+        return without_displaced(submitted, [
+            ((int(e["args"]["taskId"]), int(e["args"]["round"]), to_checksum_address(e["args"]["displaced"])),
+             (e["blockNumber"], e["logIndex"]))
+            for e in displaced
+        ])
 
     def finalizations(
         self, task_id: int, round_index: int | None = None, from_block: int = 0, to_block: int | str = "latest"
@@ -404,3 +454,18 @@ class Protocol:
 
     def events(self, name: str, from_block: int = 0, to_block: int | str = "latest", **filters: Any) -> Iterable[Any]:
         return getattr(self.manager.events, name)().get_logs(from_block=from_block, to_block=to_block, argument_filters=filters or None)
+
+
+def without_displaced(submitted: Sequence[Submission],
+                      displaced: Iterable[tuple[tuple[int, int, str], tuple[int, int]]]) -> list[Submission]:
+    """The submissions (in chain order) still in their rounds: each UpdateDisplaced ((task, round, account), (block,
+    log index)) removes that account's submission made before it (the account may submit again later)."""
+    removed: dict[tuple[int, int, str], list[tuple[int, int]]] = {}
+    for key, position in displaced:
+        removed.setdefault(key, []).append(position)
+
+    def kept(s: Submission) -> bool:
+        later = removed.get((s.task_id, s.round, s.contributor), [])
+        return not any(position > (s.block_number, s.log_index) for position in later)
+
+    return [s for s in submitted if kept(s)]

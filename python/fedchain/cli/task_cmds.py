@@ -78,10 +78,15 @@ def task_create(
     reward_per_round: str = typer.Option("1000", help="Reward per round in FED (decimal); the owner pays rounds × this."),
     submission_window: int | None = typer.Option(
         None, min=1, help=f"Seconds a round accepts submissions (default: {DEVNET_SUBMISSION_WINDOW} on a devnet, "
-        f"{SUBMISSION_WINDOW} elsewhere); a round closes earlier once --max-contributors have submitted."),
+        f"{SUBMISSION_WINDOW} elsewhere); a round closes earlier once --max-contributors have submitted and it has "
+        "been open --min-open seconds."),
     aggregation_window: int = typer.Option(300, min=1, help="Seconds the validator has after submissions close."),
     min_stake: str | None = typer.Option(None, help="Minimum contributor stake in FED (default: the registry's minimum)."),
     max_contributors: int = typer.Option(10, min=1),
+    min_open: int | None = typer.Option(
+        None, min=0, help="Seconds a round stays open even when full, so that contributors who train slowly are not "
+        "locked out by accounts that submit first (while it is full, more stake takes the slot of the least; "
+        "default: a quarter of the submission window; 0: a full round closes at once)."),
     validator: str = typer.Option(..., help="The validator's address (`fedchain account address --keystore FILE`)."),
     slash_fraction: float = typer.Option(0.5, min=0.0, max=1.0, help="Slash amount as a fraction of the minimum stake."),
     reward_token: str | None = typer.Option(None, help="ERC20 paying rewards (default: FedToken)."),
@@ -106,12 +111,13 @@ def task_create(
         protocol, ipfs, owner, task_spec, rounds=rounds, reward_per_round=reward,
         submission_window=window, aggregation_window=aggregation_window, min_stake=minimum,
         max_contributors=max_contributors, validator=validator, slash_fraction=slash_fraction,
-        reward_token=reward_token, seed=seed,
+        reward_token=reward_token, seed=seed, min_open=window // 4 if min_open is None else min(min_open, window),
     )
     info = protocol.task(task_id)
     console.print(
         f"task {task_id}: {rounds} round(s) of {format_fed(reward)} paid by {owner.address}; a round accepts "
-        f"submissions for {window} s or until {max_contributors} contributor(s) have submitted; minimum stake "
+        f"submissions for {window} s or, once {info.min_open} s passed, until {max_contributors} contributor(s) have "
+        f"submitted; minimum stake "
         f"{format_fed(info.min_contributor_stake)}. `fedchain task show --task {task_id}` shows it all"
     )
     typer.echo(task_id)

@@ -7,7 +7,7 @@ of one task apply the same rules, and a task owner can see them before contribut
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from fedchain.core.reasons import Reason
 from fedchain.core.spec import PolicyConfig
@@ -43,6 +43,19 @@ def sample_count_reason(num_samples: int, policy: PolicyConfig) -> Reason | None
     if num_samples == 0:
         return Reason.NO_SAMPLES
     return None
+
+
+def sample_weights(claims: Mapping[int, int], policy: PolicyConfig) -> dict[int, int]:
+    """The merge and scoring weight of each accepted row from its claimed sample count, as far as the policy trusts
+    a count nobody can check. Under "median-capped" a row weighs at most the (lower) median claim of the accepted
+    rows: inflating a claim past what the honest majority reports buys no weight, and so no reward."""
+    if policy.sample_weighting == "equal":
+        return {row: 1 for row in claims}
+    if policy.sample_weighting == "claimed" or not claims:
+        return dict(claims)
+    ordered = sorted(claims.values())
+    cap = ordered[(len(ordered) - 1) // 2]  # the lower median: an integer, the same on every machine
+    return {row: min(count, cap) for row, count in claims.items()}
 
 
 def round_score(score: float, policy: PolicyConfig) -> float:

@@ -32,7 +32,7 @@ class Reason(str, Enum):
     TOO_MANY_SAMPLES = "too-many-samples"  # claims more samples than the policy allows
     NO_SAMPLES = "no-samples"              # claims zero samples: it would carry no weight in the merge
     # screening
-    DUPLICATE = "duplicate"                # a near-copy of an earlier update (unsealed tasks)
+    DUPLICATE = "duplicate"                # one of several near-copies of each other (unsealed tasks); never slashed
     FREE_RIDER = "free-rider"              # (almost) no change from the global model
     NORM_OUTLIER = "norm-outlier"          # far larger than the others
 
@@ -41,11 +41,12 @@ class Reason(str, Enum):
 
 
 # Reasons whose evidence is the submitted content itself (its digest is on chain): only these may slash.
-# `unavailable` is not here: a validator cannot prove it failed to fetch something.
+# `unavailable` is not here: a validator cannot prove it failed to fetch something. Nor is `duplicate`: two
+# near-copies prove that one copied the other, not which one (chain order is the front-runner's to choose).
 PROVABLE = frozenset(
     {
         Reason.MALFORMED, Reason.BAD_METADATA, Reason.UNEXPECTED_TENSOR, Reason.MISSING_TENSOR, Reason.WRONG_SHAPE,
-        Reason.WRONG_DTYPE, Reason.NON_FINITE, Reason.TOO_LARGE, Reason.REPLAY, Reason.DUPLICATE, Reason.WRONG_BASE,
+        Reason.WRONG_DTYPE, Reason.NON_FINITE, Reason.TOO_LARGE, Reason.REPLAY, Reason.WRONG_BASE,
         Reason.TAMPERED, Reason.NOT_A_RECIPIENT, Reason.NOT_SEALED,
     }
 )

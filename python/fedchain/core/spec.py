@@ -199,6 +199,10 @@ class PolicyConfig(StrictModel):
     loss_cap: float = Field(1e6, gt=0, allow_inf_nan=False)  # a scoring coalition's loss when it is not finite
     # An update claiming more samples is rejected (not slashed): one absurd count must not stop every round.
     max_samples_per_update: int = Field(100_000_000, ge=1, le=MAX_SAMPLES_LIMIT)
+    # How far a self-reported sample count is trusted when it weighs an update (FedAvg and scoring); nobody can
+    # check it. "median-capped": at most the median claim of the round's accepted updates, so claiming more than
+    # the honest majority buys nothing; "equal": counts ignored; "claimed": as reported (open to inflation).
+    sample_weighting: Literal["median-capped", "equal", "claimed"] = "median-capped"
     screening: ScreeningPolicy = Field(default_factory=ScreeningPolicy)
 
     @field_validator("slash_reasons")

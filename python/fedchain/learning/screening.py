@@ -4,8 +4,12 @@ A rejected row scores 0 and its reason code goes into the round report. Checks r
 the first reason that applies:
 
 1. `non-finite`: a NaN or infinity anywhere in the row.
-2. `duplicate`: cosine similarity above `duplicate_cosine` with a row submitted EARLIER (per `submission_order`);
-   the earlier submission keeps its standing. Compared against every earlier finite row with a non-zero norm.
+2. `duplicate`: cosine similarity above `duplicate_cosine` with another row. Every row of such a group is rejected,
+   the earliest on chain too: who reached the chain first says nothing about who trained the update (a front-runner
+   can re-wrap an honest update seen in the mempool under its own name and land first), and the content of two
+   near-copies cannot prove which one is the original. So a copy earns nothing, and a near-duplicate is never a
+   reason to slash (`fedchain.core.reasons.PROVABLE` leaves it out). `duplicate_of` still names, for the report's
+   reader, the earliest-submitted row each later one is near.
 3. `free-rider`: norm 0, or at most `free_rider_fraction` of the median norm of the rows still in (the global
    model sent back unchanged, or with tiny noise). Whether a small update helps at all is scoring's question.
 4. `norm-outlier`: norm above median x max(`outlier_ratio`, exp(`outlier_mad_z` x 1.4826 x MAD of log norms)).
@@ -111,8 +115,8 @@ def screen(
 ) -> ScreeningResult:
     """Run the checks on every row of `buffer` (K, D) float32; see the module docstring.
 
-    `submission_order`: row indices, earliest on chain first (default: row order); decides who keeps the standing
-    on a duplicate. `pre_rejected`: rows already rejected elsewhere, with their reasons.
+    `submission_order`: row indices, earliest on chain first (default: row order); only names, in `duplicate_of`,
+    the earliest row of a near-duplicate group (every row of the group is rejected). `pre_rejected`: rows already rejected elsewhere, with their reasons.
 
     Raises:
         ScreeningError: on a malformed buffer, or an order that is not a permutation of the rows.
@@ -136,8 +140,9 @@ def screen(
     live = [r for r in range(k) if r not in rejected]
 
     duplicate_of = duplicate_rows(buffer, live, order, config.duplicate_cosine)
-    for r in duplicate_of:
+    for r, original in duplicate_of.items():
         rejected[r] = DUPLICATE
+        rejected[original] = DUPLICATE  # chain order does not tell the original: neither keeps its standing
     live = [r for r in live if r not in rejected]
 
     moving = [norms[r] for r in live if norms[r] > 0.0]

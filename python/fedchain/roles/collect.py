@@ -72,14 +72,17 @@ class UpdateCollector:
         row_of = {s.contributor: i for i, s in enumerate(subs)}
         rows = torch.zeros(len(subs), self.task.layout.total, dtype=torch.float32)  # (K, D)
         rejections: dict[int, str] = {}
-        seen = self._digests_before(round_index)
-        for sub in on_chain:  # chain order, so that the first of identical bytes is the original
-            row = row_of[sub.contributor]
-            reason = (Reason.REPLAY if sub.digest in seen
-                      else self._load_update(sub, round_index, base.cid, rows[row], deadline))
-            seen.add(sub.digest)
+        earlier = self._digests_before(round_index)
+        fetched: dict[bytes, bytes | Reason] = {}  # one fetch per digest: copies of one update share it
+        for sub in subs:
+            # Who owns bytes submitted twice in this round is what the bytes bind (the sealed header's sender and
+            # round, the envelope's contributor), never who reached the chain first: a front-runner can land an
+            # honest digest first, and only the copy is then a replay.
+            reason = (Reason.REPLAY if sub.digest in earlier
+                      else self._load_update(sub, round_index, base.cid, rows[row_of[sub.contributor]], deadline,
+                                             fetched))
             if reason is not None:
-                rejections[row] = str(reason)
+                rejections[row_of[sub.contributor]] = str(reason)
         info = self.task.info()
         return RoundInputs(
             task_id=self.task_id, round=round_index, spec=self.task.spec,
@@ -108,7 +111,8 @@ class UpdateCollector:
             time.sleep(1.0)
 
     def _digests_before(self, round_index: int) -> set[bytes]:
-        """Digests submitted in earlier rounds of this task: the same bytes again are a replay."""
+        """Digests submitted in earlier rounds of this task: the same bytes again are a replay (they bind an earlier
+        round, so no submission of this round can own them)."""
         return {s.digest for s in self.protocol.submissions(self.task_id) if s.round < round_index}
 
     def _fetch_update(self, sub: Submission, deadline: float) -> bytes | Reason:
@@ -129,10 +133,12 @@ class UpdateCollector:
                 patiently("reach this party's IPFS node", self.ipfs.version, until=deadline)
 
     def _load_update(self, sub: Submission, round_index: int, base_cid: str, row: torch.Tensor,
-                     deadline: float) -> str | None:
+                     deadline: float, cache: dict[bytes, bytes | Reason]) -> str | None:
         """Fetch, verify, open and decode one update into `row`; the reason code if it is rejected."""
         spec = self.task.spec
-        fetched = self._fetch_update(sub, deadline)
+        if sub.digest not in cache:
+            cache[sub.digest] = self._fetch_update(sub, deadline)
+        fetched = cache[sub.digest]
         if isinstance(fetched, Reason):
             return fetched
         data = fetched

@@ -28,7 +28,7 @@ from eth_account.signers.local import LocalAccount
 
 from fedchain.chain.committee import CommitteeInfo, Committees
 from fedchain.chain.errors import TransactionRevertedError
-from fedchain.chain.protocol import Protocol, RoundPhase
+from fedchain.chain.protocol import Protocol, RoundInfo, RoundPhase
 from fedchain.content.client import IpfsClient
 from fedchain.core.cid import cid_to_digest
 from fedchain.core.consensus import integer_scores
@@ -127,7 +127,7 @@ class CommitteeMember:
     def serve_round(self, round_index: int) -> bool:
         """Take every step of the round that is due now; True once the round is over for this member."""
         task_id = self.config.task_id
-        info = self.protocol.round(task_id, round_index)
+        info = self._round_info(round_index)
         now = time.time()
         if info.phase == RoundPhase.OPEN and now < info.submission_deadline or info.phase == RoundPhase.PENDING:
             return False
@@ -158,6 +158,14 @@ class CommitteeMember:
             return False
         self._finalize(round_index)
         return self.protocol.round(task_id, round_index).phase in (RoundPhase.FINALIZED, RoundPhase.EXPIRED)
+
+    def _round_info(self, round_index: int) -> RoundInfo:
+        """The round as the chain has it, after closing it if it is full and has been open its task's min_open."""
+        info = self.protocol.round(self.config.task_id, round_index)
+        if info.phase == RoundPhase.OPEN and self.protocol.close_full_round(self.account, self.config.task_id,
+                                                                            round_index):
+            info = self.protocol.round(self.config.task_id, round_index)
+        return info
 
     # ─── the steps ───
     def _vote(self, round_index: int, state: dict[str, object]) -> None:

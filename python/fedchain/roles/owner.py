@@ -34,6 +34,7 @@ def create_task_from_spec(
     slash_fraction: float = 0.5,
     reward_token: str | None = None,
     seed: int = 0,
+    min_open: int = 0,
 ) -> int:
     """Returns the new task's id.
 
@@ -58,6 +59,7 @@ def create_task_from_spec(
         max_contributors=max_contributors,
         validator=validator,
         slash_amount=int(min_stake * slash_fraction),
+        min_open=min_open,
     )
     task_id, _ = protocol.create_task(owner, params)
     return task_id

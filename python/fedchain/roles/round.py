@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from fedchain.aggregation import RuleConfig, aggregate
 from fedchain.chain.units import format_fed
-from fedchain.core.policy import has_diverged, round_score, sample_count_reason, slash_decisions
+from fedchain.core.policy import has_diverged, round_score, sample_count_reason, sample_weights, slash_decisions
 from fedchain.core.reasons import Reason, discarded_by
 from fedchain.core.report import RoundReport, UpdateRecord
 from fedchain.core.spec import PolicyConfig, TaskSpec
@@ -57,7 +57,7 @@ class RoundInputs:
     round: int
     spec: TaskSpec
     updates: Sequence[SubmittedUpdate]
-    submission_order: Sequence[int]  # row indices, earliest on chain first (who keeps standing on a copy)
+    submission_order: Sequence[int]  # row indices, earliest on chain first (informative only: never who keeps standing)
     rows: Tensor  # (K, D) float32 decoded deltas; a rejected row's content is ignored
     base_state: StateDict
     base_cid: str
@@ -203,7 +203,7 @@ class Merge:
     """Screening and the robust rule: the part of a round that needs no held-out data (anyone can recompute it)."""
 
     verdicts: list[Verdict]  # statuses and reasons; scores, rewards and slashes not yet decided
-    weights: list[int]  # per row: its sample count, 0 for a row rejected before screening
+    weights: list[int]  # per row: its weight (its sample count as the policy trusts it), 0 if rejected before screening
     selected: list[int]  # rows the rule merged
     delta: Tensor  # (D,) the merged update
     rule: RuleConfig
@@ -226,6 +226,9 @@ def merge(inputs: RoundInputs) -> Merge:
     for row, reason in screening.rejected.items():
         verdicts[row] = replace(verdicts[row], status="rejected", reason=str(reason))
     accepted = list(screening.accepted)
+    # Self-reported counts weigh updates only as far as the policy trusts them (an inflated claim buys nothing).
+    for row, weight in sample_weights({row: weights[row] for row in accepted}, policy).items():
+        weights[row] = weight
 
     rule = RuleConfig.from_dict(spec.aggregation.model_dump())
     delta = torch.zeros(layout.total, dtype=torch.float32)

@@ -118,6 +118,9 @@ class Validator:
     def _ready_to_aggregate(self, round_index: int) -> bool:
         info = self.protocol.round(self.config.task_id, round_index)
         now = time.time()
+        if info.phase == RoundPhase.OPEN and self.protocol.close_full_round(self.account, self.config.task_id,
+                                                                            round_index):
+            info = self.protocol.round(self.config.task_id, round_index)  # full and open min_open: closed now
         if (info.phase == RoundPhase.OPEN and now >= info.submission_deadline
                 or info.phase == RoundPhase.AGGREGATING and now >= info.aggregation_deadline):
             # A deadline passed by the wall clock: on Anvil, move the chain's clock so the phase catches up.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fedchain.chain.protocol import Finalization, Submission
+from fedchain.chain.protocol import Finalization, Submission, without_displaced
 from fedchain.content.client import IpfsClient
 from fedchain.core.cid import digest_to_cid
 from fedchain.core.report import RoundReport
@@ -113,8 +113,15 @@ def _finalization(e: IndexedLog) -> Finalization:
 
 
 def submissions(index: EventIndex, task_id: int, round_index: int | None = None) -> list[Submission]:
-    """UpdateSubmitted, in chain order."""
-    return [_submission(e) for e in index.logs(task_id=task_id, events=("UpdateSubmitted",), round_index=round_index)]
+    """UpdateSubmitted, in chain order, less those a later UpdateDisplaced took out of their round."""
+    logs = index.logs(task_id=task_id, events=("UpdateSubmitted", "UpdateDisplaced"), round_index=round_index)
+    return _still_in(logs)
+
+
+def _still_in(logs: list[IndexedLog]) -> list[Submission]:
+    submitted = [_submission(e) for e in logs if e.event == "UpdateSubmitted"]
+    return without_displaced(submitted, [((e.args["taskId"], e.args["round"], e.args["displaced"]),
+                                          (e.block_number, e.log_index)) for e in logs if e.event == "UpdateDisplaced"])
 
 
 def finalizations(index: EventIndex, task_id: int, round_index: int | None = None) -> list[Finalization]:
@@ -178,6 +185,8 @@ def _fold_round(state: dict, e: IndexedLog) -> None:
     a = e.args
     if e.event == "UpdateSubmitted":
         state["submissions"].append(_submission(e))
+    elif e.event == "UpdateDisplaced":  # its slot went to a contributor holding more stake
+        state["submissions"] = [s for s in state["submissions"] if s.contributor != a["displaced"]]
     elif e.event == "SubmissionsClosed":
         state.update(closed_at=a["closedAt"], submission_deadline=a["closedAt"],
                      aggregation_deadline=a["aggregationDeadline"])

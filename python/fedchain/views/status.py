@@ -44,8 +44,9 @@ def describe_round(r: RoundInfo, index: int, info: TaskInfo, now: float) -> dict
     deadline, waiting = None, ""
     if phase == RoundPhase.OPEN:
         deadline = r.submission_deadline
+        after = f" and it has been open {info.min_open} s" if info.min_open else ""
         waiting = (f"submissions: {r.submissions} of {info.max_contributors} joined; it closes when "
-                   f"{info.max_contributors} have submitted, else at its deadline")
+                   f"{info.max_contributors} have submitted{after}, else at its deadline")
     elif phase == RoundPhase.AGGREGATING:
         deadline = r.aggregation_deadline
         waiting = f"the validator {info.validator} to post the result (it expires at its deadline otherwise)"

@@ -135,3 +135,26 @@ def test_compute_settings_do_not_change_the_outcome(trained):
     two = compute_outcome(_inputs(trained), build_model(trained[0]), replace(SETTINGS, scoring_workers=2))
     assert [v.score for v in one.verdicts] == [v.score for v in two.verdicts]
     assert np.array_equal(one.new_state["net.1.weight"].numpy(), two.new_state["net.1.weight"].numpy())
+
+
+def test_gradient_shapley_scores_a_round_like_tmc_shapley(trained):
+    spec = trained[0].model_copy(update={"scoring": replace_scoring(trained[0].scoring, method="gradient-shapley")})
+    inputs = _inputs(trained, spec=spec)
+    inputs.rows[3] *= -1.0  # a sign-flipped update: it earns nothing
+    outcome = compute_outcome(inputs, build_model(spec), SETTINGS)
+    assert outcome.scoring["method"] == "gradient-shapley" and outcome.scoring["evaluations"] == 3 + 2
+    assert abs(outcome.scoring["completeness_gap"]) < 0.2
+    assert outcome.verdicts[3].reward == 0 and all(v.reward > 0 for v in outcome.verdicts[:3])
+    assert sum(outcome.rewards.values()) == BUDGET
+
+
+def test_gradient_shapley_falls_back_to_leave_one_out_when_the_path_breaks_the_model(trained, monkeypatch):
+    from fedchain.learning.evaluation import LossEvaluator
+
+    spec = trained[0].model_copy(update={"scoring": replace_scoring(trained[0].scoring, method="gradient-shapley")})
+    # a model that overflows somewhere along the path: its gradient there is not finite
+    monkeypatch.setattr(LossEvaluator, "gradient", lambda self, delta: torch.full_like(delta, float("nan")))
+    outcome = compute_outcome(_inputs(trained, spec=spec), build_model(spec), SETTINGS)
+    marginal = _outcome(trained, spec=spec.model_copy(update={"scoring": replace_scoring(spec.scoring, method="marginal")}))
+    assert outcome.scoring["method"] == "gradient-shapley" and outcome.scoring["fallback"] == "marginal"
+    assert [v.score for v in outcome.verdicts] == [v.score for v in marginal.verdicts]

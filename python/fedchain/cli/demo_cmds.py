@@ -53,7 +53,7 @@ def demo(
     ),
     attack: str = typer.Option("", help="Attackers to add, e.g. label-flip:1,sign-flip:1,noise:1,free-rider:1,copycat:1."),
     rule: str = typer.Option("fedavg", help="Aggregation rule: fedavg, median, trimmed-mean, multi-krum."),
-    scoring: str = typer.Option("tmc-shapley", help="Contribution scoring: tmc-shapley, marginal, equal."),
+    scoring: str = typer.Option("tmc-shapley", help="Contribution scoring: tmc-shapley, gradient-shapley (cost linear in contributors), marginal, equal."),
     coalition: str = typer.Option(
         "share", help="How scoring values a coalition: share (each member's own term of the round's FedAvg) or fedavg (its own FedAvg)."
     ),

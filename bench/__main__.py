@@ -33,7 +33,7 @@ TITLES = {
     "anatomy": "3. A round's anatomy",
     "quality": "4. Model quality: fedchain FedAvg, Flower FedAvg, centralized",
     "robustness": "5. Robustness: attack mix x rule",
-    "scale": "6. Scale: contributors as processes",
+    "scale": "6. Scale: seconds per round from 5 to 100 contributors (simulation mode), committee at 100",
     "gpu": "7. GPU",
     "text": "8. Text: next-character prediction on Shakespeare, one client per speaking role",
     "committee": "9. Validator committees: incentives with colluding, lazy and offline members",

@@ -106,6 +106,8 @@ class CommitteeMember:
             raise ConfigError(f"{account.address} is not a member of task {config.task_id}'s committee "
                               f"({', '.join(self.committee.members)}): use a member's keystore")
         self._collected: tuple[int, RoundInputs] | None = None  # the last round's inputs, fetched for the vote
+        self._fetch_seconds = 0.0  # how long the last round's fetch took, and its computation's phases: checkpointed
+        self._compute_seconds: dict[str, float] = {}
         self._dir = config.state_dir / f"member-{account.address}-task{config.task_id}"
         check_bound_dir(self._dir, protocol.binding())
 
@@ -161,7 +163,9 @@ class CommitteeMember:
 
     # ─── the steps ───
     def _vote(self, round_index: int, state: dict[str, object]) -> None:
+        started = time.perf_counter()
         inputs = self.collector.collect(round_index)
+        self._fetch_seconds = round(time.perf_counter() - started, 4)
         self._collected = (round_index, inputs)  # computing the round reuses them instead of fetching again
         available = sorted((u.contributor for u in inputs.updates if u.rejection != Reason.UNAVAILABLE),
                            key=lambda a: int(a, 16))
@@ -169,13 +173,14 @@ class CommitteeMember:
                    "vote availability")
         log.info("round %d: voted that %d of %d update(s) are available", round_index, len(available),
                  len(inputs.updates))
-        self._save(round_index, {**state, "voted": True})
+        self._save(round_index, {**state, "voted": True, "seconds": {"fetch_verify": self._fetch_seconds}})
 
     def _commit(self, round_index: int, state: dict[str, object]) -> None:
         result = MemberResult.from_json(state["result"]) if "result" in state else None  # type: ignore[arg-type]
         if result is None:
             result = self.compute(round_index)
-            state = {**state, "result": result.to_json()}
+            seconds = {**dict(state.get("seconds") or {}), **self._compute_seconds}  # type: ignore[call-overload]
+            state = {**state, "result": result.to_json(), "seconds": seconds}
             self._save(round_index, state)  # computed and salted before anything is sent: a restart reuses it
         self._send(lambda: self.committees.commit(self.account, self.config.task_id, round_index,
                                                   self._commitment(round_index, result)), "commit")
@@ -197,6 +202,7 @@ class CommitteeMember:
         inputs = restrict_to(collected, agreed)
         outcome = compute_outcome(inputs, self.collector.model, self.settings)
         published = publish(outcome, self.ipfs)
+        self._compute_seconds = {**outcome.seconds, "publish": round(published.seconds, 4)}  # for the round's anatomy
         result = member_result(outcome, agreed, cid_to_digest(published.model_cid),
                                cid_to_digest(published.report_cid), salt=os.urandom(32))
         if self.behaviour.rewrite is not None:

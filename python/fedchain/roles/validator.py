@@ -154,6 +154,7 @@ class Validator:
             )
             result.seconds["post"] = time.perf_counter() - started
             result.seconds["post_gas"] = float(tx.gas_used)
+            write_bound_json(path, asdict(result), self.protocol.binding())  # the round's anatomy, with its post
         return result
 
     def _load_checkpoint(self, path: Path, round_index: int, on_chain: list[tuple[str, str]]) -> RoundResult | None:

@@ -526,13 +526,14 @@ def _follow_rounds(config, console, protocol, ipfs, task_id, processes, run_dir,
             report = fetch_report(ipfs, fin.report_digest)
             gas = _round_gas(protocol, task_id, fin)
             phases = _validator_phases(run_dir, task_id, fin.round)
+            contributors = _swarm_phases(run_dir, task_id, fin.round) if config.simulate else {}
             elapsed = time.monotonic() - round_started
             round_started = time.monotonic()
             row = {
                 "round": fin.round, "model_cid": report.model_cid,
                 "report_cid": _cid(fin.report_digest), "test_accuracy": report.metrics["test_accuracy"],
                 "test_loss": report.metrics["test_loss"], "seconds": round(elapsed, 2), "gas": gas,
-                "phases": phases, "report": report,
+                "phases": phases, "report": report, **({"contributor_phases": contributors} if contributors else {}),
             }
             rounds.append(row)
             counts = {s: sum(u.status == s for u in report.updates) for s in ("accepted", "discarded", "rejected")}
@@ -600,12 +601,33 @@ def _round_gas(protocol, task_id: int, fin) -> int:
 
 
 def _validator_phases(run_dir: Path, task_id: int, round_index: int) -> dict[str, float]:
-    path = run_dir / "state" / f"validator-task{task_id}" / f"round-{round_index}.json"
-    try:
-        seconds = json.loads(path.read_text()).get("seconds", {})
-    except (OSError, ValueError):
-        return {}
-    return {k: float(v) for k, v in seconds.items() if not k.endswith("_gas")}
+    """The validator's seconds per phase of the round; with a committee, each phase's slowest member."""
+    paths = [run_dir / "state" / f"validator-task{task_id}" / f"round-{round_index}.json"]
+    paths += sorted((run_dir / "state").glob(f"member-*-task{task_id}/round-{round_index}.json"))
+    phases: dict[str, float] = {}
+    for path in paths:
+        try:
+            seconds = json.loads(path.read_text()).get("seconds", {})
+        except (OSError, ValueError):
+            continue
+        for k, v in seconds.items():
+            if not k.endswith("_gas"):
+                phases[k] = max(phases.get(k, 0.0), float(v))
+    return phases
+
+
+def _swarm_phases(run_dir: Path, task_id: int, round_index: int) -> dict[str, float]:
+    """Simulation mode: the contributors' seconds in the round, summed over every swarm (train, stake, submit) and
+    the slowest swarm's own time from its first training to its last submission (`wall`)."""
+    out: dict[str, float] = {}
+    for path in sorted((run_dir / "state").glob(f"swarm-*-task{task_id}.rounds.json")):
+        try:
+            laps = json.loads(path.read_text()).get(str(round_index), {})
+        except (OSError, ValueError):
+            continue
+        for k, v in laps.items():
+            out[k] = max(out.get(k, 0.0), float(v)) if k == "wall" else out.get(k, 0.0) + float(v)
+    return out
 
 
 def _wait_for_exit(processes: list[Participant], timeout: float, logs: Path) -> None:

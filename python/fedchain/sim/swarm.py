@@ -97,7 +97,7 @@ class Swarm:
             contributor.task = self.view  # one spec and one base model per round for every contributor here
             self.members.append((m, contributor))
         self._lock = threading.Lock()
-        self.rounds: dict[int, dict[str, float]] = {}  # round -> seconds spent: train, submit (pin + tx), stake
+        self.rounds: dict[int, dict[str, float]] = {}  # round -> seconds: train, stake, submit (pin + tx), wall
 
     def run(self) -> dict[str, Any]:
         """Contribute to every round until the task ends, then claim for every member. Returns a summary."""
@@ -128,6 +128,7 @@ class Swarm:
                 continue
             attempted.add(r)
             laps = self.rounds.setdefault(r, {"train": 0.0, "submit": 0.0, "stake": 0.0, "contributors": 0})
+            round_started = time.perf_counter()
             # A few contributors at a time: one trains while another pins and waits for its transaction.
             with ThreadPoolExecutor(max_workers=self.manifest.threads, thread_name_prefix="swarm") as pool:
                 futures = [pool.submit(self._contribute, m, c, r, info.min_contributor_stake, data[m.name], laps)
@@ -137,6 +138,8 @@ class Swarm:
                 if ok is None:
                     active.remove((m, c))
                 submitted += bool(ok)
+            laps["wall"] = round(time.perf_counter() - round_started, 3)
+            self._write_laps(first)
             log.info("round %d: %d of %d contributors submitted (train %.1f s, stake %.1f s, pin+submit %.1f s, "
                      "summed over contributors)", r, laps["contributors"], len(active), laps["train"], laps["stake"],
                      laps["submit"])
@@ -170,6 +173,12 @@ class Swarm:
                 laps["train"] += outcome.train_seconds
                 laps["submit"] += time.perf_counter() - staked - outcome.train_seconds
         return outcome is not None
+
+    def _write_laps(self, first) -> None:
+        """Each round's seconds (summed over this process's contributors; `wall`: the process's own time from the
+        first training to the last submission), for the demo's round anatomy."""
+        path = self.manifest.state_dir / f"swarm-{first.account.address}-task{self.manifest.task_id}.rounds.json"
+        path.write_text(json.dumps({str(r): v for r, v in self.rounds.items()}))
 
     def _wait_for_news(self, follower, contributor, round_index: int) -> None:
         from fedchain.roles.contributor import STALL_CHECK_SECONDS

@@ -33,6 +33,8 @@ from fedchain.roles.round import RoundInputs, SubmittedUpdate
 from fedchain.views.taskview import TaskView
 
 log = logging.getLogger(__name__)
+# Prefetched (decoded) updates held in memory at most, in bytes (beyond it, the rest wait for the round's collection).
+PREFETCH_BYTES = 512 * 1024 * 1024
 
 
 class UpdateCollector:
@@ -52,6 +54,38 @@ class UpdateCollector:
         self.model = build_model(self.task.spec).to(self.device)
         if self.task.spec.sealed and sealing_key is None:
             raise ConfigError("this task's updates are sealed: pass the validator's --sealing-key")
+        self._prefetch_round: int | None = None
+        # (digest, contributor, samples, base model) -> (rejection reason or None, the decoded row), for one round
+        self._prefetched: dict[tuple[bytes, str, int, str], tuple[str | None, torch.Tensor]] = {}
+        self._prefetch_tried: set[tuple[bytes, str, int, str]] = set()
+
+    def prefetch(self, round_index: int) -> int:
+        """While the round is open, fetch, verify, open and decode the updates submitted so far, so that collecting
+        the round once it closes finds them done: that work overlaps the slower contributors' training instead of
+        following it. Each is checked exactly as `collect` checks it (the same function, the same base model);
+        `collect` still decides replays across the round's submissions, in chain order. An update that cannot be
+        fetched now is left to `collect`, which decides (with its outage handling) whether it is unavailable.
+        Returns how many updates were prefetched."""
+        if self._prefetch_round != round_index:
+            self._prefetch_round, self._prefetched, self._prefetch_tried = round_index, {}, set()
+        base_cid = self.task.base_model_cid(round_index)
+        row_bytes = self.task.layout.total * 4
+        done = 0
+        for sub in self.protocol.submissions(self.task_id, round_index):
+            key = (sub.digest, sub.contributor.lower(), sub.num_samples, base_cid)
+            if key in self._prefetch_tried:
+                continue
+            if (len(self._prefetched) + 1) * row_bytes > PREFETCH_BYTES:
+                break
+            self._prefetch_tried.add(key)
+            try:
+                data = self.ipfs.cat(digest_to_cid(sub.digest), max_size=self.task.spec.max_update_bytes)
+            except ContentError:
+                continue
+            row = torch.empty(self.task.layout.total, dtype=torch.float32)
+            self._prefetched[key] = (self._open_update(sub, round_index, base_cid, data, row), row)
+            done += 1
+        return done
 
     def deadline(self, round_index: int) -> float:
         return float(self.protocol.round(self.task_id, round_index).aggregation_deadline)
@@ -69,13 +103,23 @@ class UpdateCollector:
         rows = torch.zeros(len(subs), self.task.layout.total, dtype=torch.float32)  # (K, D)
         rejections: dict[int, str] = {}
         seen = self._digests_before(round_index)
+        if self._prefetch_round != round_index:
+            self._prefetched = {}  # another round's: never used for this one
         for sub in on_chain:  # chain order, so that the first of identical bytes is the original
             row = row_of[sub.contributor]
-            reason = (Reason.REPLAY if sub.digest in seen
-                      else self._load_update(sub, round_index, base.cid, rows[row], deadline))
+            ready = self._prefetched.pop((sub.digest, sub.contributor.lower(), sub.num_samples, base.cid), None)
+            if sub.digest in seen:
+                reason: str | None = Reason.REPLAY
+            elif ready is not None:
+                reason = ready[0]
+                if reason is None:
+                    rows[row].copy_(ready[1])
+            else:
+                reason = self._load_update(sub, round_index, base.cid, rows[row], deadline)
             seen.add(sub.digest)
             if reason is not None:
                 rejections[row] = str(reason)
+        self._prefetch_round, self._prefetched, self._prefetch_tried = None, {}, set()
         info = self.task.info()
         return RoundInputs(
             task_id=self.task_id, round=round_index, spec=self.task.spec,
@@ -109,11 +153,15 @@ class UpdateCollector:
     def _load_update(self, sub: Submission, round_index: int, base_cid: str, row: torch.Tensor,
                      deadline: float) -> str | None:
         """Fetch, verify, open and decode one update into `row`; the reason code if it is rejected."""
-        spec = self.task.spec
         fetched = self._fetch_update(sub, deadline)
         if isinstance(fetched, Reason):
             return fetched
-        data = fetched
+        return self._open_update(sub, round_index, base_cid, fetched, row)
+
+    def _open_update(self, sub: Submission, round_index: int, base_cid: str, data: bytes,
+                     row: torch.Tensor) -> str | None:
+        """Verify, open and decode an update's fetched bytes into `row`; the reason code if it is rejected."""
+        spec = self.task.spec
         try:
             if spec.sealed:
                 binding = SealBinding(self.task_id, round_index, sub.contributor)

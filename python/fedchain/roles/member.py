@@ -27,9 +27,10 @@ from pathlib import Path
 from eth_account.signers.local import LocalAccount
 
 from fedchain.chain.committee import CommitteeInfo, Committees
-from fedchain.chain.errors import TransactionRevertedError
+from fedchain.chain.errors import ChainError, TransactionRevertedError
 from fedchain.chain.protocol import Protocol, RoundPhase
 from fedchain.content.client import IpfsClient
+from fedchain.content.errors import ContentError
 from fedchain.core.cid import cid_to_digest
 from fedchain.core.consensus import integer_scores
 from fedchain.core.reasons import Reason
@@ -132,6 +133,7 @@ class CommitteeMember:
         info = self.protocol.round(task_id, round_index)
         now = time.time()
         if info.phase == RoundPhase.OPEN and now < info.submission_deadline or info.phase == RoundPhase.PENDING:
+            self._prefetch(round_index, info.phase)
             return False
         if info.phase in (RoundPhase.OPEN, RoundPhase.AGGREGATING):
             self.protocol.chain.sync_clock()
@@ -160,6 +162,16 @@ class CommitteeMember:
             return False
         self._finalize(round_index)
         return self.protocol.round(task_id, round_index).phase in (RoundPhase.FINALIZED, RoundPhase.EXPIRED)
+
+    def _prefetch(self, round_index: int, phase: RoundPhase) -> None:
+        """While the round is open, fetch its updates submitted so far (UpdateCollector.prefetch); a failure only
+        costs the head start: collecting the round fetches what is missing."""
+        if phase != RoundPhase.OPEN:
+            return
+        try:
+            self.collector.prefetch(round_index)
+        except (ContentError, ChainError) as exc:
+            log.debug("round %d: prefetch skipped: %s", round_index, exc)
 
     # ─── the steps ───
     def _vote(self, round_index: int, state: dict[str, object]) -> None:

@@ -180,14 +180,6 @@ class Contributor:
                 last_check = time.monotonic()
             time.sleep(self.config.poll_interval)
 
-    def ready_to_submit(self, round_index: int) -> bool:
-        """True when round `round_index` is open and this account has not submitted to it yet (a pending update the
-        chain already holds, from before a crash, is dropped)."""
-        if self._already_submitted(round_index):
-            self._drop_pending(round_index)
-            return False
-        return self._open_now(round_index)
-
     def expire_if_stalled(self, round_index: int) -> None:
         """Expire round `round_index` if its validator missed the aggregation deadline (liveness; see run)."""
         self._expire_if_stalled(round_index)

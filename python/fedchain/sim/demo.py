@@ -444,9 +444,15 @@ def _create_task(config: DemoConfig, protocol, ipfs, validators: list[Participan
         validator = committees.address
     return create_task_from_spec(
         protocol, ipfs, owner, spec, rounds=config.rounds, reward_per_round=config.reward_per_round,
-        submission_window=config.submission_window, aggregation_window=config.aggregation_window,
+        submission_window=_submission_window(config), aggregation_window=config.aggregation_window,
         max_contributors=config.total_clients, validator=validator, seed=config.seed,
     )
+
+
+def _submission_window(config: DemoConfig) -> int:
+    """Simulation mode trains every contributor on this machine's cores, one after another per process: give the
+    window time for all of them (4 s each at least; rounds close early once everyone submitted)."""
+    return max(config.submission_window, 4 * config.total_clients) if config.simulate else config.submission_window
 
 
 def demo_rule(rule: str, attackers: int, total: int) -> dict:

@@ -122,7 +122,7 @@ class Swarm:
             if info.ended:
                 break
             r = info.current_round
-            ready = [] if r in attempted else [(m, c) for m, c in active if c.ready_to_submit(r)]
+            ready = [] if r in attempted else self._ready(active, r)
             if not ready:
                 self._wait_for_news(follower, first, r)
                 continue
@@ -151,6 +151,17 @@ class Swarm:
             claimed += c.claim()
         log.info("swarm of %d: %d submissions, claimed %d in total", len(self.members), submitted, claimed)
         return {"members": len(self.members), "submissions": submitted, "claimed": claimed, "rounds": self.rounds}
+
+    def _ready(self, active: list, round_index: int) -> list:
+        """The members that can submit to the round now: two reads for the whole swarm (the round, its submissions)
+        instead of two per contributor."""
+        from fedchain.chain.protocol import RoundPhase
+
+        info = self.protocol.round(self.manifest.task_id, round_index)
+        if info.phase != RoundPhase.OPEN or time.time() >= info.submission_deadline:
+            return []
+        done = {s.contributor.lower() for s in self.protocol.submissions(self.manifest.task_id, round_index)}
+        return [(m, c) for m, c in active if c.account.address.lower() not in done]
 
     def _contribute(self, member: SwarmMember, contributor, round_index: int, minimum: int, data,
                     laps: dict[str, float]) -> bool | None:

@@ -264,7 +264,9 @@ def _run_on_network(config: DemoConfig, console: Console, rpc_url: str, ipfs_api
             if created != task_id:
                 raise DemoError(f"expected to create task {task_id} but created {created}: is someone else using this devnet?")
         rounds = _follow_rounds(config, console, protocol, ipfs, task_id, processes, run_dir, started)
-        _wait_for_exit(processes, timeout=120, logs=logs)
+        # A swarm process claims for each of its contributors: give it time for every claim.
+        per_process = -(-len(participants) // max(1, config.workers or os.cpu_count() or 1)) if config.simulate else 0
+        _wait_for_exit(processes, timeout=120 + 3 * per_process, logs=logs)
     finally:
         for p in processes:
             if p.process is not None and p.process.poll() is None:

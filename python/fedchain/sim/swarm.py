@@ -146,9 +146,9 @@ class Swarm:
         if not active:
             raise SwarmError("every contributor of this swarm stopped (see the log)")
         first.wait_for_end()
-        claimed = 0
-        for _, c in self.members:
-            claimed += c.claim()
+        # Claims read the round reports and send a transaction each: a few at a time, like the rounds.
+        with ThreadPoolExecutor(max_workers=max(2, self.manifest.threads), thread_name_prefix="swarm-claim") as pool:
+            claimed = sum(pool.map(lambda member: member[1].claim(), self.members))
         log.info("swarm of %d: %d submissions, claimed %d in total", len(self.members), submitted, claimed)
         return {"members": len(self.members), "submissions": submitted, "claimed": claimed, "rounds": self.rounds}
 

@@ -28,7 +28,7 @@ from typing import Any
 from bench._util import ROOT, machine, now, versions
 
 SECTIONS = ["gas", "aggregation", "anatomy", "quality", "robustness", "scale", "gpu", "text", "committee", "startup",
-            "faults", "economics", "stateful"]
+            "faults", "economics", "scoring", "stateful"]
 # Run only when named (`--only stateful`): the long stateful contract run takes hours.
 ON_REQUEST = {"stateful"}
 TITLES = {
@@ -37,14 +37,15 @@ TITLES = {
     "anatomy": "3. A round's anatomy",
     "quality": "4. Model quality: fedchain FedAvg, Flower FedAvg, centralized",
     "robustness": "5. Robustness: attack mix x rule",
-    "scale": "6. Scale: contributors as processes",
+    "scale": "6. Scale: seconds per round from 5 to 100 contributors (simulation mode), committee at 100",
     "gpu": "7. GPU",
     "text": "8. Text: next-character prediction on Shakespeare, one client per speaking role",
     "committee": "9. Validator committees: incentives with colluding, lazy and offline members",
     "startup": "10. Start-up: from spawning the demo's processes to its first result",
     "faults": "11. Fault injection: parties killed and restarted, a flaky chain endpoint",
     "economics": "12. Economic attacks: inflated sample counts",
-    "stateful": "13. Stateful contract suite, long profile",
+    "scoring": "13. Scoring that scales: gradient-shapley against TMC-Shapley on the same rounds",
+    "stateful": "14. Stateful contract suite, long profile",
 }
 RESULTS = ROOT / "bench" / "results"
 QUICK_RESULTS = ROOT / ".cache" / "bench-quick"  # ignored by git: quick runs never replace the measured results

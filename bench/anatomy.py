@@ -154,7 +154,16 @@ def run(quick: bool) -> dict:
         with running_devnet(work / "devnet") as net:
             protocol, spec, task_id, people, validator = _setup(net, work, clients, rounds)
             for r in range(rounds):
-                contributors = [_contribute(c, x, y, r) for c, x, y in people]
+                contributors, prefetch = [], 0.0
+                for i, (c, x, y) in enumerate(people):
+                    contributors.append(_contribute(c, x, y, r))
+                    if i < len(people) - 1:
+                        # What the validator's loop does while the round is open: fetch the updates submitted so far
+                        # (off the critical path: the slower contributors are still training). The last update is
+                        # fetched when the round closes, inside fetch + verify.
+                        t0 = time.perf_counter()
+                        validator.collector.prefetch(r)
+                        prefetch += time.perf_counter() - t0
                 v_phases, result = _validate(validator, r)
                 claims = []
                 for c, _, _ in people:
@@ -162,27 +171,38 @@ def run(quick: bool) -> dict:
                     c.claim()
                     claims.append(time.perf_counter() - t0)
                 per_round.append({"round": r, "contributors": contributors, "validator": v_phases, "claims": claims,
+                                  "prefetch_off_path": prefetch,
                                   "test_accuracy": result.test_accuracy})
     return summarise(per_round, quick, clients, rounds, spec, torch.get_num_threads())
 
 
-def _round_path(rd: dict) -> dict[str, Any]:
+def _round_path(rd: dict, rounds: int) -> dict[str, Any]:
     slowest = max(rd["contributors"], key=lambda c: sum(c[p] for p in CONTRIBUTOR_PHASES))
     claim = sorted(rd["claims"])[len(rd["claims"]) // 2]
     path = {**{p: slowest[p] for p in CONTRIBUTOR_PHASES}, **rd["validator"], "claim": claim}
     total = sum(path.values())
     overhead = sum(v for k, v in path.items() if k not in NOT_OVERHEAD)
-    return {"phases": path, "total": total, "overhead": overhead, "share": overhead / total}
+    # The client claims once, at the end of the task, for every round (claimMany): per round, a share of one claim.
+    amortized = overhead - claim + claim / rounds
+    return {"phases": path, "total": total, "overhead": overhead, "share": overhead / total,
+            "share_claim_amortized": amortized / (total - claim + claim / rounds)}
 
 
 def summarise(per_round, quick, clients, rounds, spec, threads) -> dict[str, Any]:
     from fedchain.learning.kinds import num_parameters
 
-    paths = [_round_path(rd) for rd in per_round]
+    paths = [_round_path(rd, rounds) for rd in per_round]
     contributor_phase = {p: stats([c[p] for rd in per_round for c in rd["contributors"]]) for p in CONTRIBUTOR_PHASES}
     validator_phase = {p: stats([rd["validator"][p] for rd in per_round]) for p in VALIDATOR_PHASES}
     claim = stats([x for rd in per_round for x in rd["claims"]])
     share = stats([p["share"] for p in paths])
+    share_amortized = stats([p["share_claim_amortized"] for p in paths])
+    prefetch = stats([rd.get("prefetch_off_path", 0.0) for rd in per_round])
+    # What bounds the share: the overhead is a fixed cost per round (bytes moved, transactions), training is not.
+    # The training seconds at which this overhead would be 10% of the round, the other work as measured:
+    work = stats([p["phases"]["score"] + p["phases"]["evaluate"] for p in paths])
+    o = stats([p["overhead"] for p in paths])["median"]
+    train_for_target = round(o / TARGET_SHARE - o - work["median"], 3)
     overhead = stats([p["overhead"] for p in paths])
     total = stats([p["total"] for p in paths])
     seq = stats([sum(c[p] for c in rd["contributors"] for p in CONTRIBUTOR_PHASES) + sum(rd["validator"].values())
@@ -192,6 +212,9 @@ def summarise(per_round, quick, clients, rounds, spec, threads) -> dict[str, Any
          "met": share["median"] <= TARGET_SHARE},
         {"target": "overhead seconds", "goal": f"<= {TARGET_SECONDS} s", "measured": overhead["median"],
          "met": overhead["median"] <= TARGET_SECONDS},
+        {"target": "overhead share, the claim amortized over the task (claimMany once at its end, as the client does)",
+         "goal": f"<= {TARGET_SHARE:.0%}", "measured": share_amortized["median"],
+         "met": share_amortized["median"] <= TARGET_SHARE},
     ]
     result = {
         "name": "anatomy", "quick": quick, "date": now(),
@@ -203,7 +226,8 @@ def summarise(per_round, quick, clients, rounds, spec, threads) -> dict[str, Any
                   "mode": "in-process against a real devnet; contributors one after another"},
         "contributor_phases": contributor_phase, "validator_phases": validator_phase, "claim": claim,
         "critical_path": {"total_seconds": total, "overhead_seconds": overhead, "overhead_share": share,
-                          "per_round": paths},
+                          "overhead_share_claim_amortized": share_amortized, "per_round": paths},
+        "prefetch_off_path_seconds": prefetch, "train_seconds_for_target_share": train_for_target,
         "sequential_seconds_all_contributors_and_validator": seq,
         "final_accuracy": per_round[-1]["test_accuracy"], "targets": targets, "per_round": per_round,
     }
@@ -227,7 +251,7 @@ def markdown(r: dict) -> str:
     ]
     names = {"fetch_model": "fetch global model", "train": "train", "seal": "seal (envelope + encryption)",
              "ipfs_add": "add to IPFS", "submit": "submit (tx mined)", "fetch_verify": "fetch + verify all updates",
-             "aggregate": "screen + aggregate", "score": "score (TMC-Shapley)", "evaluate": "evaluate new model",
+             "aggregate": "screen + aggregate", "score": f"score ({s['scoring']['method']})", "evaluate": "evaluate new model",
              "publish": "publish model + report to IPFS", "post": "post result (tx mined)", "claim": "claim (tx mined)"}
     rows = [(p, "contributor", r["contributor_phases"][p]) for p in CONTRIBUTOR_PHASES]
     rows += [(p, "validator", r["validator_phases"][p]) for p in VALIDATOR_PHASES]
@@ -242,6 +266,17 @@ def markdown(r: dict) -> str:
         f"{fmt_stats(path['total_seconds'])} s; protocol overhead {fmt_stats(path['overhead_seconds'], '{:.3f}')} s = "
         f"{fmt_stats(path['overhead_share'], '{:.1%}')} of the round. (Everything run one after another on this machine: "
         f"{fmt_stats(r['sequential_seconds_all_contributors_and_validator'])} s per round.)",
+        "",
+        f"The validator prefetches the updates submitted while the round is open (`UpdateCollector.prefetch`): "
+        f"{fmt_stats(r['prefetch_off_path_seconds'], '{:.3f}')} s per round spent off the critical path, while the "
+        f"slower contributors train (each fetched, opened, verified and decoded then); fetch + verify above is what "
+        f"is left once the round closes (the last update, the replay checks, copying the decoded rows). What bounds the share: the overhead is a fixed cost per round (the "
+        f"updates' bytes moved and opened, the transactions) while training here is "
+        f"{med_phases.get('train', 0.0):.2f} s (2 epochs of a few hundred digits); with this overhead, training "
+        f"would have to take {r['train_seconds_for_target_share']} s a round for the overhead to be 10% of it. "
+        f"Claims: counted once per round above; the client claims once per task (claimMany): with the claim "
+        f"amortized over the task's {s['rounds']} rounds the share is "
+        f"{fmt_stats(path['overhead_share_claim_amortized'], '{:.1%}')}.",
         "",
         "| target | goal | measured (median) | met |", "|---|---|---|---|",
     ]

@@ -471,6 +471,7 @@ def _fetching_validator(tmp_path, ipfs) -> UpdateCollector:
     collector.protocol = ScriptedChain(rounds=1)
     collector.ipfs = ipfs
     collector.task = SimpleNamespace(spec=mnist_spec("mlp", sealed=False))
+    collector._prefetch_round, collector._prefetched, collector._prefetch_tried = None, {}, set()
     return collector
 
 

@@ -158,3 +158,26 @@ def test_equal_weighting_ignores_counts(trained):
     spec = _with_weighting(trained[0], "equal")
     a, b = _outcome(trained, spec=spec), _outcome(trained, spec=spec, samples={0: 7, 1: 90_000})
     assert [v.reward for v in a.verdicts] == [v.reward for v in b.verdicts]
+
+
+def test_gradient_shapley_scores_a_round_like_tmc_shapley(trained):
+    spec = trained[0].model_copy(update={"scoring": replace_scoring(trained[0].scoring, method="gradient-shapley")})
+    inputs = _inputs(trained, spec=spec)
+    inputs.rows[3] *= -1.0  # a sign-flipped update: it earns nothing
+    outcome = compute_outcome(inputs, build_model(spec), SETTINGS)
+    assert outcome.scoring["method"] == "gradient-shapley" and outcome.scoring["evaluations"] == 3 + 2
+    assert abs(outcome.scoring["completeness_gap"]) < 0.2
+    assert outcome.verdicts[3].reward == 0 and all(v.reward > 0 for v in outcome.verdicts[:3])
+    assert sum(outcome.rewards.values()) == BUDGET
+
+
+def test_gradient_shapley_falls_back_to_leave_one_out_when_the_path_breaks_the_model(trained, monkeypatch):
+    from fedchain.learning.evaluation import LossEvaluator
+
+    spec = trained[0].model_copy(update={"scoring": replace_scoring(trained[0].scoring, method="gradient-shapley")})
+    # a model that overflows somewhere along the path: its gradient there is not finite
+    monkeypatch.setattr(LossEvaluator, "gradient", lambda self, delta: torch.full_like(delta, float("nan")))
+    outcome = compute_outcome(_inputs(trained, spec=spec), build_model(spec), SETTINGS)
+    marginal = _outcome(trained, spec=spec.model_copy(update={"scoring": replace_scoring(spec.scoring, method="marginal")}))
+    assert outcome.scoring["method"] == "gradient-shapley" and outcome.scoring["fallback"] == "marginal"
+    assert [v.score for v in outcome.verdicts] == [v.score for v in marginal.verdicts]

@@ -42,7 +42,8 @@ def data_mnist(
 
 @friendly_errors
 def demo(
-    clients: int = typer.Option(5, min=1, help="Honest contributors (each a separate process with its own data shard)."),
+    clients: int = typer.Option(5, min=1, help="Honest contributors (each a separate process with its own data shard; "
+                                "with --simulate, a few processes host them all)."),
     rounds: int = typer.Option(5, min=1),
     seed: int = typer.Option(0, help="Makes data splits, models and scoring repeatable."),
     alpha: float = typer.Option(0.5, min=0.0, help="Dirichlet alpha of the non-IID split (smaller: more skewed)."),
@@ -53,7 +54,7 @@ def demo(
     ),
     attack: str = typer.Option("", help="Attackers to add, e.g. label-flip:1,sign-flip:1,noise:1,free-rider:1,copycat:1."),
     rule: str = typer.Option("fedavg", help="Aggregation rule: fedavg, median, trimmed-mean, multi-krum."),
-    scoring: str = typer.Option("tmc-shapley", help="Contribution scoring: tmc-shapley, marginal, equal."),
+    scoring: str = typer.Option("tmc-shapley", help="Contribution scoring: tmc-shapley, gradient-shapley (cost linear in contributors), marginal, equal."),
     coalition: str = typer.Option(
         "share", help="How scoring values a coalition: share (each member's own term of the round's FedAvg) or fedavg (its own FedAvg)."
     ),
@@ -82,6 +83,11 @@ def demo(
     dashboard: bool = typer.Option(False, "--dashboard", help="Serve the live web dashboard during the demo and print "
                                    "its address (on 127.0.0.1; in a terminal it stays up after the demo until Ctrl-C)."),
     dashboard_port: int = typer.Option(8700, min=0, max=65535, help="The dashboard's port (another free one if taken)."),
+    simulate: bool = typer.Option(False, "--simulate", help="Simulation mode, for many contributors (e.g. --clients "
+                                  "100): the honest contributors share a few processes (--workers), each contributor "
+                                  "with its own account and data shard, against the same real chain and IPFS node."),
+    workers: int | None = typer.Option(None, min=1, help="With --simulate: processes hosting the contributors "
+                                       "(default: one per CPU core, at most the number of contributors)."),
 ) -> None:
     """Run the protocol end to end: devnet, task, contributors and validator processes, rewards paid."""
     from fedchain.sim.attacks import parse_attack_mix
@@ -99,6 +105,6 @@ def demo(
         sealed=sealed, rpc_url=rpc_url, ipfs_api=ipfs_api, deployments=deployments, workdir=workdir,
         report=report, plot=plot, timeout=timeout, validators=validators,
         validator_attack=parse_member_attacks(validator_attack) if validator_attack else {},
-        dashboard=dashboard, dashboard_port=dashboard_port,
+        dashboard=dashboard, dashboard_port=dashboard_port, simulate=simulate, workers=workers,
     )
     run_demo(config, console=console)

@@ -48,7 +48,7 @@ def task_init_spec(
                                "prediction on 80-character windows of printable ASCII, char-lstm)."),
     architecture: str = typer.Option("cnn", help="The MNIST preset's model from the registry (cnn, mlp)."),
     rule: str = typer.Option("fedavg", help="Aggregation rule: fedavg, median, trimmed-mean, multi-krum."),
-    scoring: str = typer.Option("tmc-shapley", help="Contribution scoring: tmc-shapley, marginal, equal."),
+    scoring: str = typer.Option("tmc-shapley", help="Contribution scoring: tmc-shapley, gradient-shapley (cost linear in contributors), marginal, equal."),
 ) -> None:
     """Write a starting task spec from a preset: edit it, then `fedchain task create --spec`."""
     from fedchain.core.spec import ScoringConfig, TaskSpec, mnist_spec, shakespeare_spec

@@ -243,7 +243,9 @@ class UnlabelledConfig(StrictModel):
 class ScoringConfig(StrictModel):
     """How the validator values each accepted update (see fedchain.learning.scoring)."""
 
-    method: Literal["tmc-shapley", "marginal", "equal"] = "tmc-shapley"
+    # "gradient-shapley": Aumann-Shapley values from `gradient_points` gradients along the path to the round's aggregate,
+    # a cost that does not grow with the permutations (fedchain.learning.scoring.gradient_shapley); share coalitions only.
+    method: Literal["tmc-shapley", "marginal", "equal", "gradient-shapley"] = "tmc-shapley"
     # Budget: at most permutations x K forward passes over eval_samples (fewer: coalitions are cached, and small
     # rounds need at most 2**K). 20 permutations keep scoring of a 10-contributor round to a few seconds on a CPU.
     permutations: int = Field(20, ge=1, le=100_000)  # Monte-Carlo permutation budget per round
@@ -255,6 +257,14 @@ class ScoringConfig(StrictModel):
     # FedAvg). Measured on the same demo runs, "fedavg" then "share": a noise attacker's pay under FedAvg 19% -> 1.3%,
     # Spearman(data size, reward) 0.69 -> 0.95.
     coalition: Literal["fedavg", "share"] = "share"
+    gradient_points: int = Field(3, ge=1, le=16)  # gradient-shapley: Gauss-Legendre nodes along the path
+
+    @model_validator(mode="after")
+    def _gradient_needs_shares(self) -> ScoringConfig:
+        if self.method == "gradient-shapley" and self.coalition != "share":
+            raise ValueError("gradient-shapley values coalitions as shares of the round's FedAvg: set coalition "
+                             "to 'share' (or pick tmc-shapley or marginal for 'fedavg' coalitions)")
+        return self
 
 
 class TextConfig(StrictModel):

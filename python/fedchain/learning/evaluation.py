@@ -202,6 +202,23 @@ class LossEvaluator:
         twin._views = self.layout.unflatten(twin._work)
         return twin
 
+    def gradient(self, delta_vec: Tensor | None) -> Tensor:
+        """The (D,) gradient of the mean loss at base + delta (None: the base) with respect to the flat parameter
+        vector: one forward and one backward pass over (x, y), in eval mode like the loss."""
+        point = self._base.clone() if delta_vec is None else self._base + delta_vec.to(self.device, torch.float32)
+        if point.shape != self._base.shape:
+            raise TrainingError(f"delta has shape {tuple(point.shape)}, expected ({self.layout.total},)")
+        point.requires_grad_(True)
+        with torch.enable_grad():
+            views = self.layout.unflatten(point)
+            tensors = {**self._fixed, **{k: _channels_last(v) for k, v in views.items()}}
+            total = torch.zeros((), device=self.device)
+            for i in range(0, self.samples, self.batch_size):
+                logits = functional_call(self.model, tensors, (self.x[i : i + self.batch_size],))
+                total = total + self.objective.loss(logits, self.y[i : i + self.batch_size], reduction="sum")
+            (grad,) = torch.autograd.grad(total / self.y.numel(), point)
+        return grad.detach().cpu()
+
     def __call__(self, delta_vec: Tensor | None) -> float:
         """Mean cross-entropy of base + delta (None: the base itself)."""
         return float(self.objective.loss(self._logits(delta_vec), self.y))

@@ -34,6 +34,8 @@ from fedchain.roles.round import RoundInputs, SubmittedUpdate
 from fedchain.views.taskview import TaskView
 
 log = logging.getLogger(__name__)
+# Prefetched (decoded) updates held in memory at most, in bytes (beyond it, the rest wait for the round's collection).
+PREFETCH_BYTES = 512 * 1024 * 1024
 
 
 class UpdateCollector:
@@ -56,6 +58,38 @@ class UpdateCollector:
         self.model = build_model(self.task.spec).to(self.device)
         if self.task.spec.sealed and sealing_key is None:
             raise ConfigError("this task's updates are sealed: pass the validator's --sealing-key")
+        self._prefetch_round: int | None = None
+        # (digest, contributor, samples, base model) -> (rejection reason or None, the decoded row), for one round
+        self._prefetched: dict[tuple[bytes, str, int, str], tuple[str | None, torch.Tensor]] = {}
+        self._prefetch_tried: set[tuple[bytes, str, int, str]] = set()
+
+    def prefetch(self, round_index: int) -> int:
+        """While the round is open, fetch, verify, open and decode the updates submitted so far, so that collecting
+        the round once it closes finds them done: that work overlaps the slower contributors' training instead of
+        following it. Each is checked exactly as `collect` checks it (the same function, the same base model);
+        `collect` uses the verdict as it is: replays are decided by what the bytes bind, not by chain order. An update that cannot be
+        fetched now is left to `collect`, which decides (with its outage handling) whether it is unavailable.
+        Returns how many updates were prefetched."""
+        if self._prefetch_round != round_index:
+            self._prefetch_round, self._prefetched, self._prefetch_tried = round_index, {}, set()
+        base_cid = self.task.base_model_cid(round_index)
+        row_bytes = self.task.layout.total * 4
+        done = 0
+        for sub in self.protocol.submissions(self.task_id, round_index):
+            key = (sub.digest, sub.contributor.lower(), sub.num_samples, base_cid)
+            if key in self._prefetch_tried:
+                continue
+            if (len(self._prefetched) + 1) * row_bytes > PREFETCH_BYTES:
+                break
+            self._prefetch_tried.add(key)
+            try:
+                data = self.ipfs.cat(digest_to_cid(sub.digest), max_size=self.task.spec.max_update_bytes)
+            except ContentError:
+                continue
+            row = torch.empty(self.task.layout.total, dtype=torch.float32)
+            self._prefetched[key] = (self._open_update(sub, round_index, base_cid, data, row), row)
+            done += 1
+        return done
 
     def deadline(self, round_index: int) -> float:
         return float(self.protocol.round(self.task_id, round_index).aggregation_deadline)
@@ -74,15 +108,25 @@ class UpdateCollector:
         rejections: dict[int, str] = {}
         earlier = self._digests_before(round_index)
         fetched: dict[bytes, bytes | Reason] = {}  # one fetch per digest: copies of one update share it
+        if self._prefetch_round != round_index:
+            self._prefetched = {}  # another round's: never used for this one
         for sub in subs:
             # Who owns bytes submitted twice in this round is what the bytes bind (the sealed header's sender and
             # round, the envelope's contributor), never who reached the chain first: a front-runner can land an
-            # honest digest first, and only the copy is then a replay.
-            reason = (Reason.REPLAY if sub.digest in earlier
-                      else self._load_update(sub, round_index, base.cid, rows[row_of[sub.contributor]], deadline,
-                                             fetched))
+            # honest digest first, and only the copy is then a replay. A prefetched verdict is the same check.
+            row = row_of[sub.contributor]
+            ready = self._prefetched.pop((sub.digest, sub.contributor.lower(), sub.num_samples, base.cid), None)
+            if sub.digest in earlier:
+                reason: str | None = Reason.REPLAY
+            elif ready is not None:
+                reason = ready[0]
+                if reason is None:
+                    rows[row].copy_(ready[1])
+            else:
+                reason = self._load_update(sub, round_index, base.cid, rows[row], deadline, fetched)
             if reason is not None:
-                rejections[row_of[sub.contributor]] = str(reason)
+                rejections[row] = str(reason)
+        self._prefetch_round, self._prefetched, self._prefetch_tried = None, {}, set()
         info = self.task.info()
         return RoundInputs(
             task_id=self.task_id, round=round_index, spec=self.task.spec,
@@ -135,13 +179,17 @@ class UpdateCollector:
     def _load_update(self, sub: Submission, round_index: int, base_cid: str, row: torch.Tensor,
                      deadline: float, cache: dict[bytes, bytes | Reason]) -> str | None:
         """Fetch, verify, open and decode one update into `row`; the reason code if it is rejected."""
-        spec = self.task.spec
         if sub.digest not in cache:
             cache[sub.digest] = self._fetch_update(sub, deadline)
         fetched = cache[sub.digest]
         if isinstance(fetched, Reason):
             return fetched
-        data = fetched
+        return self._open_update(sub, round_index, base_cid, fetched, row)
+
+    def _open_update(self, sub: Submission, round_index: int, base_cid: str, data: bytes,
+                     row: torch.Tensor) -> str | None:
+        """Verify, open and decode an update's fetched bytes into `row`; the reason code if it is rejected."""
+        spec = self.task.spec
         try:
             if spec.sealed:
                 binding = SealBinding(self.task_id, round_index, sub.contributor)

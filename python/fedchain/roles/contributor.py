@@ -181,6 +181,10 @@ class Contributor:
                 last_check = time.monotonic()
             time.sleep(self.config.poll_interval)
 
+    def expire_if_stalled(self, round_index: int) -> None:
+        """Expire round `round_index` if its validator missed the aggregation deadline (liveness; see run)."""
+        self._expire_if_stalled(round_index)
+
     def _already_submitted(self, round_index: int) -> bool:
         # The chain is the truth after a crash: never submit twice.
         return self.protocol.submission_of(self.config.task_id, round_index, self.account.address) != b"\x00" * 32

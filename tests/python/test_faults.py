@@ -1,4 +1,4 @@
-"""Fault injection on a real devnet (fedchain.sim.faults): parties SIGKILLed and restarted, the chain's endpoint
+"""Fault injection on a real devnet (fedchain.faults.harness): parties SIGKILLed and restarted, the chain's endpoint
 dropping, failing and delaying requests, and still the undisturbed run's models and rewards, every update counted
 once, nothing stuck. Two seeded runs here; `python -m bench --only faults` runs twenty."""
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fedchain.sim.faults import FaultPlan, Outcome, Scenario, compare, run_scenario
-from fedchain.sim.rpc_proxy import FaultRates, RpcProxy
+from fedchain.faults.harness import FaultPlan, Outcome, Scenario, compare, run_scenario
+from fedchain.faults.rpc_proxy import FaultRates, RpcProxy
 
 pytestmark = pytest.mark.e2e
 SCENARIO = Scenario(clients=2, rounds=2, samples_per_client=300)

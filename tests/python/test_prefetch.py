@@ -75,7 +75,7 @@ def test_prefetch_decodes_each_update_once_as_collecting_would():
     assert reason is None and torch.equal(row, torch.full((LAYOUT.total,), 1.0))
     assert c._prefetched[_key(subs[3][1])][0] == Reason.REPLAY  # signed by another address: as collect decides
     direct = torch.empty(LAYOUT.total)
-    assert c._load_update(subs[3][1], 3, BASE, direct, deadline=2**40) == Reason.REPLAY
+    assert c._load_update(subs[3][1], 3, BASE, direct, deadline=2**40, cache={}) == Reason.REPLAY
 
 
 def test_a_new_round_drops_the_previous_rounds_prefetch():

@@ -5,7 +5,7 @@
     assert compare(reference, disturbed) == []
 
 A run starts Anvil, the embedded IPFS node (a process of its own, so that it can be killed) and a JSON-RPC proxy in
-front of Anvil (fedchain.sim.rpc_proxy), creates a sealed MNIST task with deterministic accounts and data, and runs
+front of Anvil (fedchain.faults.rpc_proxy), creates a sealed MNIST task with deterministic accounts and data, and runs
 the validator and every contributor as `fedchain` processes that dial the chain through the proxy. A FaultPlan then
 SIGKILLs seeded targets (the validator, a contributor, the IPFS node) at seeded moments and restarts each after a
 seeded pause, with the same arguments and state directory, while the proxy drops, fails and delays requests. Anvil is
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from fedchain.errors import FedchainError
-from fedchain.sim.rpc_proxy import FaultRates, RpcProxy
+from fedchain.faults.rpc_proxy import FaultRates, RpcProxy
 
 log = logging.getLogger(__name__)
 FED = 10**18

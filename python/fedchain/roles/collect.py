@@ -30,6 +30,8 @@ from fedchain.learning.models import build_model
 from fedchain.learning.trainers import LocalData
 from fedchain.roles.retry import node_is_up, patiently
 from fedchain.roles.round import RoundInputs, SubmittedUpdate
+from fedchain.unlabelled.checks import check_record
+from fedchain.unlabelled.record import Summary
 from fedchain.views.taskview import TaskView
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,8 @@ class UpdateCollector:
         # Without held-out data (a verifier), rounds can be merged but not scored.
         self.holdout = (kind_of(self.task.spec).load_data(holdout_path, self.task.spec) if holdout_path is not None
                         else LocalData(np.zeros((0, *self.task.spec.input_shape), np.float32), np.zeros(0, np.int64)))
+        if (self.holdout.y < 0).any():  # a task with unlabelled data reads -1 labels; held-out data needs every label
+            raise ConfigError(f"{holdout_path}: the held-out data must be fully labelled (found labels -1)")
         self.model = build_model(self.task.spec).to(self.device)
         if self.task.spec.sealed and sealing_key is None:
             raise ConfigError("this task's updates are sealed: pass the validator's --sealing-key")
@@ -68,6 +72,9 @@ class UpdateCollector:
         row_of = {s.contributor: i for i, s in enumerate(subs)}
         rows = torch.zeros(len(subs), self.task.layout.total, dtype=torch.float32)  # (K, D)
         rejections: dict[int, str] = {}
+        self._pseudo_labels: dict[str, dict[str, object]] = {}
+        self._declared = {d.contributor: Summary.from_event(d.summary, d.labels_root, d.histogram)
+                          for d in self.protocol.pseudo_label_declarations(self.task_id, round_index)}
         seen = self._digests_before(round_index)
         for sub in on_chain:  # chain order, so that the first of identical bytes is the original
             row = row_of[sub.contributor]
@@ -79,7 +86,8 @@ class UpdateCollector:
         info = self.task.info()
         return RoundInputs(
             task_id=self.task_id, round=round_index, spec=self.task.spec,
-            updates=[SubmittedUpdate(s.contributor, digest_to_cid(s.digest), s.digest, s.num_samples, rejections.get(i))
+            updates=[SubmittedUpdate(s.contributor, digest_to_cid(s.digest), s.digest, s.num_samples, rejections.get(i),
+                                     self._pseudo_labels.get(s.contributor))
                      for i, s in enumerate(subs)],
             submission_order=[row_of[s.contributor] for s in on_chain], rows=rows, base_state=base.state,
             base_cid=base.cid, holdout=self.holdout, budget=info.reward_per_round + info.carry,
@@ -132,5 +140,12 @@ class UpdateCollector:
             return Reason.WRONG_BASE
         if envelope.num_samples != sub.num_samples:
             return Reason.BAD_METADATA
+        problem, pseudo_labels = check_record(spec, envelope.extensions, self._declared.get(sub.contributor),
+                                              sub.num_samples)
+        if problem is not None:
+            log.warning("update %s from %s rejected: %s", digest_to_cid(sub.digest), sub.contributor, problem)
+            return Reason.BAD_METADATA
+        if pseudo_labels is not None:
+            self._pseudo_labels[sub.contributor] = pseudo_labels
         self.task.layout.flatten_into(envelope.tensors, row)
         return None

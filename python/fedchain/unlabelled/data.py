@@ -50,6 +50,27 @@ def validate_partly_labelled(
 def load_partly_labelled(path: str | Path, spec: TaskSpec | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read a contributor file in the convention above; (x float32 (N, ...), y int64 (N,) with -1 = unlabelled)."""
     p = Path(path)
+    arrays = _read_arrays(p)
+    shape = tuple(spec.input_shape) if spec is not None else None
+    classes = spec.num_classes if spec is not None else None
+    parts_x, parts_y = [], []
+    if "x" in arrays:
+        x, y = validate_partly_labelled(arrays["x"], arrays["y"], shape, classes, source=str(p))
+        parts_x.append(x)
+        parts_y.append(y)
+    if "x_unlabelled" in arrays:
+        xu = arrays["x_unlabelled"]
+        if xu.ndim == 0:
+            raise DataError(f"{p}: x_unlabelled must have shape (M, *input_shape), got a scalar")
+        xu, _ = validate_partly_labelled(xu, np.full(xu.shape[0], UNLABELLED, np.int64), shape, classes,
+                                         source=f"{p} (x_unlabelled)")
+        parts_x.append(xu)
+        parts_y.append(np.full(xu.shape[0], UNLABELLED, np.int64))
+    return np.concatenate(parts_x), np.concatenate(parts_y)
+
+
+def _read_arrays(p: Path) -> dict[str, np.ndarray]:
+    """x, y and x_unlabelled as the archive holds them (headers checked before anything is read)."""
     if not p.exists():
         raise DataError(f"data file {str(p)!r} not found")
     if p.is_dir():
@@ -69,7 +90,7 @@ def load_partly_labelled(path: str | Path, spec: TaskSpec | None = None) -> tupl
             for name in ("x", "y", "x_unlabelled"):
                 if name in names:
                     _check_declared_size(archive, name, p)
-            arrays = {name: archive[name] for name in ("x", "y", "x_unlabelled") if name in names}
+            return {name: archive[name] for name in ("x", "y", "x_unlabelled") if name in names}
     except DataError:
         raise
     except ValueError as exc:
@@ -78,22 +99,6 @@ def load_partly_labelled(path: str | Path, spec: TaskSpec | None = None) -> tupl
         raise DataError(f"{p}: not a valid .npz file: {exc}") from exc
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{p}: cannot read as an .npz archive: {exc}") from exc
-    shape = tuple(spec.input_shape) if spec is not None else None
-    classes = spec.num_classes if spec is not None else None
-    parts_x, parts_y = [], []
-    if "x" in arrays:
-        x, y = validate_partly_labelled(arrays["x"], arrays["y"], shape, classes, source=str(p))
-        parts_x.append(x)
-        parts_y.append(y)
-    if "x_unlabelled" in arrays:
-        xu = arrays["x_unlabelled"]
-        if xu.ndim == 0:
-            raise DataError(f"{p}: x_unlabelled must have shape (M, *input_shape), got a scalar")
-        xu, _ = validate_partly_labelled(xu, np.full(xu.shape[0], UNLABELLED, np.int64), shape, classes,
-                                         source=f"{p} (x_unlabelled)")
-        parts_x.append(xu)
-        parts_y.append(np.full(xu.shape[0], UNLABELLED, np.int64))
-    return np.concatenate(parts_x), np.concatenate(parts_y)
 
 
 def save_partly_labelled(path: str | Path, x: np.ndarray, y: np.ndarray) -> Path:

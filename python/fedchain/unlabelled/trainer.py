@@ -153,17 +153,19 @@ class PseudoLabelTrainer:
                 order_l = _cycled(n_l, steps * per_l, gen).to(device)
                 loss_sum = 0.0
                 for step in range(steps):
+                    # One forward pass over the step's labelled (weak) and pseudo-labelled (strong) views together.
+                    il = order_l[step * per_l:(step + 1) * per_l]
+                    iu = order_u[step * per_u:(step + 1) * per_u]
+                    views = [aug.weak(xl[il], gen)] if per_l else []
+                    views += [aug.strong(xp[iu], gen)] if per_u else []
+                    logits = model(_layout(torch.cat(views) if len(views) > 1 else views[0], images))
                     loss, weight = torch.zeros((), device=device), 0.0
-                    if per_u:
-                        iu = order_u[step * per_u:(step + 1) * per_u]
-                        strong = _layout(aug.strong(xp[iu], gen), images)
-                        loss = loss + cfg.unlabelled_loss_weight * self.objective.loss(model(strong), yp[iu])
-                        weight += cfg.unlabelled_loss_weight
                     if per_l:
-                        il = order_l[step * per_l:(step + 1) * per_l]
-                        weak = _layout(aug.weak(xl[il], gen), images)
-                        loss = loss + self.objective.loss(model(weak), yl[il])
+                        loss = loss + self.objective.loss(logits[:per_l], yl[il])
                         weight += 1.0
+                    if per_u:
+                        loss = loss + cfg.unlabelled_loss_weight * self.objective.loss(logits[len(il):], yp[iu])
+                        weight += cfg.unlabelled_loss_weight
                     # Divided by the weights' sum: the step is as large as a supervised one at the spec's learning
                     # rate (the plain sum, FixMatch's, diverged here at lr 0.1).
                     loss = loss / max(weight, 1e-12)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fedchain.chain.protocol import Finalization, Submission
+from fedchain.chain.protocol import Finalization, PseudoLabelDeclaration, Submission
 from fedchain.content.client import IpfsClient
 from fedchain.core.cid import digest_to_cid
 from fedchain.core.report import RoundReport
@@ -115,6 +115,14 @@ def _finalization(e: IndexedLog) -> Finalization:
 def submissions(index: EventIndex, task_id: int, round_index: int | None = None) -> list[Submission]:
     """UpdateSubmitted, in chain order."""
     return [_submission(e) for e in index.logs(task_id=task_id, events=("UpdateSubmitted",), round_index=round_index)]
+
+
+def pseudo_label_declarations(index: EventIndex, task_id: int,
+                              round_index: int | None = None) -> list[PseudoLabelDeclaration]:
+    """PseudoLabelsDeclared, in chain order (== protocol.pseudo_label_declarations(...))."""
+    return [PseudoLabelDeclaration(e.args["taskId"], e.args["round"], e.args["contributor"], _bytes(e.args["labelsRoot"]),
+                                   e.args["summary"], _bytes(e.args["histogram"]), e.block_number, e.log_index)
+            for e in index.logs(task_id=task_id, events=("PseudoLabelsDeclared",), round_index=round_index)]
 
 
 def finalizations(index: EventIndex, task_id: int, round_index: int | None = None) -> list[Finalization]:

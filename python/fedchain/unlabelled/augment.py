@@ -20,13 +20,17 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class Augmentation:
-    max_shift: int = 2  # weak: pixels
-    rotation_deg: float = 15.0  # strong: rotation drawn from [-r, r]
-    scale: float = 0.15  # strong: scale drawn from [1 - s, 1 + s]
-    shear: float = 0.15  # strong: shear factor drawn from [-s, s]
-    translate: float = 0.1  # strong: translation as a fraction of the image, each way
-    noise_std: float = 0.1  # strong: Gaussian noise
-    cutout: float = 0.4  # strong: side of the cutout square as a fraction of the image side
+    # Mild for a small CNN and two local epochs a round: twice these strengths (shift 2, rotation 15-20 degrees,
+    # cutout 40%) made single pseudo-labelled updates from a 73%-accurate MNIST model worse than no augmentation
+    # (held-out accuracy 38-70% against 73-75%); these kept them at 71-73% (measured by hand while tuning, before
+    # the benchmark section ran; fixed since).
+    max_shift: int = 1  # weak: pixels
+    rotation_deg: float = 10.0  # strong: rotation drawn from [-r, r]
+    scale: float = 0.1  # strong: scale drawn from [1 - s, 1 + s]
+    shear: float = 0.1  # strong: shear factor drawn from [-s, s]
+    translate: float = 0.06  # strong: translation as a fraction of the image, each way
+    noise_std: float = 0.05  # strong: Gaussian noise
+    cutout: float = 0.25  # strong: side of the cutout square as a fraction of the image side
     feature_noise: float = 0.05  # non-image weak noise (strong: 3x, plus dropout of 20% of features)
 
     def weak(self, x: Tensor, gen: torch.Generator) -> Tensor:
@@ -90,6 +94,6 @@ def cutout(x: Tensor, fraction: float, gen: torch.Generator) -> Tensor:
     cx = (centres[:, 1] * w).long()
     ys = torch.arange(h).view(1, h, 1)
     xs = torch.arange(w).view(1, 1, w)
-    half = side // 2
-    inside = ((ys - cy.view(n, 1, 1)).abs() <= half) & ((xs - cx.view(n, 1, 1)).abs() <= half)  # (n, h, w)
+    top, left = (cy - side // 2).view(n, 1, 1), (cx - side // 2).view(n, 1, 1)
+    inside = (ys >= top) & (ys < top + side) & (xs >= left) & (xs < left + side)  # (n, h, w), clipped at the edges
     return x * (~inside).unsqueeze(1).to(x.device, x.dtype)

@@ -81,12 +81,12 @@ def _read_arrays(p: Path) -> dict[str, np.ndarray]:
             raise DataError(f"{p}: not an .npz archive (a single .npy array?); save with np.savez(path, x=.., y=..)")
         with archive:
             names = set(archive.files)
-            if "x_unlabelled" not in names and not {"x", "y"} <= names:
-                raise DataError(f"{p}: needs arrays x and y (y = -1 marks an unlabelled sample), or x_unlabelled; "
-                                f"found {archive.files or 'none'}")
             if ("x" in names) != ("y" in names):
                 raise DataError(f"{p}: x and y go together (found only {'x' if 'x' in names else 'y'}); use y = -1 "
                                 "for unlabelled samples, or put unlabelled inputs in x_unlabelled alone")
+            if "x_unlabelled" not in names and not {"x", "y"} <= names:
+                raise DataError(f"{p}: needs arrays x and y (y = -1 marks an unlabelled sample), or x_unlabelled; "
+                                f"found {archive.files or 'none'}")
             for name in ("x", "y", "x_unlabelled"):
                 if name in names:
                     _check_declared_size(archive, name, p)

@@ -209,8 +209,9 @@ class PseudoLabelRecord:
         if tuple(counted) != self.histogram:
             raise ValueError(f"histogram {list(self.histogram)} does not count the leaves' labels {counted}")
         if self.leaves:  # floor(100 c_i) <= 100 c_i < floor(100 c_i) + 1, so the mean lies within the buckets' mean
-            low = sum(b for _, _, b in self.leaves) * (BASIS_POINTS // BUCKETS) // len(self.leaves)
-            high = low + BASIS_POINTS // BUCKETS
+            # (one basis point of slack below: floats floor 0.99 * 10000 to 9899)
+            low = sum(b for _, _, b in self.leaves) * (BASIS_POINTS // BUCKETS) // len(self.leaves) - 1
+            high = low + 1 + BASIS_POINTS // BUCKETS
             if not low <= self.mean_confidence_bp <= high:
                 raise ValueError(f"mean_confidence_bp {self.mean_confidence_bp} is outside [{low}, {high}], what "
                                  "the leaves' confidence buckets allow")

@@ -260,7 +260,8 @@ class Contributor:
             log.info("round %d: %d of %d unlabelled samples pseudo-labelled (threshold %.2f), %d labelled",
                      round_index, record.pseudo_labelled, record.unlabelled_seen, record.threshold_bp / 1e4,
                      record.labelled)
-        payload = self.build_payload(round_index, base.cid, result.num_samples, result.delta, extensions)
+        payload = (self.build_payload(round_index, base.cid, result.num_samples, result.delta) if not extensions
+                   else self.build_payload(round_index, base.cid, result.num_samples, result.delta, extensions))
         self._save_pending(round_index, base.cid, payload, result.num_samples, result.seconds, declared)
         return payload, result.num_samples, result.seconds, declared
 

@@ -195,7 +195,9 @@ def markdown(result: dict) -> str:
         f"batch {s['training']['batch_size']}, SGD lr {s['training']['learning_rate']}; pseudo-labelling with the "
         f"spec's defaults (threshold {u['confidence_threshold']}, weight {u['unlabelled_loss_weight']}, ratio "
         f"{u['unlabelled_ratio']}, adaptive thresholds {u['adaptive_thresholds']}), seeds {s['seeds']}, 1 torch thread, "
-        f"{result.get('section_seconds', '?')} s in all. `{result['command']}`",
+        f"{result.get('section_seconds', '?')} s in all (wall clock"
+        + (f", {result['cpu_seconds']} s of CPU" if result.get("cpu_seconds") else "")
+        + f"; the issue's budget: 20 min). `{result['command']}`",
         "",
         "| labelled | floor (labelled only) | pseudo-labelling | ceiling (all labels) | gap closed, mean (worst) | "
         "target | pseudo-labels in the last round (their accuracy) |",

@@ -58,7 +58,8 @@ def _plot_pseudo_labels(ax, rows: list[tuple[int, int, int, float, int]]) -> Non
     rounds = [r[0] for r in rows]
     share = [100 * r[1] / r[2] if r[2] else 0.0 for r in rows]
     ax.bar(rounds, share, color="tab:blue", alpha=0.6, label="pseudo-labelled (% of unlabelled)")
-    ax.plot(rounds, [100 * r[3] for r in rows], color="tab:orange", marker="o", label="mean confidence (%)")
+    confidence = [100 * r[3] if r[1] else float("nan") for r in rows]  # no point where nothing was pseudo-labelled
+    ax.plot(rounds, confidence, color="tab:orange", marker="o", label="mean confidence of the pseudo-labels (%)")
     for r, s, row in zip(rounds, share, rows):
         if row[4]:
             ax.annotate(f"{row[4]} flagged", (r, s), ha="center", va="bottom", fontsize=7, color="tab:red")

@@ -309,7 +309,8 @@ class Protocol:
         filters: dict[str, Any] = {"taskId": task_id}
         if round_index is not None:
             filters["round"] = round_index
-        logs = self.manager.events.PseudoLabelsDeclared().get_logs(from_block=0, argument_filters=filters)
+        logs = self.manager.events.PseudoLabelsDeclared().get_logs(from_block=self.deployments.block,
+                                                                    argument_filters=filters)
         return sorted(
             (PseudoLabelDeclaration(
                 int(e["args"]["taskId"]), int(e["args"]["round"]), to_checksum_address(e["args"]["contributor"]),

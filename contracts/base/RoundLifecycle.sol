@@ -24,6 +24,41 @@ abstract contract RoundLifecycle is SubmissionLocks {
         _submit(taskId, round, digest, numSamples);
     }
 
+    /// @inheritdoc ITaskManager
+    /// @dev Not pausable, as submitUpdate. The summary's counts are checked against each other and the sample
+    ///      count (a few comparisons, no loop); the histogram's length is capped. Everything else about the record is checked off chain by the
+    ///      validator against the full record in the update's envelope (the root binds the two).
+    function submitUpdateWithPseudoLabels(
+        uint256 taskId,
+        uint256 round,
+        bytes32 digest,
+        uint256 numSamples,
+        bytes32 labelsRoot,
+        uint256 summary,
+        bytes calldata histogram
+    ) external {
+        _checkPseudoLabelSummary(numSamples, summary, histogram.length);
+        _submit(taskId, round, digest, numSamples);
+        emit PseudoLabelsDeclared(taskId, round, msg.sender, labelsRoot, summary, histogram);
+    }
+
+    /// @dev summary = thresholdBp | unlabelledSeen << 16 | pseudoLabelled << 48 | meanConfidenceBp << 80
+    ///      | labelled << 96, bits 128-255 zero (fedchain.unlabelled.record.pack_summary).
+    function _checkPseudoLabelSummary(uint256 numSamples, uint256 summary, uint256 histogramLength) private pure {
+        uint256 thresholdBp = summary & 0xFFFF;
+        uint256 unlabelledSeen = (summary >> 16) & 0xFFFFFFFF;
+        uint256 pseudoLabelled = (summary >> 48) & 0xFFFFFFFF;
+        uint256 meanConfidenceBp = (summary >> 80) & 0xFFFF;
+        uint256 labelled = (summary >> 96) & 0xFFFFFFFF;
+        if (
+            summary >> 128 != 0 || thresholdBp > 10_000 || meanConfidenceBp > 10_000
+                || pseudoLabelled > unlabelledSeen || labelled + pseudoLabelled != numSamples
+        ) revert TaskManagerBadPseudoLabelSummary(summary, numSamples);
+        if (histogramLength % 4 != 0 || histogramLength < 8 || histogramLength > 1024) {
+            revert TaskManagerBadPseudoLabelHistogram(histogramLength);
+        }
+    }
+
     /// @dev The submission itself, shared by every external submit function (plain today; submissions that carry
     ///      a record, such as a privacy spend or a pseudo-label summary, check and emit their part around it).
     function _submit(uint256 taskId, uint256 round, bytes32 digest, uint256 numSamples) internal {

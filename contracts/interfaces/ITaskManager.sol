@@ -99,6 +99,18 @@ interface ITaskManager {
     event UpdateSubmitted(
         uint256 indexed taskId, uint256 indexed round, address indexed contributor, bytes32 digest, uint256 numSamples
     );
+    /// @notice With `contributor`'s update (the UpdateSubmitted just before): what it declares about the pseudo-labels
+    ///         it trained on. `labelsRoot`: Merkle root over (sample commitment, label, confidence bucket) per
+    ///         pseudo-labelled sample; `summary`: threshold, unlabelled seen, pseudo-labelled, mean confidence and
+    ///         labelled count packed (see submitUpdateWithPseudoLabels); `histogram`: uint32 big-endian per class.
+    event PseudoLabelsDeclared(
+        uint256 indexed taskId,
+        uint256 indexed round,
+        address indexed contributor,
+        bytes32 labelsRoot,
+        uint256 summary,
+        bytes histogram
+    );
     /// @notice The round reached maxContributors at `closedAt`; the validator has until `aggregationDeadline`.
     event SubmissionsClosed(uint256 indexed taskId, uint256 indexed round, uint64 closedAt, uint64 aggregationDeadline);
     /// @notice A contributor holding more active stake took the slot of `displaced` in a full round: its submission
@@ -160,6 +172,10 @@ interface ITaskManager {
     error TaskManagerRoundNotOpen(uint256 taskId, uint256 round, RoundPhase phase);
     /// @notice A zero digest is not a content id (zero means "no submission").
     error TaskManagerZeroDigest();
+    /// @notice A pseudo-label summary whose fields are out of range or disagree with the sample count.
+    error TaskManagerBadPseudoLabelSummary(uint256 summary, uint256 numSamples);
+    /// @notice A pseudo-label histogram that is not 2 to 256 uint32 counts.
+    error TaskManagerBadPseudoLabelHistogram(uint256 length);
     /// @notice `contributor` already submitted in this round.
     error TaskManagerAlreadySubmitted(uint256 taskId, uint256 round, address contributor);
     /// @notice `contributor` has `staked` active stake; the task requires `required`.
@@ -257,6 +273,22 @@ interface ITaskManager {
 
     /// @notice Anyone: close a full round's submissions once it has been open minOpen seconds (SubmissionsClosed).
     function closeFullRound(uint256 taskId, uint256 round) external;
+
+    /// @notice submitUpdate for an update trained with pseudo-labels, with its pseudo-label declaration (emitted as
+    ///         PseudoLabelsDeclared). `summary` packs thresholdBp (bits 0-15), unlabelledSeen (16-47),
+    ///         pseudoLabelled (48-79), meanConfidenceBp (80-95) and labelled (96-127); it must hold
+    ///         pseudoLabelled <= unlabelledSeen and labelled + pseudoLabelled == numSamples. `histogram`: the
+    ///         pseudo-labels per class, uint32 big-endian each, 2 to 256 classes. Declared, not proven: the
+    ///         task's validator checks it against the record in the update.
+    function submitUpdateWithPseudoLabels(
+        uint256 taskId,
+        uint256 round,
+        bytes32 digest,
+        uint256 numSamples,
+        bytes32 labelsRoot,
+        uint256 summary,
+        bytes calldata histogram
+    ) external;
 
     /// @notice The task's validator posts a round's result: new model, report, reward Merkle root and slashes.
     ///         The validator must still hold, as active stake, the registry's validator minimum of the task's

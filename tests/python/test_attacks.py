@@ -57,7 +57,7 @@ def test_inputs_not_modified():
 
 
 def test_registry_names_and_stages():
-    assert set(ATTACKS) == {"label-flip", "sign-flip", "noise", "free-rider", "copycat"}
+    assert set(ATTACKS) == {"label-flip", "sign-flip", "noise", "free-rider", "copycat", "pseudo-label-flip"}
     assert get_attack("label-flip").stage == "data" and get_attack("copycat").stage == "copy"
     assert torch.equal(get_attack("sign-flip").apply_update(VEC, scale=1.0), -VEC)
     x, y = get_attack("label-flip").apply_data(np.zeros(2), np.array([0, 1]), 10)

@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `bench` is a package at the repository root, not inside python/
     sys.path.insert(0, str(ROOT))
-SECTIONS = ["gas", "aggregation", "anatomy", "quality", "robustness", "scale", "gpu", "text", "committee", "startup", "faults", "economics"]
+SECTIONS = ["gas", "aggregation", "anatomy", "quality", "robustness", "scale", "gpu", "text", "committee", "startup", "faults", "economics", "unlabelled"]
 
 
 def _finite_numbers(obj, where="$"):
@@ -91,6 +91,15 @@ def test_quality_sides(quick_results):
         assert _is_stats(r["flower_over_fedchain_seconds_ratio"])
     else:
         assert "flower" not in r["sides"] and r["flower_status"].startswith("skipped")
+
+
+def test_unlabelled_rows(quick_results):
+    r = quick_results[0]["unlabelled"]
+    [row] = r["rows"]  # quick: 5% labels, one seed
+    assert row["fraction"] == 0.05 and set(row) >= {"floor", "pseudo", "ceiling", "gap_closed"}
+    for side in ("floor", "pseudo", "ceiling"):
+        assert 0.0 <= row[side]["mean"] <= 1.0
+    assert r["targets"] and "anchors" not in r and "FixMatch" in r["markdown"]
 
 
 def test_robustness_cells(quick_results):

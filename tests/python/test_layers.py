@@ -26,8 +26,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "python" / "fedchain"
 
 LAYERS: dict[str, int] = {
-    "": 0, "core": 1, "chain": 2, "content": 2, "aggregation": 3, "learning": 4, "views": 5, "web": 6, "roles": 6,
-    "sim": 7, "faults": 7, "cli": 8,
+    "": 0, "core": 1, "chain": 2, "content": 2, "aggregation": 3, "learning": 4, "unlabelled": 4, "views": 5,
+    "web": 6, "roles": 6, "sim": 7, "faults": 7, "cli": 8,
 }
 # Third-party stacks the core must never import: it is what a verifier or a dashboard loads without them.
 CORE_FORBIDDEN = ("torch", "web3", "httpx", "requests", "ape")

@@ -162,6 +162,7 @@ def test_optional_sections_round_trip():
 def test_check_spec_accepts_the_presets():
     for arch in ("cnn", "mlp"):
         check_spec(mnist_spec(arch), max_contributors=5)
+    check_spec(TaskSpec.from_json_bytes(json.dumps({**mnist_spec().to_json_obj(), "unlabelled": {}})))
 
 
 @pytest.mark.parametrize(
@@ -171,7 +172,8 @@ def test_check_spec_accepts_the_presets():
         ({"model_config": {"channels": [16], "depth": 3}}, "architecture: bad model_config"),
         ({"input_shape": [784]}, "cnn needs a \\(channels, height, width\\) input_shape"),
         ({"privacy": {"epsilon_cap": 1.0}}, "privacy: differentially private training is not available"),
-        ({"unlabelled": {}}, "unlabelled: pseudo-labelling is not available"),
+        ({"unlabelled": {}, "privacy": {"epsilon_cap": 1.0}},
+         "unlabelled: pseudo-labelling with differential privacy is not designed yet"),
     ],
 )
 def test_check_spec_refuses_a_spec_whose_model_or_trainer_cannot_run(change, message):

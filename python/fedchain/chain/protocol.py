@@ -110,6 +110,21 @@ class Submission:
 
 
 @dataclass(frozen=True)
+class PseudoLabelDeclaration:
+    """A PseudoLabelsDeclared event: the summary of the pseudo-labels a submission declares (decoded by
+    fedchain.unlabelled.record.Summary.from_event)."""
+
+    task_id: int
+    round: int
+    contributor: str
+    labels_root: bytes
+    summary: int
+    histogram: bytes
+    block_number: int
+    log_index: int
+
+
+@dataclass(frozen=True)
 class Finalization:
     task_id: int
     round: int
@@ -319,6 +334,32 @@ class Protocol:
             log.info("round %d of task %d: not closed by this call: %s", round_index, task_id, exc)
             return False
         return True
+
+    def submit_update_with_pseudo_labels(
+        self, account: LocalAccount, task_id: int, round_index: int, digest: bytes, num_samples: int,
+        labels_root: bytes, summary: int, histogram: bytes,
+    ) -> TxResult:
+        """submit_update with the update's pseudo-label declaration (emitted as PseudoLabelsDeclared)."""
+        if not self._lock_fits(account.address, task_id, round_index):
+            self.release_settled(account)
+        fn = self.manager.functions.submitUpdateWithPseudoLabels(
+            task_id, round_index, digest, num_samples, labels_root, summary, histogram)
+        return self.chain.send(fn, account, action="submitUpdateWithPseudoLabels")
+
+    def pseudo_label_declarations(self, task_id: int, round_index: int | None = None) -> list[PseudoLabelDeclaration]:
+        """PseudoLabelsDeclared events of a task (one round's with round_index), in chain order."""
+        filters: dict[str, Any] = {"taskId": task_id}
+        if round_index is not None:
+            filters["round"] = round_index
+        logs = self.manager.events.PseudoLabelsDeclared().get_logs(from_block=self.deployments.block,
+                                                                    argument_filters=filters)
+        return sorted(
+            (PseudoLabelDeclaration(
+                int(e["args"]["taskId"]), int(e["args"]["round"]), to_checksum_address(e["args"]["contributor"]),
+                bytes(e["args"]["labelsRoot"]), int(e["args"]["summary"]), bytes(e["args"]["histogram"]),
+                e["blockNumber"], e["logIndex"]) for e in logs),
+            key=lambda d: (d.block_number, d.log_index),
+        )
 
     # ─── stake locks ───
     def locked_for(self, task_id: int, round_index: int, account: str) -> int:

@@ -52,7 +52,7 @@ def demo(
     data_shards: int | None = typer.Option(
         None, min=1, help="Deal the data over this many shards (default: one per contributor); contributors take the first."
     ),
-    attack: str = typer.Option("", help="Attackers to add, e.g. label-flip:1,sign-flip:1,noise:1,free-rider:1,copycat:1."),
+    attack: str = typer.Option("", help="Attackers to add, e.g. label-flip:1,sign-flip:1,noise:1,free-rider:1,copycat:1 (pseudo-label-flip:1 with --labelled)."),
     rule: str = typer.Option("fedavg", help="Aggregation rule: fedavg, median, trimmed-mean, multi-krum."),
     scoring: str = typer.Option("tmc-shapley", help="Contribution scoring: tmc-shapley, gradient-shapley (cost linear in contributors), marginal, equal."),
     coalition: str = typer.Option(
@@ -88,6 +88,10 @@ def demo(
                                   "with its own account and data shard, against the same real chain and IPFS node."),
     workers: int | None = typer.Option(None, min=1, help="With --simulate: processes hosting the contributors "
                                        "(default: one per CPU core, at most the number of contributors)."),
+    labelled: float | None = typer.Option(
+        None, "--labelled", min=0.0, max=1.0, help="Keep labels on this fraction of each contributor's MNIST data (e.g. "
+        "0.05) and pseudo-label the rest with the global model; each update then declares its pseudo-labels on chain "
+        "(add --attack pseudo-label-flip:1 for an adversarial pseudo-labeller)."),
 ) -> None:
     """Run the protocol end to end: devnet, task, contributors and validator processes, rewards paid."""
     from fedchain.sim.attacks import parse_attack_mix
@@ -105,6 +109,6 @@ def demo(
         sealed=sealed, rpc_url=rpc_url, ipfs_api=ipfs_api, deployments=deployments, workdir=workdir,
         report=report, plot=plot, timeout=timeout, validators=validators,
         validator_attack=parse_member_attacks(validator_attack) if validator_attack else {},
-        dashboard=dashboard, dashboard_port=dashboard_port, simulate=simulate, workers=workers,
+        dashboard=dashboard, dashboard_port=dashboard_port, simulate=simulate, workers=workers, labelled=labelled,
     )
     run_demo(config, console=console)

@@ -239,6 +239,24 @@ def status(
         for address, c in summary["contributors"].items():
             contrib.add_row(address, str(c["updates"]), f"{c['mean_score']:.3f}", amount(c["rewards"]), str(c["slashed"]))
         console.print(contrib)
+    _print_pseudo_labels(summary["rounds"])
+
+
+def _print_pseudo_labels(rounds: list[dict]) -> None:
+    """What each submission declared about its pseudo-labels (on chain), with the validator's flags once reported."""
+    rows = [(r["round"], address, p) for r in rounds for address, p in r.get("pseudo_labels", {}).items()]
+    if not rows:
+        return
+    table = Table(title="pseudo-labels declared on chain (declared by each contributor, not proven)")
+    for col in ("round", "contributor", "pseudo-labelled / unlabelled", "labelled", "threshold", "mean confidence",
+                "per class", "flags"):
+        table.add_column(col, overflow="fold")
+    for round_index, address, p in rows:
+        flags = p.get("flags")
+        table.add_row(str(round_index), address, f"{p['pseudo_labelled']} / {p['unlabelled_seen']}", str(p["labelled"]),
+                      f"{p['threshold']:.2f}", f"{p['mean_confidence']:.3f}", " ".join(map(str, p["histogram"])),
+                      "not reported yet" if flags is None else (", ".join(flags) or "none"))
+    console.print(table)
 
 
 @model_app.command("pull")

@@ -101,6 +101,9 @@ class UpdateRecord(_ReportModel):
     score: float = Field(0.0, ge=0)  # normalised per round; 0 unless accepted
     reward: Amount = 0
     slashed: bool = False
+    # The summary of the update's pseudo-label record (fedchain.unlabelled.checks), when it carried one; left out
+    # of the JSON when None, so reports of tasks without unlabelled data keep their bytes.
+    pseudo_labels: dict[str, Any] | None = None
 
     @field_validator("contributor")
     @classmethod
@@ -203,6 +206,9 @@ class RoundReport(_ReportModel):
 def canonical_json(report: RoundReport) -> bytes:
     """RFC 8785 bytes of the report, floats rounded to FLOAT_DECIMALS places, amounts as decimal strings."""
     obj = round_floats(report.model_dump(mode="json"))
+    for update in obj["updates"]:
+        if update.get("pseudo_labels") is None:
+            update.pop("pseudo_labels", None)
     try:
         return rfc8785.dumps(obj)
     except rfc8785.CanonicalizationError as exc:

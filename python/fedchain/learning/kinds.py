@@ -61,6 +61,10 @@ class Classification(TaskKind):
     objective = CLASSIFICATION
 
     def load_data(self, path: str | Path, spec: TaskSpec) -> LocalData:
+        if spec.unlabelled is not None:  # labels may be -1 (fedchain.unlabelled.data)
+            from fedchain.unlabelled.data import load_partly_labelled
+
+            return LocalData(*load_partly_labelled(path, spec))
         x, y = load_npz(path, spec)
         return LocalData(x, y)
 
@@ -97,6 +101,13 @@ def check_spec(spec: TaskSpec, *, max_contributors: int | None = None) -> None:
     from fedchain.learning.trainers import trainer_for
 
     kind_of(spec).check_spec(spec)
+    if spec.unlabelled is not None and spec.kind != "classification":
+        raise SpecError(f"unlabelled: pseudo-labelling is for classification tasks only, not {spec.kind!r}; remove "
+                        "the unlabelled section", [("unlabelled", "classification only")])
+    if spec.unlabelled is not None and spec.privacy is not None:
+        raise SpecError("unlabelled: pseudo-labelling with differential privacy is not designed yet (the pseudo-label "
+                        "record would leak what the privacy budget protects); remove the privacy or the unlabelled "
+                        "section", [("unlabelled", "not with privacy")])
     trainer_for(spec)
     if max_contributors is not None:
         spec.check_contributors(max_contributors)

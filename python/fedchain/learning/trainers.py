@@ -14,8 +14,8 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -57,6 +57,8 @@ class TrainResult:
     num_samples: int
     train_loss: float  # mean loss over the last epoch (before each step's update)
     seconds: float
+    # A trainer's side outputs by name, for the contributor to record with the update (e.g. "pseudo-labels").
+    extras: Mapping[str, Any] = field(default_factory=dict)
 
 def _optimizer(params: list[nn.Parameter], cfg: TrainingConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
@@ -163,6 +165,7 @@ def trainer_for(spec: TaskSpec) -> Trainer:
         raise SpecError("privacy: differentially private training is not available in this fedchain version; "
                         "remove the privacy section or use a release that implements it", [("privacy", "unsupported")])
     if spec.unlabelled is not None:
-        raise SpecError("unlabelled: pseudo-labelling is not available in this fedchain version; remove the "
-                        "unlabelled section or use a release that implements it", [("unlabelled", "unsupported")])
+        from fedchain.unlabelled.trainer import PseudoLabelTrainer
+
+        return PseudoLabelTrainer(kind_of(spec).objective)
     return SupervisedTrainer(kind_of(spec).objective)

@@ -31,6 +31,8 @@ from fedchain.learning.models import build_model
 from fedchain.learning.trainers import LocalData
 from fedchain.roles.retry import STARTUP_WAIT, node_is_up, patiently
 from fedchain.roles.round import RoundInputs, SubmittedUpdate
+from fedchain.unlabelled.checks import check_record
+from fedchain.unlabelled.record import Summary
 from fedchain.views.taskview import TaskView
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,8 @@ class UpdateCollector:
         # Without held-out data (a verifier), rounds can be merged but not scored.
         self.holdout = (kind_of(self.task.spec).load_data(holdout_path, self.task.spec) if holdout_path is not None
                         else LocalData(np.zeros((0, *self.task.spec.input_shape), np.float32), np.zeros(0, np.int64)))
+        if (self.holdout.y < 0).any():  # a task with unlabelled data reads -1 labels; held-out data needs every label
+            raise ConfigError(f"{holdout_path}: the held-out data must be fully labelled (found labels -1)")
         self.model = build_model(self.task.spec).to(self.device)
         if self.task.spec.sealed and sealing_key is None:
             raise ConfigError("this task's updates are sealed: pass the validator's --sealing-key")
@@ -62,6 +66,10 @@ class UpdateCollector:
         # (digest, contributor, samples, base model) -> (rejection reason or None, the decoded row), for one round
         self._prefetched: dict[tuple[bytes, str, int, str], tuple[str | None, torch.Tensor]] = {}
         self._prefetch_tried: set[tuple[bytes, str, int, str]] = set()
+        # Pseudo-label declarations on chain, per round (contributor -> summary), and the records found in updates
+        # (round, contributor, digest) -> the report's pseudo-label entry: prefetching and collecting both fill them.
+        self._declared: dict[int, dict[str, Summary]] = {}
+        self._pseudo_labels: dict[tuple[int, str, bytes], dict[str, object]] = {}
 
     def prefetch(self, round_index: int) -> int:
         """While the round is open, fetch, verify, open and decode the updates submitted so far, so that collecting
@@ -81,6 +89,8 @@ class UpdateCollector:
                 continue
             if (len(self._prefetched) + 1) * row_bytes > PREFETCH_BYTES:
                 break
+            if not done:  # a declaration lands with its submission: read them once there is something new
+                self._refresh_declarations(round_index)
             self._prefetch_tried.add(key)
             try:
                 data = self.ipfs.cat(digest_to_cid(sub.digest), max_size=self.task.spec.max_update_bytes)
@@ -90,6 +100,13 @@ class UpdateCollector:
             self._prefetched[key] = (self._open_update(sub, round_index, base_cid, data, row), row)
             done += 1
         return done
+
+    def _refresh_declarations(self, round_index: int) -> None:
+        """Read the round's pseudo-label declarations (PseudoLabelsDeclared) from the chain, forgetting older rounds'."""
+        self._declared = {round_index: {
+            d.contributor: Summary.from_event(d.summary, d.labels_root, d.histogram)
+            for d in self.protocol.pseudo_label_declarations(self.task_id, round_index)}}
+        self._pseudo_labels = {k: v for k, v in self._pseudo_labels.items() if k[0] == round_index}
 
     def deadline(self, round_index: int) -> float:
         return float(self.protocol.round(self.task_id, round_index).aggregation_deadline)
@@ -106,6 +123,7 @@ class UpdateCollector:
         row_of = {s.contributor: i for i, s in enumerate(subs)}
         rows = torch.zeros(len(subs), self.task.layout.total, dtype=torch.float32)  # (K, D)
         rejections: dict[int, str] = {}
+        self._refresh_declarations(round_index)
         earlier = self._digests_before(round_index)
         fetched: dict[bytes, bytes | Reason] = {}  # one fetch per digest: copies of one update share it
         if self._prefetch_round != round_index:
@@ -130,7 +148,8 @@ class UpdateCollector:
         info = self.task.info()
         return RoundInputs(
             task_id=self.task_id, round=round_index, spec=self.task.spec,
-            updates=[SubmittedUpdate(s.contributor, digest_to_cid(s.digest), s.digest, s.num_samples, rejections.get(i))
+            updates=[SubmittedUpdate(s.contributor, digest_to_cid(s.digest), s.digest, s.num_samples, rejections.get(i),
+                                     self._pseudo_labels.get((round_index, s.contributor.lower(), s.digest)))
                      for i, s in enumerate(subs)],
             submission_order=[row_of[s.contributor] for s in on_chain], rows=rows, base_state=base.state,
             base_cid=base.cid, holdout=self.holdout, budget=info.reward_per_round + info.carry,
@@ -208,5 +227,13 @@ class UpdateCollector:
             return Reason.WRONG_BASE
         if envelope.num_samples != sub.num_samples:
             return Reason.BAD_METADATA
+        problem, pseudo_labels = check_record(spec, envelope.extensions,
+                                              self._declared.get(round_index, {}).get(sub.contributor),
+                                              sub.num_samples)
+        if problem is not None:
+            log.warning("update %s from %s rejected: %s", digest_to_cid(sub.digest), sub.contributor, problem)
+            return Reason.BAD_METADATA
+        if pseudo_labels is not None:
+            self._pseudo_labels[(round_index, sub.contributor.lower(), sub.digest)] = pseudo_labels
         self.task.layout.flatten_into(envelope.tensors, row)
         return None

@@ -10,6 +10,7 @@ round is open, and a contributor restarted in the same round submits the update 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,9 @@ from fedchain.learning.models import build_model
 from fedchain.learning.trainers import LocalData, Trainer, TrainResult, trainer_for
 from fedchain.roles.retry import STARTUP_WAIT, OutageError, patiently
 from fedchain.state import check_bound_dir, read_bound_json, write_bound_json, write_bytes_atomic
+from fedchain.unlabelled.record import EXTENSION as PSEUDO_LABELS
+from fedchain.unlabelled.record import PseudoLabelRecord
+from fedchain.unlabelled.trainer import EXTRA as PSEUDO_LABEL_EXTRA
 from fedchain.views.follow import TaskFollower
 from fedchain.views.rewards import claimable_rewards
 from fedchain.views.taskview import TaskView
@@ -54,6 +58,10 @@ class ContributorConfig:
     claim_at_end: bool = True
     device: str | None = None            # None: CUDA when available, else CPU
     trainer: Trainer | None = field(default=None, repr=False)  # None: the one the task's spec asks for
+
+
+_Declared = tuple[bytes, int, bytes]  # a pseudo-label declaration: (root, packed summary, histogram)
+_Pending = tuple[bytes, int, float, "_Declared | None"]  # (payload, sample count, training seconds, declaration)
 
 
 @dataclass
@@ -215,16 +223,23 @@ class Contributor:
             pending = self._load_pending(round_index)
             if pending is None:
                 pending = self._train(round_index, data, deadline)
-            payload, num_samples, seconds = pending
+            payload, num_samples, seconds, declared = pending
             cid = patiently(f"pin round {round_index}'s update", lambda: self.ipfs.add_bytes(payload), until=deadline)
         except OutageError as exc:
             log.error("round %d: the update was not submitted: %s", round_index, exc)
             self._drop_pending(round_index)
             return None
         try:
-            tx = self.protocol.submit_update(
-                self.account, self.config.task_id, round_index, cid_to_digest(cid), num_samples
-            )
+            if declared is None:
+                tx = self.protocol.submit_update(
+                    self.account, self.config.task_id, round_index, cid_to_digest(cid), num_samples
+                )
+            else:  # the pseudo-label summary goes in the submission's event
+                root, summary, histogram = declared
+                tx = self.protocol.submit_update_with_pseudo_labels(
+                    self.account, self.config.task_id, round_index, cid_to_digest(cid), num_samples, root, summary,
+                    histogram,
+                )
         except TransactionRevertedError as exc:
             # The window closed (or the round filled up) while training: skip this round.
             log.warning("round %d: submission refused: %s", round_index, exc)
@@ -233,7 +248,7 @@ class Contributor:
         self._drop_pending(round_index)
         return RoundOutcome(round_index, cid, num_samples, seconds, tx.gas_used)
 
-    def _train(self, round_index: int, data: LocalData, deadline: float) -> tuple[bytes, int, float]:
+    def _train(self, round_index: int, data: LocalData, deadline: float) -> _Pending:
         spec = self.task.spec
         base = patiently(f"fetch round {round_index}'s base model", lambda: self.task.global_model(round_index),
                          until=deadline)
@@ -243,21 +258,50 @@ class Contributor:
         result: TrainResult = self.trainer.train(
             model, base.state, data, spec, seed=seed, device=self.device, progress=self.config.progress
         )
-        payload = self.build_payload(round_index, base.cid, result.num_samples, result.delta)
-        self._save_pending(round_index, base.cid, payload, result.num_samples, result.seconds)
-        return payload, result.num_samples, result.seconds
+        record = self.pseudo_label_record(result)
+        extensions = {} if record is None else {PSEUDO_LABELS: record.to_json()}
+        declared = None if record is None else (record.root, record.summary(), record.histogram_bytes())
+        if record is not None:
+            log.info("round %d: %d of %d unlabelled samples pseudo-labelled (threshold %.2f), %d labelled",
+                     round_index, record.pseudo_labelled, record.unlabelled_seen, record.threshold_bp / 1e4,
+                     record.labelled)
+        payload = (self.build_payload(round_index, base.cid, result.num_samples, result.delta) if not extensions
+                   else self.build_payload(round_index, base.cid, result.num_samples, result.delta, extensions))
+        self._save_pending(round_index, base.cid, payload, result.num_samples, result.seconds, declared)
+        return payload, result.num_samples, result.seconds, declared
+
+    def pseudo_label_record(self, result: TrainResult) -> PseudoLabelRecord | None:
+        """The record of what a pseudo-labelling trainer labelled, its samples committed with this contributor's
+        salt secret (so that it can later prove single labels); None for a supervised trainer."""
+        labels = result.extras.get(PSEUDO_LABEL_EXTRA)
+        return None if labels is None else PseudoLabelRecord.build(labels, self._salt_secret())
+
+    def _salt_secret(self) -> bytes:
+        """32 random bytes kept in the state directory (never printed): the salts of the sample commitments."""
+        path = self.config.state_dir / f"contributor-{self.account.address}-pseudo-label-salt.bin"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(os.urandom(32))
+        return path.read_bytes()
 
     # ─── the trained update, kept on disk until the chain has its digest ───
     def _pending_paths(self, round_index: int) -> tuple[Path, Path]:
         return self._pending_dir / f"round-{round_index}.json", self._pending_dir / f"round-{round_index}.update"
 
-    def _save_pending(self, round_index: int, base_cid: str, payload: bytes, num_samples: int, seconds: float) -> None:
+    def _save_pending(self, round_index: int, base_cid: str, payload: bytes, num_samples: int, seconds: float,
+                      declared: _Declared | None = None) -> None:
         meta, blob = self._pending_paths(round_index)
         write_bytes_atomic(blob, payload)
-        write_bound_json(meta, {"round": round_index, "base_model_cid": base_cid, "num_samples": num_samples,
-                                "train_seconds": seconds, "files": [blob.name]}, self.protocol.binding())
+        value = {"round": round_index, "base_model_cid": base_cid, "num_samples": num_samples,
+                 "train_seconds": seconds, "files": [blob.name]}
+        if declared is not None:
+            value["pseudo_labels"] = {"root": declared[0].hex(), "summary": str(declared[1]),
+                                      "histogram": declared[2].hex()}
+        write_bound_json(meta, value, self.protocol.binding())
 
-    def _load_pending(self, round_index: int) -> tuple[bytes, int, float] | None:
+    def _load_pending(self, round_index: int) -> _Pending | None:
         meta_path, blob = self._pending_paths(round_index)
         meta = read_bound_json(meta_path, self.protocol.binding())
         if meta is None or not blob.exists():
@@ -266,18 +310,21 @@ class Contributor:
             self._drop_pending(round_index)
             return None
         log.info("round %d: submitting the update trained before the restart (%s)", round_index, blob)
-        return blob.read_bytes(), int(meta["num_samples"]), float(meta.get("train_seconds", 0.0))
+        pl = meta.get("pseudo_labels")
+        declared = None if pl is None else (bytes.fromhex(pl["root"]), int(pl["summary"]), bytes.fromhex(pl["histogram"]))
+        return blob.read_bytes(), int(meta["num_samples"]), float(meta.get("train_seconds", 0.0)), declared
 
     def _drop_pending(self, round_index: int) -> None:
         for path in self._pending_paths(round_index):
             path.unlink(missing_ok=True)
 
-    def build_payload(self, round_index: int, base_cid: str, num_samples: int, delta: dict[str, torch.Tensor]) -> bytes:
-        """The update envelope, sealed to the task's validators when the task says so."""
+    def build_payload(self, round_index: int, base_cid: str, num_samples: int, delta: dict[str, torch.Tensor],
+                      extensions: dict[str, dict[str, object]] | None = None) -> bytes:
+        """The update envelope (with its extension records), sealed to the task's validators when the task says so."""
         spec = self.task.spec
         envelope = UpdateEnvelope(
             task_id=self.config.task_id, round=round_index, base_model_cid=base_cid, num_samples=num_samples,
-            contributor=self.account.address, tensors=delta,
+            contributor=self.account.address, tensors=delta, extensions=dict(extensions or {}),
         )
         data = encode_update(envelope)
         if not spec.sealed:

@@ -55,6 +55,7 @@ class SubmittedUpdate:
     digest: bytes
     num_samples: int
     rejection: str | None = None
+    pseudo_labels: dict[str, object] | None = None  # its pseudo-label record's summary (fedchain.unlabelled.checks)
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class Verdict:
     score: float = 0.0
     reward: int = 0
     slashed: bool = False
+    pseudo_labels: dict[str, object] | None = None
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,8 @@ class RoundOutcome:
             rewards_root="0x" + "00" * 32,  # replaced below: the root is computed from the report's own rewards
             updates=[
                 UpdateRecord(contributor=v.contributor, cid=v.cid, num_samples=v.num_samples, status=v.status,
-                             reason=v.reason, score=v.score, reward=v.reward, slashed=v.slashed)
+                             reason=v.reason, score=v.score, reward=v.reward, slashed=v.slashed,
+                             pseudo_labels=v.pseudo_labels)
                 for v in self.verdicts
             ],
         ).with_rewards_root()
@@ -221,7 +224,8 @@ def merge(inputs: RoundInputs) -> Merge:
     """Screen the rows and merge the accepted ones with the spec's rule."""
     spec, policy = inputs.spec, inputs.spec.policy
     layout = ParamLayout.from_state_dict(inputs.base_state)
-    verdicts = [Verdict(u.contributor, u.cid, u.digest, u.num_samples) for u in inputs.updates]
+    verdicts = [Verdict(u.contributor, u.cid, u.digest, u.num_samples, pseudo_labels=u.pseudo_labels)
+                for u in inputs.updates]
     weights = [u.num_samples for u in inputs.updates]
     pre_rejected: dict[int, str] = {}
     for row, update in enumerate(inputs.updates):

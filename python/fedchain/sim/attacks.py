@@ -9,6 +9,8 @@ function accepts both and returns the same kind, new tensors (inputs are never m
     free-rider   submits the global model unchanged (zero update) or tiny noise on it (stage "update")
     copycat      resubmits another contributor's update: the sealed bytes as they are, or, for unsealed tasks,
                  the update plus noise of rel_std times its RMS                      (stage "copy")
+    pseudo-label-flip  pseudo-labels adversarially: each pseudo-label c becomes num_classes - 1 - c, trained on and
+                 declared so (tasks with unlabelled data; wraps fedchain.unlabelled's trainer) (stage "pseudo-labels")
 
     mix = parse_attack_mix("label-flip:1,sign-flip:1")   # {"label-flip": 1, "sign-flip": 1}
     ATTACKS["sign-flip"].apply_update(delta, seed=3)
@@ -106,7 +108,7 @@ class Attack:
     """
 
     name: str
-    stage: Literal["data", "update", "copy"]
+    stage: Literal["data", "update", "copy", "pseudo-labels"]
     description: str
     params: Mapping[str, float] = field(default_factory=dict)  # defaults, overridable per call
     needs_training: bool = True  # whether the attacker trains at all before attacking
@@ -132,6 +134,12 @@ class Attack:
         """The attacker's trainer around an honest one (the copycat does not train: see fedchain.sim.adversary)."""
         if self.stage == "copy":
             raise AttackError("the copycat copies other updates instead of training; use CopycatContributor")
+        if self.stage == "pseudo-labels":
+            from fedchain.unlabelled.trainer import PseudoLabelTrainer
+
+            if not isinstance(inner, PseudoLabelTrainer):
+                raise AttackError(f"{self.name} rewrites pseudo-labels: it needs a task with unlabelled data")
+            return replace(inner, label_map=lambda y, num_classes: np.asarray(label_flip(y, num_classes)))
         return AttackingTrainer(self, inner)
 
 
@@ -145,6 +153,7 @@ ATTACKS: dict[str, Attack] = {
                needs_training=False),
         Attack("copycat", "copy", "resubmits another contributor's update (perturbed when unsealed)",
                {"rel_std": 0.01}, needs_training=False),
+        Attack("pseudo-label-flip", "pseudo-labels", "pseudo-labels c -> num_classes-1-c, trained on and declared"),
     ]
 }
 

@@ -90,6 +90,8 @@ class DemoConfig:
     # instead of a process each; attackers and validators keep their own processes.
     simulate: bool = False
     workers: int | None = None
+    # Keep labels on this fraction of each contributor's data (MNIST) and pseudo-label the rest (None: all labelled).
+    labelled: float | None = None
 
     @property
     def total_clients(self) -> int:
@@ -157,6 +159,10 @@ def _check_choices(config: DemoConfig) -> None:
     task_spec(config, []).check_contributors(config.total_clients)
     if config.workers is not None and not config.simulate:
         raise ConfigError("--workers sets how many processes host the contributors in simulation mode: add --simulate")
+    if config.labelled is not None and (config.dataset != "mnist" or not 0 < config.labelled <= 1):
+        raise ConfigError(f"--labelled {config.labelled}: a fraction in (0, 1] of each contributor's MNIST data")
+    if any(_needs_unlabelled(name) for name in config.attack) and config.labelled is None:
+        raise ConfigError("--attack pseudo-label-flip needs unlabelled data: give --labelled, e.g. 0.05")
     if not 1 <= config.validators <= 16:
         raise ConfigError(f"--validators {config.validators}: a committee has 1 to 16 members")
     misbehaving = sum(config.validator_attack.values())
@@ -177,8 +183,13 @@ def task_spec(config: DemoConfig, sealing_keys: list[str]) -> TaskSpec:
         if config.architecture not in (None, "char-lstm"):
             raise ConfigError(f"the Shakespeare demo trains char-lstm, not {config.architecture}: drop --architecture")
         return shakespeare_spec(sealing_keys, sealed=sealed, aggregation=rule, scoring=scoring)
-    return mnist_spec(architecture=config.architecture or "cnn", sealing_keys=sealing_keys, sealed=sealed,
+    spec = mnist_spec(architecture=config.architecture or "cnn", sealing_keys=sealing_keys, sealed=sealed,
                       aggregation=rule, scoring=scoring)
+    if config.labelled is not None:  # pseudo-labelling with the spec's defaults
+        from fedchain.core.spec import UnlabelledConfig
+
+        spec = spec.model_copy(update={"unlabelled": UnlabelledConfig()})
+    return spec
 
 
 @contextlib.contextmanager
@@ -418,6 +429,14 @@ def _mnist_files(config: DemoConfig, data_dir: Path) -> tuple[Path, list[tuple[P
     else:
         shards = dirichlet_shards(y_train, n, alpha=config.alpha, seed=config.seed)
     holdout = save_npz(data_dir / "validator-holdout.npz", x_test, y_test)
+    if config.labelled is not None:  # labels kept on a fraction of each shard, -1 on the rest
+        from fedchain.unlabelled.data import hide_labels, save_partly_labelled
+
+        return holdout, [
+            (save_partly_labelled(data_dir / f"client-{i}.npz", x_train[shard],
+                                  hide_labels(y_train[shard], config.labelled, seed=config.seed * 100 + i)),
+             len(shard), f"shard {i}, {config.labelled:.0%} labelled")
+            for i, shard in enumerate(shards[: config.total_clients])]
     files = [(save_npz(data_dir / f"client-{i}.npz", x_train[shard], y_train[shard]), len(shard), f"shard {i}")
              for i, shard in enumerate(shards[: config.total_clients])]
     return holdout, files
@@ -624,6 +643,7 @@ def _follow_rounds(config, console, protocol, ipfs, task_id, processes, run_dir,
                 f"{counts['rejected']} rejected  gas {gas:,}  {elapsed:.1f} s  "
                 + " ".join(f"{k} {v:.2f}" for k, v in phases.items())
             )
+            _print_pseudo_labels(console, report)
             if sample is not None:
                 row["sample"] = sample(report.model_cid)
                 console.print(f"  sample: {row['sample']}", markup=False, highlight=False)
@@ -752,6 +772,9 @@ def _build_report(config, protocol, rpc_url, ipfs_api, task_id, participants, ro
                 "num_samples": u.num_samples, "status": u.status, "reason": u.reason, "score": u.score,
                 "reward": str(u.reward), "slashed": u.slashed,
             })
+            if u.pseudo_labels is not None:
+                updates[-1]["pseudo_labels"] = u.pseudo_labels
+        _add_declarations(protocol, task_id, r["round"], updates)
         out_rounds.append({**r, "updates": updates})
     claimed: dict[str, int] = {p.account.address: 0 for p in participants}
     for e in protocol.events("RewardClaimed", taskId=task_id):
@@ -767,6 +790,30 @@ def _build_report(config, protocol, rpc_url, ipfs_api, task_id, participants, ro
         "claimed": {a: str(v) for a, v in claimed.items()},
         "slashed": {e["args"]["account"]: str(e["args"]["amount"]) for e in protocol.events("Slashed", taskId=task_id)},
     }
+
+
+def _print_pseudo_labels(console: Console, report) -> None:
+    """One line per contributor whose update declared pseudo-labels: the round report's summary of its record."""
+    for u in report.updates:
+        pl = u.pseudo_labels
+        if pl is None:
+            continue
+        flags = f"  FLAGGED: {', '.join(pl['flags'])}" if pl["flags"] else ""
+        console.print(f"  {u.contributor[:10]}… pseudo-labelled {pl['pseudo_labelled']}/{pl['unlabelled_seen']} "
+                      f"(+{pl['labelled']} labelled) at threshold {pl['threshold']:.2f}, mean confidence "
+                      f"{pl['mean_confidence']:.3f}, per class {pl['histogram']}{flags}", markup=False, highlight=False)
+
+
+def _add_declarations(protocol, task_id: int, round_index: int, updates: list[dict]) -> None:
+    """Each update's pseudo-label declaration as the chain's event holds it (PseudoLabelsDeclared), beside the
+    report's summary of the record, so that a reader can compare the two."""
+    from fedchain.unlabelled.record import Summary
+
+    declared = {d.contributor: Summary.from_event(d.summary, d.labels_root, d.histogram).to_json()
+                for d in protocol.pseudo_label_declarations(task_id, round_index)}
+    for u in updates:
+        if u["contributor"] in declared:
+            u["pseudo_labels_on_chain"] = declared[u["contributor"]]
 
 
 def _write_outputs(config: DemoConfig, report: dict, console: Console) -> None:
@@ -822,6 +869,12 @@ def outcome_summary(report: dict, data_sizes: dict[str, int] | None = None) -> d
         earned = [float(rewards.get(a, 0)) for a in honest]  # token units overflow numpy integers
         summary["spearman_size_reward"] = float(spearmanr(sizes, earned).correlation)
     return summary
+
+
+def _needs_unlabelled(name: str) -> bool:
+    from fedchain.sim.attacks import get_attack
+
+    return get_attack(name).stage == "pseudo-labels"
 
 
 def _describe_roles(participants: list[Participant]) -> str:

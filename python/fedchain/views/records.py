@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fedchain.chain.protocol import Finalization, Submission, without_displaced
+from fedchain.chain.protocol import Finalization, PseudoLabelDeclaration, Submission, without_displaced
 from fedchain.content.client import IpfsClient
 from fedchain.core.cid import digest_to_cid
 from fedchain.core.report import RoundReport
@@ -122,6 +122,14 @@ def _still_in(logs: list[IndexedLog]) -> list[Submission]:
     submitted = [_submission(e) for e in logs if e.event == "UpdateSubmitted"]
     return without_displaced(submitted, [((e.args["taskId"], e.args["round"], e.args["displaced"]),
                                           (e.block_number, e.log_index)) for e in logs if e.event == "UpdateDisplaced"])
+
+
+def pseudo_label_declarations(index: EventIndex, task_id: int,
+                              round_index: int | None = None) -> list[PseudoLabelDeclaration]:
+    """PseudoLabelsDeclared, in chain order (== protocol.pseudo_label_declarations(...))."""
+    return [PseudoLabelDeclaration(e.args["taskId"], e.args["round"], e.args["contributor"], _bytes(e.args["labelsRoot"]),
+                                   e.args["summary"], _bytes(e.args["histogram"]), e.block_number, e.log_index)
+            for e in index.logs(task_id=task_id, events=("PseudoLabelsDeclared",), round_index=round_index)]
 
 
 def finalizations(index: EventIndex, task_id: int, round_index: int | None = None) -> list[Finalization]:

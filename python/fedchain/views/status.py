@@ -17,7 +17,7 @@ from fedchain.core.cid import digest_to_cid
 from fedchain.errors import FedchainError
 from fedchain.state import write_bytes_atomic
 from fedchain.views.index import EventIndex
-from fedchain.views.records import cached_report, finalizations
+from fedchain.views.records import cached_report, finalizations, pseudo_label_declarations
 from fedchain.views.taskview import TaskView
 
 
@@ -73,6 +73,7 @@ def task_status(protocol: Protocol, ipfs: IpfsClient, task_id: int, now: float |
     rounds = []
     contributors: dict[str, dict] = {}
     finalized = {f.round: f for f in finalizations(events, task_id)}
+    declared = _declarations(events, task_id)
     for index in range(last + 1):
         r = protocol.round(task_id, index)
         row: dict = {
@@ -88,11 +89,15 @@ def task_status(protocol: Protocol, ipfs: IpfsClient, task_id: int, now: float |
                 accepted=sum(u.status == "accepted" for u in report.updates),
             )
             for u in report.updates:
+                if u.pseudo_labels is not None and u.contributor in declared.get(index, {}):
+                    declared[index][u.contributor]["flags"] = u.pseudo_labels.get("flags", [])
                 c = contributors.setdefault(u.contributor, {"updates": 0, "score_sum": 0.0, "rewards": 0, "slashed": 0})
                 c["updates"] += 1
                 c["score_sum"] += u.score
                 c["rewards"] += int(u.reward)
                 c["slashed"] += int(u.slashed)
+        if index in declared:  # the chain's pseudo-label declarations; flags once the round's report has them
+            row["pseudo_labels"] = declared[index]
         rounds.append(row)
     for c in contributors.values():
         c["mean_score"] = c.pop("score_sum") / max(c["updates"], 1)
@@ -188,3 +193,13 @@ def evaluate_model(protocol: Protocol, ipfs: IpfsClient, task_id: int, model_pat
     data = kind.load_data(data_path, view.spec)
     result = evaluate(build_model(view.spec), tensors_from_arrays(state), data.x, data.y, objective=kind.objective)
     return result.accuracy, result.loss, result.samples
+
+
+def _declarations(events: EventIndex, task_id: int) -> dict[int, dict[str, dict]]:
+    """round -> contributor -> the summary its submission declared on chain (PseudoLabelsDeclared)."""
+    from fedchain.unlabelled.record import Summary
+
+    out: dict[int, dict[str, dict]] = {}
+    for d in pseudo_label_declarations(events, task_id):
+        out.setdefault(d.round, {})[d.contributor] = Summary.from_event(d.summary, d.labels_root, d.histogram).to_json()
+    return out

@@ -26,8 +26,9 @@ abstract contract RoundLifecycle is SubmissionLocks {
 
     /// @inheritdoc ITaskManager
     /// @dev Not pausable, as submitUpdate. The summary's counts are checked against each other and the sample
-    ///      count (a few comparisons, no loop); the histogram's length is capped. Everything else about the record is checked off chain by the
-    ///      validator against the full record in the update's envelope (the root binds the two).
+    ///      count (a few comparisons, no loop); the histogram's length is capped. Everything else about the record
+    ///      is checked off chain by the validator against the full record in the update's envelope (the root binds
+    ///      the two).
     function submitUpdateWithPseudoLabels(
         uint256 taskId,
         uint256 round,

@@ -3,6 +3,7 @@ pragma solidity 0.8.30;
 
 import {SubmissionLocks} from "./SubmissionLocks.sol";
 import {ITaskManager} from "../interfaces/ITaskManager.sol";
+import {IPrivacyLedger} from "../interfaces/IPrivacyLedger.sol";
 import {RoundClock} from "../libraries/RoundClock.sol";
 
 /// @title RoundLifecycle
@@ -19,7 +20,9 @@ abstract contract RoundLifecycle is SubmissionLocks {
     ///      copies, while sealed updates are bound to their sender and round, so the validator rejects replays
     ///      (and can slash them with this stored digest as evidence). Unknown tasks read as a Pending round.
     ///      The stake lock (SubmissionLocks) is decided before the digest is stored and taken last.
+    ///      A private task (PrivacyLedger) takes submitPrivateUpdate only: its cap shares the slot _submit reads.
     function submitUpdate(uint256 taskId, uint256 round, bytes32 digest, uint256 numSamples) external whenNotPaused {
+        if (_tasks[taskId].epsilonCap != 0) revert IPrivacyLedger.TaskManagerPrivateTask(taskId);
         _submit(taskId, round, digest, numSamples);
     }
 

@@ -33,6 +33,7 @@ abstract contract TaskManagerStorage is ITaskManager, Pausable, ReentrancyGuardT
         uint128 minContributorStake; // slot 1
         uint32 maxContributors;
         uint32 closeWindow; // == aggregationWindow
+        uint64 epsilonCap; // micro-epsilon per contributor; 0: not a private task (PrivacyLedger)
         uint128 rewardPerRound; // slot 2
         uint128 carry;
         IERC20 rewardToken; // slot 3

@@ -28,6 +28,7 @@ from fedchain.learning.evaluation import pick_device
 from fedchain.learning.kinds import kind_of
 from fedchain.learning.models import build_model
 from fedchain.learning.trainers import LocalData
+from fedchain.privacy.declaration import judge as judge_privacy  # also registers the "privacy/1" extension
 from fedchain.roles.retry import node_is_up, patiently
 from fedchain.roles.round import RoundInputs, SubmittedUpdate
 from fedchain.views.taskview import TaskView
@@ -69,17 +70,21 @@ class UpdateCollector:
         rows = torch.zeros(len(subs), self.task.layout.total, dtype=torch.float32)  # (K, D)
         rejections: dict[int, str] = {}
         seen = self._digests_before(round_index)
+        spends = (self.protocol.privacy_spends(self.task_id, round_index, self.protocol.deployments.block)
+                  if self.task.spec.privacy is not None else {})
         for sub in on_chain:  # chain order, so that the first of identical bytes is the original
             row = row_of[sub.contributor]
             reason = (Reason.REPLAY if sub.digest in seen
-                      else self._load_update(sub, round_index, base.cid, rows[row], deadline))
+                      else self._load_update(sub, round_index, base.cid, rows[row], deadline,
+                                             spends.get(sub.contributor)))
             seen.add(sub.digest)
             if reason is not None:
                 rejections[row] = str(reason)
         info = self.task.info()
         return RoundInputs(
             task_id=self.task_id, round=round_index, spec=self.task.spec,
-            updates=[SubmittedUpdate(s.contributor, digest_to_cid(s.digest), s.digest, s.num_samples, rejections.get(i))
+            updates=[SubmittedUpdate(s.contributor, digest_to_cid(s.digest), s.digest, s.num_samples, rejections.get(i),
+                                     spends.get(s.contributor))
                      for i, s in enumerate(subs)],
             submission_order=[row_of[s.contributor] for s in on_chain], rows=rows, base_state=base.state,
             base_cid=base.cid, holdout=self.holdout, budget=info.reward_per_round + info.carry,
@@ -107,7 +112,7 @@ class UpdateCollector:
                 patiently("reach this party's IPFS node", self.ipfs.version, until=deadline)
 
     def _load_update(self, sub: Submission, round_index: int, base_cid: str, row: torch.Tensor,
-                     deadline: float) -> str | None:
+                     deadline: float, epsilon_micro: int | None = None) -> str | None:
         """Fetch, verify, open and decode one update into `row`; the reason code if it is rejected."""
         spec = self.task.spec
         fetched = self._fetch_update(sub, deadline)
@@ -132,5 +137,8 @@ class UpdateCollector:
             return Reason.WRONG_BASE
         if envelope.num_samples != sub.num_samples:
             return Reason.BAD_METADATA
+        privacy_fault = judge_privacy(spec, envelope.extensions, sub.num_samples, epsilon_micro)
+        if privacy_fault is not None:
+            return privacy_fault
         self.task.layout.flatten_into(envelope.tensors, row)
         return None

@@ -47,6 +47,7 @@ class SubmittedUpdate:
     digest: bytes
     num_samples: int
     rejection: str | None = None
+    epsilon_micro: int | None = None  # a private task's: the cumulative spend its submission declared on chain
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class RoundOutcome:
     metrics: EvalResult
     budget: int
     seconds: dict[str, float] = field(default_factory=dict)
+    privacy: dict[str, int] = field(default_factory=dict)  # a private task's spends: contributor -> micro-epsilon
 
     @property
     def rewards(self) -> dict[str, int]:
@@ -133,7 +135,8 @@ class RoundOutcome:
             task_id=self.task_id, round=self.round, base_model_cid=self.base_cid, model_cid=model_cid,
             aggregation=self.aggregation, scoring=self.scoring,
             metrics={"test_accuracy": self.metrics.accuracy, "test_loss": self.metrics.loss,
-                     "eval_samples": self.metrics.samples},
+                     "eval_samples": self.metrics.samples,
+                     **({"privacy_epsilon_micro": dict(self.privacy)} if self.privacy else {})},
             budget=self.budget, total_rewards=sum(rewards.values()),
             rewards_root="0x" + "00" * 32,  # replaced below: the root is computed from the report's own rewards
             updates=[
@@ -195,6 +198,7 @@ def compute_outcome(inputs: RoundInputs, model: nn.Module, settings: ComputeSett
         task_id=inputs.task_id, round=inputs.round, base_cid=inputs.base_cid, verdicts=tuple(verdicts),
         aggregation=rule.to_dict(), scoring=scoring_info, new_state=new_state, metrics=metrics,
         budget=inputs.budget, seconds=timer.laps,
+        privacy={u.contributor: u.epsilon_micro for u in inputs.updates if u.epsilon_micro is not None},
     )
 
 

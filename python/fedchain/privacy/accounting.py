@@ -1,0 +1,124 @@
+"""Privacy accounting: the epsilon a history of DP-SGD steps spends, by the accountant a task's spec names.
+
+A history is a list of `Steps(noise_multiplier, sample_rate, steps)`: DP-SGD with Poisson sampling at `sample_rate`
+and Gaussian noise of `noise_multiplier` x the clipping norm, for `steps` steps. The accountants are Opacus's ("rdp":
+Renyi DP of the sampled Gaussian mechanism, Mironov et al. 2019; "prv": privacy random variables, Gopi et al. 2021),
+pinned by version: the spec's `accountant_version` must name the installed Opacus, or two parties could compute
+different epsilons for the same history.
+
+On chain an epsilon is an integer in micro-epsilon (`EPSILON_SCALE`), rounded up (`to_micro`), so the ledger never
+understates a spend.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fedchain.core.spec import PrivacyConfig
+from fedchain.errors import FedchainError
+
+EPSILON_SCALE = 1_000_000  # on-chain epsilons are micro-epsilon (IPrivacyLedger)
+MAX_NOISE_MULTIPLIER = 1_000.0  # the noise search's upper end: beyond it a model learns nothing
+PRV_EPS_ERROR = 0.01  # the PRV accountant's epsilon error bound (Opacus's default)
+
+
+class AccountingError(FedchainError, ValueError):
+    """The spec's accountant cannot be used here (unknown, or another version than the one installed)."""
+
+
+class BudgetExhaustedError(FedchainError):
+    """Training more would spend past the task's epsilon cap."""
+
+    def __init__(self, message: str, spent: float, cap: float) -> None:
+        super().__init__(message)
+        self.spent = spent
+        self.cap = cap
+
+
+@dataclass(frozen=True)
+class Steps:
+    """`steps` DP-SGD steps with Poisson sampling at `sample_rate` and noise `noise_multiplier` (x clipping norm)."""
+
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+
+    def as_list(self) -> list[float | int]:
+        return [self.noise_multiplier, self.sample_rate, self.steps]
+
+
+def installed_accountant_version() -> str:
+    """The accountant version this installation computes with, as the spec names it ("opacus-1.6.0")."""
+    import opacus
+
+    return f"opacus-{opacus.__version__}"
+
+
+def check_accountant(cfg: PrivacyConfig) -> None:
+    """Refuse a spec whose accountant this installation does not compute exactly."""
+    have = installed_accountant_version()
+    if cfg.accountant_version != have:
+        raise AccountingError(
+            f"privacy.accountant_version is {cfg.accountant_version!r} but this fedchain computes with {have!r}: "
+            f"install the Opacus version the task names, or create the task with accountant_version {have!r}"
+        )
+
+
+def epsilon(history: Sequence[Steps], cfg: PrivacyConfig) -> float:
+    """The (epsilon, cfg.delta)-DP guarantee of `history` by the spec's accountant (0 for no steps)."""
+    check_accountant(cfg)
+    steps = [s for s in history if s.steps > 0]
+    if not steps:
+        return 0.0
+    from opacus.accountants import create_accountant
+
+    accountant = create_accountant(cfg.accountant)
+    accountant.history = [(s.noise_multiplier, s.sample_rate, s.steps) for s in steps]
+    if cfg.accountant == "prv":
+        return float(accountant.get_epsilon(cfg.delta, eps_error=PRV_EPS_ERROR))
+    return float(accountant.get_epsilon(cfg.delta))
+
+
+def to_micro(eps: float) -> int:
+    """`eps` in micro-epsilon, rounded up (the ledger's unit)."""
+    if not math.isfinite(eps) or eps < 0:
+        raise AccountingError(f"epsilon must be finite and non-negative, got {eps!r}")
+    return math.ceil(round(eps * EPSILON_SCALE, 3))  # round first: 1.5 * 1e6 must stay 1500000, not 1500001
+
+
+def from_micro(micro: int) -> float:
+    return micro / EPSILON_SCALE
+
+
+def noise_for_budget(history: Sequence[Steps], cfg: PrivacyConfig, sample_rate: float, steps: int,
+                     rounds: int) -> float:
+    """The smallest noise multiplier (at least the spec's minimum) with which `rounds` more rounds of `steps` steps
+    each at `sample_rate`, after `history`, stay within the cap; the minimum itself when even that fits.
+
+    Raises:
+        BudgetExhaustedError: when not even MAX_NOISE_MULTIPLIER fits one more round.
+    """
+    def spend(sigma: float) -> float:
+        return epsilon([*history, Steps(sigma, sample_rate, steps * rounds)], cfg)
+
+    low = cfg.min_noise_multiplier
+    if spend(low) <= cfg.epsilon_cap:
+        return low
+    high = max(low, 1.0)
+    while spend(high) > cfg.epsilon_cap:
+        high *= 2
+        if high > MAX_NOISE_MULTIPLIER:
+            spent = epsilon(history, cfg)
+            raise BudgetExhaustedError(
+                f"the privacy budget is spent: epsilon {spent:.4f} of the cap {cfg.epsilon_cap:g} already, and "
+                f"{rounds} more round(s) of {steps} step(s) would exceed it at any usable noise level",
+                spent, cfg.epsilon_cap)
+    for _ in range(40):  # bisection to ~1e-12 relative: enough for a deterministic, near-tight choice
+        mid = (low + high) / 2
+        if spend(mid) <= cfg.epsilon_cap:
+            high = mid
+        else:
+            low = mid
+    return high

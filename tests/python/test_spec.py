@@ -170,7 +170,8 @@ def test_check_spec_accepts_the_presets():
         ({"architecture": "resnet"}, "architecture: unknown architecture 'resnet'; known architectures: char-lstm, cnn, mlp"),
         ({"model_config": {"channels": [16], "depth": 3}}, "architecture: bad model_config"),
         ({"input_shape": [784]}, "cnn needs a \\(channels, height, width\\) input_shape"),
-        ({"privacy": {"epsilon_cap": 1.0}}, "privacy: differentially private training is not available"),
+        ({"privacy": {"epsilon_cap": 1.0, "accountant_version": "opacus-0.9"}},
+         "privacy.accountant_version is 'opacus-0.9' but this fedchain computes with 'opacus-1.6.0'"),
         ({"unlabelled": {}}, "unlabelled: pseudo-labelling is not available"),
     ],
 )

@@ -20,7 +20,10 @@ from fedchain.core.spec import PrivacyConfig
 from fedchain.errors import FedchainError
 
 EPSILON_SCALE = 1_000_000  # on-chain epsilons are micro-epsilon (IPrivacyLedger)
-MAX_NOISE_MULTIPLIER = 1_000.0  # the noise search's upper end: beyond it a model learns nothing
+# The noise search's upper end, as a multiple of max(1, the spec's minimum): a round that needs more noise than this
+# to fit in what is left of the cap would teach the model nothing, so the budget counts as spent.
+MAX_NOISE_FACTOR = 10.0
+NOISE_TOLERANCE = 1e-3  # the noise search stops within this fraction of the smallest noise that fits
 PRV_EPS_ERROR = 0.01  # the PRV accountant's epsilon error bound (Opacus's default)
 
 
@@ -98,7 +101,7 @@ def noise_for_budget(history: Sequence[Steps], cfg: PrivacyConfig, sample_rate: 
     each at `sample_rate`, after `history`, stay within the cap; the minimum itself when even that fits.
 
     Raises:
-        BudgetExhaustedError: when not even MAX_NOISE_MULTIPLIER fits one more round.
+        BudgetExhaustedError: when not even MAX_NOISE_FACTOR x max(1, the minimum) fits.
     """
     def spend(sigma: float) -> float:
         return epsilon([*history, Steps(sigma, sample_rate, steps * rounds)], cfg)
@@ -106,16 +109,19 @@ def noise_for_budget(history: Sequence[Steps], cfg: PrivacyConfig, sample_rate: 
     low = cfg.min_noise_multiplier
     if spend(low) <= cfg.epsilon_cap:
         return low
+    ceiling = MAX_NOISE_FACTOR * max(low, 1.0)
     high = max(low, 1.0)
     while spend(high) > cfg.epsilon_cap:
         high *= 2
-        if high > MAX_NOISE_MULTIPLIER:
+        if high > ceiling:
             spent = epsilon(history, cfg)
             raise BudgetExhaustedError(
                 f"the privacy budget is spent: epsilon {spent:.4f} of the cap {cfg.epsilon_cap:g} already, and "
-                f"{rounds} more round(s) of {steps} step(s) would exceed it at any usable noise level",
+                f"{rounds} more round(s) of {steps} step(s) would exceed it even at noise {ceiling:g}",
                 spent, cfg.epsilon_cap)
-    for _ in range(40):  # bisection to ~1e-12 relative: enough for a deterministic, near-tight choice
+    # Bisection to NOISE_TOLERANCE: each step is one accountant call (up to ~0.5 s at large sample rates), and noise
+    # that much above the tightest only leaves a little of the cap unspent.
+    while high - low > NOISE_TOLERANCE * high:
         mid = (low + high) / 2
         if spend(mid) <= cfg.epsilon_cap:
             high = mid

@@ -8,7 +8,7 @@ Each round takes `local_epochs x floor(1 / q)` steps, q = batch_size / num_sampl
 count), each sample joining each batch independently with probability q. Noise: the smallest multiplier, at least
 the spec's minimum, with which this round and the `rounds_left - 1` after it (at the same q and steps) keep the
 contributor's cumulative epsilon within the cap; the training is recorded in the budget before it runs, and refused
-(BudgetExhaustedError, saying what was spent) when no multiplier up to MAX_NOISE_MULTIPLIER fits.
+(BudgetExhaustedError, saying what was spent) when no multiplier up to MAX_NOISE_FACTOR x max(1, the minimum) fits.
 """
 
 from __future__ import annotations

@@ -82,6 +82,9 @@ def demo(
     dashboard: bool = typer.Option(False, "--dashboard", help="Serve the live web dashboard during the demo and print "
                                    "its address (on 127.0.0.1; in a terminal it stays up after the demo until Ctrl-C)."),
     dashboard_port: int = typer.Option(8700, min=0, max=65535, help="The dashboard's port (another free one if taken)."),
+    epsilon: float | None = typer.Option(None, "--epsilon", help="A private task: contributors train with DP-SGD and "
+                                         "each may spend at most this epsilon (delta 1e-5, RDP accountant), "
+                                         "recorded on chain; the demo prints each one's spend. E.g. 3."),
 ) -> None:
     """Run the protocol end to end: devnet, task, contributors and validator processes, rewards paid."""
     from fedchain.sim.attacks import parse_attack_mix
@@ -99,6 +102,6 @@ def demo(
         sealed=sealed, rpc_url=rpc_url, ipfs_api=ipfs_api, deployments=deployments, workdir=workdir,
         report=report, plot=plot, timeout=timeout, validators=validators,
         validator_attack=parse_member_attacks(validator_attack) if validator_attack else {},
-        dashboard=dashboard, dashboard_port=dashboard_port,
+        dashboard=dashboard, dashboard_port=dashboard_port, epsilon=epsilon,
     )
     run_demo(config, console=console)

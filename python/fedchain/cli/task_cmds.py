@@ -233,6 +233,17 @@ def status(
         for address, c in summary["contributors"].items():
             contrib.add_row(address, str(c["updates"]), f"{c['mean_score']:.3f}", amount(c["rewards"]), str(c["slashed"]))
         console.print(contrib)
+    if summary.get("privacy") is not None:
+        _print_privacy_ledger(summary["privacy"])
+
+
+def _print_privacy_ledger(privacy: dict) -> None:
+    ledger = Table(title=f"privacy ledger (on chain): each contributor's epsilon, cap {privacy['epsilon_cap']:g}")
+    for col in ("contributor", "epsilon spent", "left"):
+        ledger.add_column(col, overflow="fold")
+    for address, spent in privacy["spent"].items():
+        ledger.add_row(address, f"{spent:.4f}", f"{privacy['epsilon_cap'] - spent:.4f}")
+    console.print(ledger)
 
 
 @model_app.command("pull")

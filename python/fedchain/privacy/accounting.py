@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 from fedchain.core.spec import PrivacyConfig
 from fedchain.errors import FedchainError
@@ -75,13 +77,37 @@ def epsilon(history: Sequence[Steps], cfg: PrivacyConfig) -> float:
     steps = [s for s in history if s.steps > 0]
     if not steps:
         return 0.0
+    if cfg.accountant == "rdp":
+        return _rdp_epsilon(steps, cfg.delta)
     from opacus.accountants import create_accountant
 
     accountant = create_accountant(cfg.accountant)
     accountant.history = [(s.noise_multiplier, s.sample_rate, s.steps) for s in steps]
-    if cfg.accountant == "prv":
-        return float(accountant.get_epsilon(cfg.delta, eps_error=PRV_EPS_ERROR))
-    return float(accountant.get_epsilon(cfg.delta))
+    return float(accountant.get_epsilon(cfg.delta, eps_error=PRV_EPS_ERROR))
+
+
+def _rdp_epsilon(history: Sequence[Steps], delta: float) -> float:
+    """Opacus's RDPAccountant.get_epsilon for `history`, computed the same way (its orders, compute_rdp's values:
+    a step's RDP times the steps, summed in history order, then get_privacy_spent), with each (sample rate, noise)
+    pair's per-step RDP computed once: a noise search evaluates many histories sharing all but their last entry."""
+    from opacus.accountants.analysis import rdp as analysis
+
+    rdp = sum(_rdp_per_step(s.sample_rate, s.noise_multiplier) * s.steps for s in history)
+    eps, _ = analysis.get_privacy_spent(orders=_orders(), rdp=rdp, delta=delta)
+    return float(eps)
+
+
+def _orders() -> list[float]:
+    from opacus.accountants import RDPAccountant
+
+    return list(RDPAccountant.DEFAULT_ALPHAS)
+
+
+@lru_cache(maxsize=4096)
+def _rdp_per_step(sample_rate: float, noise_multiplier: float) -> Any:
+    from opacus.accountants.analysis import rdp as analysis
+
+    return analysis.compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=_orders())
 
 
 def to_micro(eps: float) -> int:

@@ -77,6 +77,7 @@ class DemoConfig:
     member_share_bps: int = 1_500          # share of each round's budget paid to committee members as dividends
     dashboard: bool = False                # serve the live dashboard (fedchain.web) during the demo
     dashboard_port: int = 8700             # its port on 127.0.0.1 (another free one if this is taken)
+    epsilon: float | None = None           # a private task: each contributor's epsilon cap (DP-SGD, fedchain.privacy)
 
     @property
     def total_clients(self) -> int:
@@ -116,6 +117,8 @@ def _check_choices(config: DemoConfig) -> None:
     FedchainError that names the field and the accepted values."""
     if config.dataset not in DATASETS:
         raise ConfigError(f"unknown dataset {config.dataset!r}: use one of {', '.join(DATASETS)}")
+    if config.epsilon is not None and not 0 < config.epsilon < 1000:
+        raise ConfigError(f"--epsilon {config.epsilon:g}: each contributor's privacy budget must be in (0, 1000), e.g. 3")
     if config.dataset == "shakespeare":
         from fedchain.learning.text import default_shakespeare_path
 
@@ -144,9 +147,15 @@ def task_spec(config: DemoConfig, sealing_keys: list[str]) -> TaskSpec:
     if config.dataset == "shakespeare":
         if config.architecture not in (None, "char-lstm"):
             raise ConfigError(f"the Shakespeare demo trains char-lstm, not {config.architecture}: drop --architecture")
-        return shakespeare_spec(sealing_keys, sealed=sealed, aggregation=rule, scoring=scoring)
-    return mnist_spec(architecture=config.architecture or "cnn", sealing_keys=sealing_keys, sealed=sealed,
-                      aggregation=rule, scoring=scoring)
+        spec = shakespeare_spec(sealing_keys, sealed=sealed, aggregation=rule, scoring=scoring)
+    else:
+        spec = mnist_spec(architecture=config.architecture or "cnn", sealing_keys=sealing_keys, sealed=sealed,
+                          aggregation=rule, scoring=scoring)
+    if config.epsilon is None:
+        return spec
+    from fedchain.privacy.presets import private_spec
+
+    return private_spec(spec, config.epsilon)
 
 
 @contextlib.contextmanager
@@ -266,8 +275,12 @@ def _run_on_network(config: DemoConfig, console: Console, rpc_url: str, ipfs_api
         report["committee"] = committee_summary(protocol, task_id, validators, report)
         print_committee(console, report["committee"])
     report["outcome"] = outcome_summary(report, {p.account.address: p.samples for p in participants if p.data})
+    if config.epsilon is not None:
+        report["privacy"] = _privacy_ledger(protocol, task_id, participants)
     _write_outputs(config, report, console)
     _print_rewards(console, report, participants)
+    if "privacy" in report:
+        _print_privacy(console, report["privacy"], participants)
     console.print(f"demo finished in {time.monotonic() - started:.1f} s; report: {config.report}")
     keys = (str(run_dir / "validator.key") if config.validators == 1
             else ", ".join(str(_key_path(run_dir, i, config)) for i in range(config.validators)))
@@ -625,6 +638,26 @@ def _build_report(config, protocol, rpc_url, ipfs_api, task_id, participants, ro
         "claimed": {a: str(v) for a, v in claimed.items()},
         "slashed": {e["args"]["account"]: str(e["args"]["amount"]) for e in protocol.events("Slashed", taskId=task_id)},
     }
+
+
+def _privacy_ledger(protocol, task_id, participants: list[Participant]) -> dict:
+    """Each contributor's epsilon as the chain's ledger holds it, and the task's cap."""
+    from fedchain.privacy.accounting import from_micro
+
+    return {"epsilon_cap": from_micro(protocol.privacy_cap(task_id)),
+            "spent": {p.account.address: from_micro(protocol.privacy_spent(task_id, p.account.address))
+                      for p in participants}}
+
+
+def _print_privacy(console: Console, privacy: dict, participants: list[Participant]) -> None:
+    table = Table(title=f"privacy ledger (on chain): epsilon spent of each contributor's cap {privacy['epsilon_cap']:g}")
+    for col in ("contributor", "role", "epsilon spent", "left"):
+        table.add_column(col)
+    for p in participants:
+        spent = privacy["spent"][p.account.address]
+        table.add_row(f"{p.name} {p.account.address[:10]}…", p.role, f"{spent:.4f}",
+                      f"{privacy['epsilon_cap'] - spent:.4f}")
+    console.print(table)
 
 
 def _write_outputs(config: DemoConfig, report: dict, console: Console) -> None:

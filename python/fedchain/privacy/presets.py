@@ -14,7 +14,7 @@ from fedchain.core.spec import PrivacyConfig, TaskSpec, TrainingConfig
 DELTA = 1e-5  # far below 1 / (a contributor's samples), as delta must be
 CLIPPING_NORM = 1.0
 MIN_NOISE_MULTIPLIER = 0.5
-PRIVATE_IMAGE_TRAINING: dict[str, Any] = {"local_epochs": 2, "batch_size": 128, "learning_rate": 1.0, "momentum": 0.5}
+PRIVATE_IMAGE_TRAINING: dict[str, Any] = {"local_epochs": 3, "batch_size": 256, "learning_rate": 2.0, "momentum": 0.5}
 PRIVATE_TEXT_TRAINING: dict[str, Any] = {"local_epochs": 1, "batch_size": 64, "learning_rate": 0.01,
                                          "optimizer": "adam"}
 

@@ -28,7 +28,7 @@ from typing import Any
 from bench._util import ROOT, machine, now, versions
 
 SECTIONS = ["gas", "aggregation", "anatomy", "quality", "robustness", "scale", "gpu", "text", "committee", "startup",
-            "faults", "economics", "scoring", "unlabelled", "stateful"]
+            "faults", "economics", "scoring", "unlabelled", "privacy", "stateful"]
 # Run only when named (`--only stateful`): the long stateful contract run takes hours.
 ON_REQUEST = {"stateful"}
 TITLES = {
@@ -46,7 +46,8 @@ TITLES = {
     "economics": "12. Economic attacks: inflated sample counts",
     "scoring": "13. Scoring that scales: gradient-shapley against TMC-Shapley on the same rounds",
     "unlabelled": "14. Learning from unlabelled data: pseudo-labelling between the labelled-only floor and the all-labels ceiling",
-    "stateful": "15. Stateful contract suite, long profile",
+    "privacy": "15. Differential privacy: accuracy against epsilon, fedchain beside Opacus centrally",
+    "stateful": "16. Stateful contract suite, long profile",
 }
 RESULTS = ROOT / "bench" / "results"
 QUICK_RESULTS = ROOT / ".cache" / "bench-quick"  # ignored by git: quick runs never replace the measured results

@@ -7,10 +7,11 @@ import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {ITaskManager} from "./interfaces/ITaskManager.sol";
+import {IPrivacyLedger} from "./interfaces/IPrivacyLedger.sol";
 import {IStakeRegistry} from "./interfaces/IStakeRegistry.sol";
 import {ICommitteeManager} from "./interfaces/ICommitteeManager.sol";
 import {TaskManagerStorage} from "./base/TaskManagerStorage.sol";
-import {RoundLifecycle} from "./base/RoundLifecycle.sol";
+import {PrivacyLedger} from "./base/PrivacyLedger.sol";
 import {RewardClaims} from "./base/RewardClaims.sol";
 
 /// @title TaskManager
@@ -23,7 +24,7 @@ import {RewardClaims} from "./base/RewardClaims.sol";
 ///      Digests are the 32-byte sha2-256 digest inside a CIDv0 (dag-pb, Kubo's default `add`: 256 KiB chunks,
 ///      dag-pb leaves): the one CID form that can be rebuilt from those 32 bytes alone (multihash 0x12 0x20
 ///      prefix, base58btc).
-contract TaskManager is Ownable2Step, RoundLifecycle, RewardClaims {
+contract TaskManager is Ownable2Step, PrivacyLedger, RewardClaims {
     using SafeERC20 for IERC20;
     using SafeCast for uint256;
 
@@ -63,6 +64,37 @@ contract TaskManager is Ownable2Step, RoundLifecycle, RewardClaims {
     /// @dev Pulls the budget and refuses a token that delivers less than asked. Emits TaskCreated, RoundOpened.
     ///      A committee task calls the CommitteeManager last (it binds the owner's complete committee or reverts).
     function createTask(TaskParams calldata p) external whenNotPaused nonReentrant returns (uint256 taskId) {
+        taskId = _createTask(p, 0);
+    }
+
+    /// @inheritdoc IPrivacyLedger
+    /// @dev createTask's checks and effects, with the cap stored beside them (before any interaction's end).
+    function createPrivateTask(TaskParams calldata p, uint64 epsilonCap)
+        external
+        whenNotPaused
+        nonReentrant
+        returns (uint256 taskId)
+    {
+        if (epsilonCap == 0) revert TaskManagerZeroPrivacyCap();
+        if (epsilonCap > type(uint32).max) revert TaskManagerPrivacyCapTooLarge(epsilonCap, type(uint32).max);
+        taskId = _createTask(p, epsilonCap);
+    }
+
+    /// @inheritdoc ITaskManager
+    /// @dev The current round still runs to its end (result or expiry); then the task ends and its unallocated
+    ///      budget becomes refundable.
+    function cancelTask(uint256 taskId) external {
+        Task storage t = _tasks[taskId];
+        _onlyTaskOwner(t, taskId);
+        if (t.endedAt != 0) revert TaskManagerTaskEnded(taskId);
+        if (t.cancelled) revert TaskManagerAlreadyCancelled(taskId);
+        t.cancelled = true;
+        emit TaskCancelled(taskId);
+    }
+
+    // ─── INTERNAL ───
+    /// @dev A task's creation; `epsilonCap` 0 for a plain task, positive for a private one (PrivacyLedger).
+    function _createTask(TaskParams calldata p, uint64 epsilonCap) private returns (uint256 taskId) {
         (uint256 budget, uint104 validatorStake, address committee) = _checkParams(p);
         // Interaction first only to measure what arrived; nonReentrant guards the window.
         uint256 before = p.rewardToken.balanceOf(address(this));
@@ -88,23 +120,14 @@ contract TaskManager is Ownable2Step, RoundLifecycle, RewardClaims {
         t.specDigest = p.specDigest;
         t.initialModelDigest = p.initialModelDigest;
         emit TaskCreated(taskId, msg.sender, address(p.rewardToken), budget, p.specDigest, p.initialModelDigest);
+        if (epsilonCap != 0) {
+            t.epsilonCap = uint32(epsilonCap); // <= type(uint32).max, checked
+            emit PrivacyCapSet(taskId, epsilonCap);
+        }
         _openRound(t, taskId, 0, validatorStake);
         if (committee != address(0)) ICommitteeManager(committee).onTaskCreated(taskId, msg.sender, p);
     }
 
-    /// @inheritdoc ITaskManager
-    /// @dev The current round still runs to its end (result or expiry); then the task ends and its unallocated
-    ///      budget becomes refundable.
-    function cancelTask(uint256 taskId) external {
-        Task storage t = _tasks[taskId];
-        _onlyTaskOwner(t, taskId);
-        if (t.endedAt != 0) revert TaskManagerTaskEnded(taskId);
-        if (t.cancelled) revert TaskManagerAlreadyCancelled(taskId);
-        t.cancelled = true;
-        emit TaskCancelled(taskId);
-    }
-
-    // ─── INTERNAL ───
     /// @dev Validates the parameters and the validator's stake; returns the budget and the validator's minimum
     ///      (which the task's rounds keep: the validator must hold it whenever it posts a result). A task naming the
     ///      CommitteeManager (returned as `committee`) needs no validator stake: its members lock their seats.

@@ -25,6 +25,7 @@ Before anything is funded, the task spec document is fetched from the IPFS API b
 it) and validated as `fedchain task create` does: its fields and rule parameters, that its model builds, and that its
 rule can run with max_contributors. A spec that would make every round fail is refused with the reason.
 
+A spec with a privacy section creates a private task (createPrivateTask) with the spec's epsilon cap on chain.
 The caller approves the TaskManager for the budget (num_rounds * reward_per_round) and creates the task; the new
 task id is printed. On a local network, --mint first mints the budget in FedToken to the caller (devnets only).
 """
@@ -51,8 +52,9 @@ def _digest(value: str) -> bytes:
     return cid_to_digest(value)
 
 
-def _check_spec(digest: bytes, ipfs_api: str, max_contributors: int) -> None:
-    """Fetch the task spec by its digest and refuse one that cannot run, before the task is funded."""
+def _check_spec(digest: bytes, ipfs_api: str, max_contributors: int) -> int:
+    """Fetch the task spec by its digest and refuse one that cannot run, before the task is funded; returns its
+    epsilon cap in micro-epsilon (0 for a task without a privacy section)."""
     from fedchain.content.client import IpfsClient
     from fedchain.core.cid import digest_to_cid
     from fedchain.core.spec import TaskSpec
@@ -65,6 +67,9 @@ def _check_spec(digest: bytes, ipfs_api: str, max_contributors: int) -> None:
         check_spec(spec, max_contributors=max_contributors)
     except FedchainError as exc:
         raise click.ClickException(f"task spec {digest_to_cid(digest)} refused, nothing was funded: {exc}") from exc
+    from fedchain.privacy.accounting import to_micro
+
+    return to_micro(spec.privacy.epsilon_cap) if spec.privacy is not None else 0
 
 
 def _account(network, alias: str | None):
@@ -86,7 +91,7 @@ def _account(network, alias: str | None):
 def cli(network, spec_path, deployments_path, alias, mint, ipfs_api):
     """Create and fund a task; print its id."""
     spec = json.loads(Path(spec_path).read_text())
-    _check_spec(_digest(spec["spec"]), ipfs_api, int(spec["max_contributors"]))
+    epsilon_cap = _check_spec(_digest(spec["spec"]), ipfs_api, int(spec["max_contributors"]))
     deployments = json.loads(Path(deployments_path or f"deployments/{network.name}.json").read_text())
     contracts = deployments["contracts"]
     owner = _account(network, alias)
@@ -114,6 +119,7 @@ def cli(network, spec_path, deployments_path, alias, mint, ipfs_api):
         int(spec.get("min_open", 0)),
     )
     project.FedToken.at(token_address).approve(manager, budget, sender=owner)  # any ERC20: same approve ABI
-    tx = manager.createTask(params, sender=owner)
+    # A spec with a privacy section makes a private task: its cap goes on chain, and submissions carry each spend.
+    tx = manager.createPrivateTask(params, epsilon_cap, sender=owner) if epsilon_cap else manager.createTask(params, sender=owner)
     [created] = tx.decode_logs(manager.TaskCreated)
     click.echo(f"task {created.taskId} created: budget {created.budget} of {token_address}, tx {tx.txn_hash}")

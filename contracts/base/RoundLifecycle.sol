@@ -3,6 +3,7 @@ pragma solidity 0.8.30;
 
 import {SubmissionLocks} from "./SubmissionLocks.sol";
 import {ITaskManager} from "../interfaces/ITaskManager.sol";
+import {IPrivacyLedger} from "../interfaces/IPrivacyLedger.sol";
 import {RoundClock} from "../libraries/RoundClock.sol";
 
 /// @title RoundLifecycle
@@ -20,7 +21,9 @@ abstract contract RoundLifecycle is SubmissionLocks {
     ///      (and can slash them with this stored digest as evidence). Unknown tasks read as a Pending round.
     ///      The stake lock (SubmissionLocks) is decided before the digest is stored and taken last.
     ///      Not pausable: a pause must not let the owner run rounds out empty (their clocks keep going).
+    ///      A private task (PrivacyLedger) takes submitPrivateUpdate only: its cap shares the slot _submit reads.
     function submitUpdate(uint256 taskId, uint256 round, bytes32 digest, uint256 numSamples) external {
+        _requireNotPrivate(taskId);
         _submit(taskId, round, digest, numSamples);
     }
 
@@ -38,6 +41,7 @@ abstract contract RoundLifecycle is SubmissionLocks {
         uint256 summary,
         bytes calldata histogram
     ) external {
+        _requireNotPrivate(taskId); // pseudo-labelling and privacy are not combined (yet)
         _checkPseudoLabelSummary(numSamples, summary, histogram.length);
         _submit(taskId, round, digest, numSamples);
         emit PseudoLabelsDeclared(taskId, round, msg.sender, labelsRoot, summary, histogram);
@@ -100,6 +104,7 @@ abstract contract RoundLifecycle is SubmissionLocks {
         uint256 numSamples,
         address displaced
     ) external nonReentrant {
+        _requireNotPrivate(taskId); // a private task's submissions go through its ledger
         RoundClock.Clock storage c = _clocks[taskId][round];
         RoundPhase phase = _phase(c, _results[taskId][round]);
         if (phase != RoundPhase.Open) revert TaskManagerRoundNotOpen(taskId, round, phase);
@@ -181,6 +186,11 @@ abstract contract RoundLifecycle is SubmissionLocks {
     }
 
     // ─── INTERNAL ───
+    /// @dev Every submit function but PrivacyLedger's refuses a private task: its spend must go through the ledger.
+    function _requireNotPrivate(uint256 taskId) internal view {
+        if (_tasks[taskId].epsilonCap != 0) revert IPrivacyLedger.TaskManagerPrivateTask(taskId);
+    }
+
     /// @dev Close submissions now; the validator gets its whole aggregation window from now.
     function _closeRound(Task storage t, RoundClock.Clock storage c, uint256 taskId, uint256 round) private {
         (uint40 closedAt, uint40 aggregationDeadline) = c.close(t.closeWindow);

@@ -34,6 +34,7 @@ abstract contract TaskManagerStorage is ITaskManager, Pausable, ReentrancyGuardT
         uint32 maxContributors;
         uint32 closeWindow; // == aggregationWindow
         uint32 minOpen; // a full round closes early only after this long (submitUpdate reads this slot anyway)
+        uint32 epsilonCap; // micro-epsilon per contributor (<= 4294.967295); 0: not a private task (PrivacyLedger)
         uint128 rewardPerRound; // slot 2
         uint128 carry;
         IERC20 rewardToken; // slot 3

@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `bench` is a package at the repository root, not inside python/
     sys.path.insert(0, str(ROOT))
-SECTIONS = ["gas", "aggregation", "anatomy", "quality", "robustness", "scale", "gpu", "text", "committee", "startup", "faults", "economics", "unlabelled"]
+SECTIONS = ["gas", "aggregation", "anatomy", "quality", "robustness", "scale", "gpu", "text", "committee", "startup", "faults", "economics", "unlabelled", "privacy"]
 
 
 def _finite_numbers(obj, where="$"):
@@ -136,6 +136,14 @@ def test_economics_inflation_rows(quick_results):
 def test_gpu_is_measured_or_skipped(quick_results):
     r = quick_results[0]["gpu"]
     assert r.get("skipped") == "no CUDA device" or {"training", "aggregation", "copy_bandwidth"} <= set(r)
+
+
+def test_privacy_sides_and_accounting(quick_results):
+    r = quick_results[0]["privacy"]
+    assert {"plain", "plain_private_settings", "fedchain_eps8", "opacus_eps8"} <= set(r["sides"])
+    assert all(0 <= a <= 1 for a in r["final_accuracy"].values())
+    assert r["accounting_checks"] and all(c["fedchain"] <= 8.0 for c in r["accounting_checks"])
+    assert [t["met"] in (True, False) for t in r["targets"]] == [True] * 3
 
 
 def test_benchmarks_markdown_lists_every_section(quick_results):

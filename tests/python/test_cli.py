@@ -127,6 +127,7 @@ def test_demo_refuses_a_bad_choice_before_starting_anything(tmp_path, option, va
         (["--dataset", "shakespeare", "--sized"], "on Shakespeare each contributor holds a role"),
         (["--dataset", "shakespeare", "--shakespeare", "tests/python/fixtures/shakespeare", "--architecture", "cnn"],
          "the Shakespeare demo trains char-lstm, not cnn"),
+        (["--epsilon", "0"], "--epsilon 0: each contributor's privacy budget must be in (0, 1000), e.g. 3"),
     ],
 )
 def test_demo_refuses_a_bad_dataset_choice_before_starting_anything(tmp_path, args, expected):

@@ -7,6 +7,7 @@ Layers, lowest first (docs/DEVELOPING.md explains each); a module may import its
     adapters    chain (web3), content (IPFS)
     aggregation robust rules: tensors in, tensors out
     learning    task kinds, models, data, trainers, evaluation, screening, scoring
+    privacy     (beside learning) DP-SGD through Opacus, privacy accounting, the "privacy/1" declaration
     views       read models over chain events and IPFS content (the event index among them)
     web         the live dashboard: a web app over the views
     roles       contributor, validator (round function, publish, loop), owner
@@ -26,7 +27,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "python" / "fedchain"
 
 LAYERS: dict[str, int] = {
-    "": 0, "core": 1, "chain": 2, "content": 2, "aggregation": 3, "learning": 4, "unlabelled": 4, "views": 5,
+    "": 0, "core": 1, "chain": 2, "content": 2, "aggregation": 3, "learning": 4, "unlabelled": 4, "privacy": 4, "views": 5,
     "web": 6, "roles": 6, "sim": 7, "faults": 7, "cli": 8,
 }
 # Third-party stacks the core must never import: it is what a verifier or a dashboard loads without them.

@@ -229,9 +229,14 @@ class Protocol:
         return [approve, staked]
 
     # ─── tasks ───
-    def create_task(self, owner: LocalAccount, params: TaskParams) -> tuple[int, TxResult]:
+    def create_task(self, owner: LocalAccount, params: TaskParams, epsilon_cap: int = 0) -> tuple[int, TxResult]:
+        """Create a task (a private one when `epsilon_cap`, each contributor's cap in micro-epsilon, is positive)."""
         self.approve(owner, self.manager.address, params.budget, token=params.reward_token)
-        result = self.chain.send(self.manager.functions.createTask(params.as_tuple()), owner, action="createTask")
+        if epsilon_cap:
+            fn = self.manager.functions.createPrivateTask(params.as_tuple(), epsilon_cap)
+            result = self.chain.send(fn, owner, action="createPrivateTask")
+        else:
+            result = self.chain.send(self.manager.functions.createTask(params.as_tuple()), owner, action="createTask")
         (event,) = self.manager.events.TaskCreated().process_receipt(result.receipt, errors=DISCARD)
         return int(event["args"]["taskId"]), result
 
@@ -290,11 +295,16 @@ class Protocol:
     def has_claimed(self, task_id: int, round_index: int, account: str) -> bool:
         return self.manager.functions.hasClaimed(task_id, round_index, to_checksum_address(account)).call()
 
-    def submit_update(self, account: LocalAccount, task_id: int, round_index: int, digest: bytes, num_samples: int) -> TxResult:
+    def submit_update(self, account: LocalAccount, task_id: int, round_index: int, digest: bytes, num_samples: int,
+                      epsilon: int | None = None) -> TxResult:
         """Submit an update digest. The submission locks the task's slash amount of the caller's stake until the
-        round settles; when the unlocked stake cannot cover that, the caller's settled locks are released first."""
+        round settles; when the unlocked stake cannot cover that, the caller's settled locks are released first.
+        A private task's submission carries `epsilon`, the caller's cumulative spend for the task (micro-epsilon)."""
         if not self._lock_fits(account.address, task_id, round_index):
             self.release_settled(account)
+        if epsilon is not None:  # a private task's submissions go through its ledger (no displacement)
+            fn = self.manager.functions.submitPrivateUpdate(task_id, round_index, digest, num_samples, epsilon)
+            return self.chain.send(fn, account, action="submitPrivateUpdate")
         displaced = self._displaceable(account.address, task_id, round_index)
         if displaced is not None:
             log.info("round %d of task %d is full: taking the slot of %s, which holds less stake", round_index,
@@ -360,6 +370,21 @@ class Protocol:
                 e["blockNumber"], e["logIndex"]) for e in logs),
             key=lambda d: (d.block_number, d.log_index),
         )
+
+    # ─── the privacy ledger ───
+    def privacy_cap(self, task_id: int) -> int:
+        """Each contributor's epsilon cap for the task in micro-epsilon (0: not a private task)."""
+        return int(self.manager.functions.privacyCapOf(task_id).call())
+
+    def privacy_spent(self, task_id: int, account: str) -> int:
+        """`account`'s cumulative spend for the task as the chain records it, in micro-epsilon."""
+        return int(self.manager.functions.privacySpentOf(task_id, to_checksum_address(account)).call())
+
+    def privacy_spends(self, task_id: int, round_index: int, from_block: int = 0) -> dict[str, int]:
+        """contributor -> the cumulative spend (micro-epsilon) its submission to `round_index` declared."""
+        logs = self.manager.events.PrivacySpent().get_logs(
+            from_block=from_block, argument_filters={"taskId": task_id, "round": round_index})
+        return {to_checksum_address(e["args"]["contributor"]): int(e["args"]["epsilon"]) for e in logs}
 
     # ─── stake locks ───
     def locked_for(self, task_id: int, round_index: int, account: str) -> int:

@@ -92,6 +92,9 @@ def demo(
         None, "--labelled", min=0.0, max=1.0, help="Keep labels on this fraction of each contributor's MNIST data (e.g. "
         "0.05) and pseudo-label the rest with the global model; each update then declares its pseudo-labels on chain "
         "(add --attack pseudo-label-flip:1 for an adversarial pseudo-labeller)."),
+    epsilon: float | None = typer.Option(None, "--epsilon", help="A private task: contributors train with DP-SGD and "
+                                         "each may spend at most this epsilon (delta 1e-5, RDP accountant), "
+                                         "recorded on chain; the demo prints each one's spend. E.g. 3."),
 ) -> None:
     """Run the protocol end to end: devnet, task, contributors and validator processes, rewards paid."""
     from fedchain.sim.attacks import parse_attack_mix
@@ -110,5 +113,6 @@ def demo(
         report=report, plot=plot, timeout=timeout, validators=validators,
         validator_attack=parse_member_attacks(validator_attack) if validator_attack else {},
         dashboard=dashboard, dashboard_port=dashboard_port, simulate=simulate, workers=workers, labelled=labelled,
+        epsilon=epsilon,
     )
     run_demo(config, console=console)

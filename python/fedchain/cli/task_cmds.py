@@ -240,6 +240,8 @@ def status(
             contrib.add_row(address, str(c["updates"]), f"{c['mean_score']:.3f}", amount(c["rewards"]), str(c["slashed"]))
         console.print(contrib)
     _print_pseudo_labels(summary["rounds"])
+    if summary.get("privacy") is not None:
+        _print_privacy_ledger(summary["privacy"])
 
 
 def _print_pseudo_labels(rounds: list[dict]) -> None:
@@ -257,6 +259,15 @@ def _print_pseudo_labels(rounds: list[dict]) -> None:
                       f"{p['threshold']:.2f}", f"{p['mean_confidence']:.3f}", " ".join(map(str, p["histogram"])),
                       "not reported yet" if flags is None else (", ".join(flags) or "none"))
     console.print(table)
+
+
+def _print_privacy_ledger(privacy: dict) -> None:
+    ledger = Table(title=f"privacy ledger (on chain): each contributor's epsilon, cap {privacy['epsilon_cap']:g}")
+    for col in ("contributor", "epsilon spent", "left"):
+        ledger.add_column(col, overflow="fold")
+    for address, spent in privacy["spent"].items():
+        ledger.add_row(address, f"{spent:.4f}", f"{privacy['epsilon_cap'] - spent:.4f}")
+    console.print(ledger)
 
 
 @model_app.command("pull")

@@ -31,6 +31,8 @@ class Reason(str, Enum):
     WRONG_BASE = "wrong-base"              # trained from another global model
     TOO_MANY_SAMPLES = "too-many-samples"  # claims more samples than the policy allows
     NO_SAMPLES = "no-samples"              # claims zero samples: it would carry no weight in the merge
+    # privacy (fedchain.privacy.declaration); a declaration breaking the spec is BAD_METADATA
+    PRIVACY_ACCOUNTING = "privacy-accounting"  # declared epsilon off the accountant's by more than 1%
     # screening
     DUPLICATE = "duplicate"                # one of several near-copies of each other (unsealed tasks); never slashed
     FREE_RIDER = "free-rider"              # (almost) no change from the global model

@@ -223,7 +223,7 @@ class PolicyConfig(StrictModel):
 class PrivacyConfig(StrictModel):
     """Differentially private training (DP-SGD) with each contributor's spend kept on chain."""
 
-    epsilon_cap: float = Field(gt=0, allow_inf_nan=False)  # each contributor's total epsilon for the task
+    epsilon_cap: float = Field(gt=0, le=4294, allow_inf_nan=False)  # each contributor's total for the task (the chain stores up to 4294.967295)
     delta: float = Field(1e-5, gt=0, lt=1)
     clipping_norm: float = Field(1.0, gt=0, allow_inf_nan=False)  # per-sample gradient L2 bound
     min_noise_multiplier: float = Field(1.0, gt=0, allow_inf_nan=False)

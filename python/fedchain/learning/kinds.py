@@ -109,6 +109,10 @@ def check_spec(spec: TaskSpec, *, max_contributors: int | None = None) -> None:
                         "record would leak what the privacy budget protects); remove the privacy or the unlabelled "
                         "section", [("unlabelled", "not with privacy")])
     trainer_for(spec)
+    if spec.privacy is not None:
+        from fedchain.privacy.trainer import check_private_spec
+
+        check_private_spec(spec)
     if max_contributors is not None:
         spec.check_contributors(max_contributors)
 

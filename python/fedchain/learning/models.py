@@ -82,8 +82,15 @@ def build_architecture(
 
 
 def build_model(spec: TaskSpec) -> nn.Module:
-    """Build the task's model (weights random from torch's global RNG; use `initial_state` for a seeded state)."""
-    return build_architecture(spec.architecture, spec.input_shape, spec.num_classes, spec.arch_config)
+    """Build the task's model (weights random from torch's global RNG; use `initial_state` for a seeded state).
+
+    A private task's model has the layers DP-SGD cannot train replaced (fedchain.privacy.layers)."""
+    model = build_architecture(spec.architecture, spec.input_shape, spec.num_classes, spec.arch_config)
+    if spec.privacy is not None:
+        from fedchain.privacy.layers import dp_compatible
+
+        model = dp_compatible(model)
+    return model
 
 
 def initial_state(spec: TaskSpec, seed: int) -> StateDict:

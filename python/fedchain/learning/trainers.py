@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fedchain.core.spec import SpecError, TaskSpec, TrainingConfig
+from fedchain.core.spec import TaskSpec, TrainingConfig
 from fedchain.learning.evaluation import (
     CLASSIFICATION,
     Objective,
@@ -157,15 +157,16 @@ def trainer_for(spec: TaskSpec) -> Trainer:
     """The trainer a task's spec asks for.
 
     Raises:
-        SpecError: if the spec asks for training this version cannot do (its privacy or unlabelled-data section).
+        SpecError: if the spec asks for training this version cannot do (its unlabelled-data section).
     """
     from fedchain.learning.kinds import kind_of
 
-    if spec.privacy is not None:
-        raise SpecError("privacy: differentially private training is not available in this fedchain version; "
-                        "remove the privacy section or use a release that implements it", [("privacy", "unsupported")])
     if spec.unlabelled is not None:
         from fedchain.unlabelled.trainer import PseudoLabelTrainer
 
         return PseudoLabelTrainer(kind_of(spec).objective)
+    if spec.privacy is not None:
+        from fedchain.privacy.trainer import DPTrainer  # DP-SGD through Opacus (same layer as learning)
+
+        return DPTrainer(kind_of(spec).objective)
     return SupervisedTrainer(kind_of(spec).objective)

@@ -29,6 +29,7 @@ from fedchain.learning.evaluation import pick_device
 from fedchain.learning.kinds import kind_of
 from fedchain.learning.models import build_model
 from fedchain.learning.trainers import LocalData
+from fedchain.privacy.declaration import judge as judge_privacy  # also registers the "privacy/1" extension
 from fedchain.roles.retry import STARTUP_WAIT, node_is_up, patiently
 from fedchain.roles.round import RoundInputs, SubmittedUpdate
 from fedchain.unlabelled.checks import check_record
@@ -70,6 +71,8 @@ class UpdateCollector:
         # (round, contributor, digest) -> the report's pseudo-label entry: prefetching and collecting both fill them.
         self._declared: dict[int, dict[str, Summary]] = {}
         self._pseudo_labels: dict[tuple[int, str, bytes], dict[str, object]] = {}
+        # A private task's spends declared on chain (PrivacySpent) per round: contributor -> micro-epsilon.
+        self._spends: dict[int, dict[str, int]] = {}
 
     def prefetch(self, round_index: int) -> int:
         """While the round is open, fetch, verify, open and decode the updates submitted so far, so that collecting
@@ -102,7 +105,11 @@ class UpdateCollector:
         return done
 
     def _refresh_declarations(self, round_index: int) -> None:
-        """Read the round's pseudo-label declarations (PseudoLabelsDeclared) from the chain, forgetting older rounds'."""
+        """Read what the round's submissions declared on chain beside their digests (PseudoLabelsDeclared, a private
+        task's PrivacySpent), forgetting older rounds'."""
+        self._spends = {round_index: (
+            self.protocol.privacy_spends(self.task_id, round_index, self.protocol.deployments.block)
+            if self.task.spec.privacy is not None else {})}
         self._declared = {round_index: {
             d.contributor: Summary.from_event(d.summary, d.labels_root, d.histogram)
             for d in self.protocol.pseudo_label_declarations(self.task_id, round_index)}}
@@ -149,7 +156,8 @@ class UpdateCollector:
         return RoundInputs(
             task_id=self.task_id, round=round_index, spec=self.task.spec,
             updates=[SubmittedUpdate(s.contributor, digest_to_cid(s.digest), s.digest, s.num_samples, rejections.get(i),
-                                     self._pseudo_labels.get((round_index, s.contributor.lower(), s.digest)))
+                                     self._pseudo_labels.get((round_index, s.contributor.lower(), s.digest)),
+                                     self._spends.get(round_index, {}).get(s.contributor))
                      for i, s in enumerate(subs)],
             submission_order=[row_of[s.contributor] for s in on_chain], rows=rows, base_state=base.state,
             base_cid=base.cid, holdout=self.holdout, budget=info.reward_per_round + info.carry,
@@ -235,5 +243,9 @@ class UpdateCollector:
             return Reason.BAD_METADATA
         if pseudo_labels is not None:
             self._pseudo_labels[(round_index, sub.contributor.lower(), sub.digest)] = pseudo_labels
+        privacy_fault = judge_privacy(spec, envelope.extensions, sub.num_samples,
+                                      self._spends.get(round_index, {}).get(sub.contributor))
+        if privacy_fault is not None:
+            return privacy_fault
         self.task.layout.flatten_into(envelope.tensors, row)
         return None

@@ -14,6 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from eth_account.signers.local import LocalAccount
@@ -30,6 +31,10 @@ from fedchain.learning.evaluation import pick_device
 from fedchain.learning.kinds import kind_of
 from fedchain.learning.models import build_model
 from fedchain.learning.trainers import LocalData, Trainer, TrainResult, trainer_for
+from fedchain.privacy.accounting import BudgetExhaustedError
+from fedchain.privacy.budget import PrivacyBudget
+from fedchain.privacy.declaration import EXTENSION as DECLARATION
+from fedchain.privacy.trainer import DPTrainer, PrivateTrainResult
 from fedchain.roles.retry import STARTUP_WAIT, OutageError, patiently
 from fedchain.state import check_bound_dir, read_bound_json, write_bound_json, write_bytes_atomic
 from fedchain.unlabelled.record import EXTENSION as PSEUDO_LABELS
@@ -89,10 +94,21 @@ class Contributor:
 
     @property
     def trainer(self) -> Trainer:
-        """The configured trainer, else the one the task's spec asks for (read when first needed)."""
+        """The configured trainer, else the one the task's spec asks for (read when first needed); a private task's
+        keeps this contributor's spend for the task in the state directory."""
         if self._trainer is None:
             self._trainer = trainer_for(self.task.spec)
+        if isinstance(self._trainer, DPTrainer) and self._trainer.budget is None:
+            self._trainer.budget = self.privacy_budget()
         return self._trainer
+
+    def privacy_budget(self) -> PrivacyBudget:
+        """This contributor's privacy spend for the task, as saved in the state directory (private tasks only)."""
+        cfg = self.task.spec.privacy
+        if cfg is None:
+            raise FedchainError(f"task {self.config.task_id} is not private: it keeps no privacy budget")
+        path = self.config.state_dir / f"contributor-{self.account.address}-task{self.config.task_id}.privacy.json"
+        return PrivacyBudget.open(path, self.protocol.binding(), self.config.task_id, cfg)
 
     # ─── the loop ───
     def run(self, *, max_rounds: int | None = None) -> list[RoundOutcome]:
@@ -133,21 +149,28 @@ class Contributor:
                 log.error("%s; claiming what the rounds it submitted to earned, then stopping", exc)
                 stopped = exc
                 break
-            outcome = self.contribute_round(round_index, data)
+            try:
+                outcome = self.contribute_round(round_index, data)
+            except BudgetExhaustedError as exc:
+                log.error("task %d: stopping: %s", self.config.task_id, exc)
+                break
             if outcome is not None:
                 outcomes.append(outcome)
         if self.config.claim_at_end:
-            if self.task.info().ended:
-                self.wait_for_end()
-            else:
-                log.info("stopping after %d submission(s): waiting for rounds %s to be decided, then claiming; "
-                         "rewards of the task's other rounds are not this run's", len(outcomes),
-                         [o.round for o in outcomes])
-                self.wait_for_rounds([o.round for o in outcomes])
-            self.claim()
+            self._claim_at_end(outcomes)
         if stopped is not None:
             raise stopped
         return outcomes
+
+    def _claim_at_end(self, outcomes: list[RoundOutcome]) -> None:
+        if self.task.info().ended:
+            self.wait_for_end()
+        else:
+            log.info("stopping after %d submission(s): waiting for rounds %s to be decided, then claiming; "
+                     "rewards of the task's other rounds are not this run's", len(outcomes),
+                     [o.round for o in outcomes])
+            self.wait_for_rounds([o.round for o in outcomes])
+        self.claim()
 
     def check_can_stake(self, minimum: int) -> None:
         """CannotStakeError, saying what is missing, unless this account holds or can stake the task's minimum."""
@@ -232,7 +255,8 @@ class Contributor:
         try:
             if declared is None:
                 tx = self.protocol.submit_update(
-                    self.account, self.config.task_id, round_index, cid_to_digest(cid), num_samples
+                    self.account, self.config.task_id, round_index, cid_to_digest(cid), num_samples,
+                    epsilon=self._declared_epsilon(round_index),
                 )
             else:  # the pseudo-label summary goes in the submission's event
                 root, summary, histogram = declared
@@ -255,11 +279,16 @@ class Contributor:
         model = build_model(spec)
         seed = self.config.seed * 1_000_003 + round_index
         log.info("round %d: training on %d samples from %s", round_index, len(data), base.cid)
-        result: TrainResult = self.trainer.train(
+        trainer = self.trainer
+        if isinstance(trainer, DPTrainer):  # its noise spreads the cap over the rounds left
+            trainer.round_index, trainer.rounds_left = round_index, self.task.info().num_rounds - round_index
+        result: TrainResult = trainer.train(
             model, base.state, data, spec, seed=seed, device=self.device, progress=self.config.progress
         )
         record = self.pseudo_label_record(result)
-        extensions = {} if record is None else {PSEUDO_LABELS: record.to_json()}
+        extensions: dict[str, dict[str, Any]] = {} if record is None else {PSEUDO_LABELS: record.to_json()}
+        if isinstance(result, PrivateTrainResult) and result.declaration is not None:
+            extensions[DECLARATION] = result.declaration.record()
         declared = None if record is None else (record.root, record.summary(), record.histogram_bytes())
         if record is not None:
             log.info("round %d: %d of %d unlabelled samples pseudo-labelled (threshold %.2f), %d labelled",
@@ -318,8 +347,17 @@ class Contributor:
         for path in self._pending_paths(round_index):
             path.unlink(missing_ok=True)
 
+    def _declared_epsilon(self, round_index: int) -> int | None:
+        """A private task's cumulative spend with this round's update (micro-epsilon), as its envelope declares."""
+        if self.task.spec.privacy is None:
+            return None
+        spend = self.privacy_budget().last_for(round_index)
+        if spend is None:
+            raise FedchainError(f"round {round_index}: no privacy spend recorded for the update to submit")
+        return spend.epsilon_micro
+
     def build_payload(self, round_index: int, base_cid: str, num_samples: int, delta: dict[str, torch.Tensor],
-                      extensions: dict[str, dict[str, object]] | None = None) -> bytes:
+                      extensions: dict[str, dict[str, Any]] | None = None) -> bytes:
         """The update envelope (with its extension records), sealed to the task's validators when the task says so."""
         spec = self.task.spec
         envelope = UpdateEnvelope(

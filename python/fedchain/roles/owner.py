@@ -11,6 +11,7 @@ from fedchain.core.envelope import encode_model
 from fedchain.core.spec import TaskSpec
 from fedchain.learning.kinds import check_spec
 from fedchain.learning.models import initial_state
+from fedchain.privacy.accounting import to_micro
 
 
 def publish_initial_model(ipfs: IpfsClient, spec: TaskSpec, seed: int) -> str:
@@ -61,5 +62,7 @@ def create_task_from_spec(
         slash_amount=int(min_stake * slash_fraction),
         min_open=min_open,
     )
-    task_id, _ = protocol.create_task(owner, params)
+    # A private spec's cap goes on chain (micro-epsilon, rounded up like every declared spend).
+    epsilon_cap = to_micro(spec.privacy.epsilon_cap) if spec.privacy is not None else 0
+    task_id, _ = protocol.create_task(owner, params, epsilon_cap=epsilon_cap)
     return task_id

@@ -56,6 +56,7 @@ class SubmittedUpdate:
     num_samples: int
     rejection: str | None = None
     pseudo_labels: dict[str, object] | None = None  # its pseudo-label record's summary (fedchain.unlabelled.checks)
+    epsilon_micro: int | None = None  # a private task's: the cumulative spend its submission declared on chain
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class RoundOutcome:
     metrics: EvalResult
     budget: int
     seconds: dict[str, float] = field(default_factory=dict)
+    privacy: dict[str, int] = field(default_factory=dict)  # a private task's spends: contributor -> micro-epsilon
 
     @property
     def rewards(self) -> dict[str, int]:
@@ -143,7 +145,8 @@ class RoundOutcome:
             task_id=self.task_id, round=self.round, base_model_cid=self.base_cid, model_cid=model_cid,
             aggregation=self.aggregation, scoring=self.scoring,
             metrics={"test_accuracy": self.metrics.accuracy, "test_loss": self.metrics.loss,
-                     "eval_samples": self.metrics.samples},
+                     "eval_samples": self.metrics.samples,
+                     **({"privacy_epsilon_micro": dict(self.privacy)} if self.privacy else {})},
             budget=self.budget, total_rewards=sum(rewards.values()),
             rewards_root="0x" + "00" * 32,  # replaced below: the root is computed from the report's own rewards
             updates=[
@@ -206,6 +209,7 @@ def compute_outcome(inputs: RoundInputs, model: nn.Module, settings: ComputeSett
         task_id=inputs.task_id, round=inputs.round, base_cid=inputs.base_cid, verdicts=tuple(verdicts),
         aggregation=rule.to_dict(), scoring=scoring_info, new_state=new_state, metrics=metrics,
         budget=inputs.budget, seconds=timer.laps,
+        privacy={u.contributor: u.epsilon_micro for u in inputs.updates if u.epsilon_micro is not None},
     )
 
 

@@ -92,6 +92,7 @@ class DemoConfig:
     workers: int | None = None
     # Keep labels on this fraction of each contributor's data (MNIST) and pseudo-label the rest (None: all labelled).
     labelled: float | None = None
+    epsilon: float | None = None           # a private task: each contributor's epsilon cap (DP-SGD, fedchain.privacy)
 
     @property
     def total_clients(self) -> int:
@@ -148,6 +149,8 @@ def _check_choices(config: DemoConfig) -> None:
     FedchainError that names the field and the accepted values."""
     if config.dataset not in DATASETS:
         raise ConfigError(f"unknown dataset {config.dataset!r}: use one of {', '.join(DATASETS)}")
+    if config.epsilon is not None and not 0 < config.epsilon < 1000:
+        raise ConfigError(f"--epsilon {config.epsilon:g}: each contributor's privacy budget must be in (0, 1000), e.g. 3")
     if config.dataset == "shakespeare":
         from fedchain.learning.text import default_shakespeare_path
 
@@ -182,14 +185,19 @@ def task_spec(config: DemoConfig, sealing_keys: list[str]) -> TaskSpec:
     if config.dataset == "shakespeare":
         if config.architecture not in (None, "char-lstm"):
             raise ConfigError(f"the Shakespeare demo trains char-lstm, not {config.architecture}: drop --architecture")
-        return shakespeare_spec(sealing_keys, sealed=sealed, aggregation=rule, scoring=scoring)
-    spec = mnist_spec(architecture=config.architecture or "cnn", sealing_keys=sealing_keys, sealed=sealed,
-                      aggregation=rule, scoring=scoring)
+        spec = shakespeare_spec(sealing_keys, sealed=sealed, aggregation=rule, scoring=scoring)
+    else:
+        spec = mnist_spec(architecture=config.architecture or "cnn", sealing_keys=sealing_keys, sealed=sealed,
+                          aggregation=rule, scoring=scoring)
     if config.labelled is not None:  # pseudo-labelling with the spec's defaults
         from fedchain.core.spec import UnlabelledConfig
 
         spec = spec.model_copy(update={"unlabelled": UnlabelledConfig()})
-    return spec
+    if config.epsilon is None:
+        return spec
+    from fedchain.privacy.presets import private_spec
+
+    return private_spec(spec, config.epsilon)
 
 
 @contextlib.contextmanager
@@ -275,31 +283,9 @@ def _run_on_network(config: DemoConfig, console: Console, rpc_url: str, ipfs_api
         if create_first:
             task_id = _fund_and_create(config, protocol, ipfs, validators, participants, run_dir, console)
         wait = [] if create_first else ["--wait-for-task", "120"]
-        accomplices = ",".join(p.account.address for p in participants if p.role != "honest")
         startup["spawned"] = time.monotonic()
-        for i, v in enumerate(validators):
-            behaviour = [] if v.role == "validator" else ["--behaviour", v.role, "--accomplices", accomplices]
-            v.process = spawn(
-                ["validate", "--task", str(task_id), "--holdout", str(holdouts[i]), "--keystore", str(v.keystore),
-                 "--sealing-key", str(_key_path(run_dir, i, config)), "--sealing-password-env",
-                 "FEDCHAIN_SEALING_PASSWORD", "--state-dir", str(run_dir / "state"), *behaviour, *wait, *common],
-                env, logs / f"{v.name}.log",
-            )
-            processes.append(v)
-        pooled = [p for p in participants if p.role == "honest"] if config.simulate else []
-        if pooled:
-            processes += _spawn_swarms(config, pooled, participants, run_dir, task_id, rpc_url, ipfs_api,
-                                       deployments_path, not create_first, env, logs)
-        for i, p in enumerate(participants):
-            if p in pooled:
-                continue
-            args = ["contribute", "--task", str(task_id), "--data", str(p.data), "--keystore", str(p.keystore),
-                    "--state-dir", str(run_dir / "state"), "--seed", str(config.seed * 100 + i), "--no-progress",
-                    *wait, *common]
-            if p.role != "honest":
-                args += ["--attack", p.role]
-            p.process = spawn(args, env, logs / f"{p.name}.log")
-            processes.append(p)
+        _spawn_roles(config, spawn, validators, participants, holdouts, run_dir, task_id, wait, common, env, logs,
+                     rpc_url, ipfs_api, deployments_path, create_first, processes)
         startup["launched"] = time.monotonic()
         if not create_first:
             created = _fund_and_create(config, protocol, ipfs, validators, participants, run_dir, console)
@@ -324,8 +310,12 @@ def _run_on_network(config: DemoConfig, console: Console, rpc_url: str, ipfs_api
         report["committee"] = committee_summary(protocol, task_id, validators, report)
         print_committee(console, report["committee"])
     report["outcome"] = outcome_summary(report, {p.account.address: p.samples for p in participants if p.data})
+    if config.epsilon is not None:
+        report["privacy"] = _privacy_ledger(protocol, task_id, participants)
     _write_outputs(config, report, console)
     _print_rewards(console, report, participants)
+    if "privacy" in report:
+        _print_privacy(console, report["privacy"], participants)
     console.print(f"demo finished in {time.monotonic() - started:.1f} s; report: {config.report}")
     keys = (str(run_dir / "validator.key") if config.validators == 1
             else ", ".join(str(_key_path(run_dir, i, config)) for i in range(config.validators)))
@@ -584,6 +574,38 @@ def _startup_summary(startup: dict, started: float, spawn: _Spawner) -> dict:
     }
 
 
+def _spawn_roles(config: DemoConfig, spawn: _Spawner, validators: list[Participant], participants: list[Participant],
+                 holdouts: list[Path], run_dir: Path, task_id, wait: list[str], common: list[str], env: dict,
+                 logs: Path, rpc_url: str, ipfs_api: str, deployments_path: Path,
+                 create_first: bool, processes: list[Participant]) -> None:
+    """Start the validators' and contributors' processes (in simulation mode, honest contributors in swarms), each
+    added to `processes` as it starts (so that the caller stops every started one if a later start fails)."""
+    accomplices = ",".join(p.account.address for p in participants if p.role != "honest")
+    for i, v in enumerate(validators):
+        behaviour = [] if v.role == "validator" else ["--behaviour", v.role, "--accomplices", accomplices]
+        v.process = spawn(
+            ["validate", "--task", str(task_id), "--holdout", str(holdouts[i]), "--keystore", str(v.keystore),
+             "--sealing-key", str(_key_path(run_dir, i, config)), "--sealing-password-env",
+             "FEDCHAIN_SEALING_PASSWORD", "--state-dir", str(run_dir / "state"), *behaviour, *wait, *common],
+            env, logs / f"{v.name}.log",
+        )
+        processes.append(v)
+    pooled = [p for p in participants if p.role == "honest"] if config.simulate else []
+    if pooled:
+        processes += _spawn_swarms(config, pooled, participants, run_dir, task_id, rpc_url, ipfs_api,
+                                   deployments_path, not create_first, env, logs)
+    for i, p in enumerate(participants):
+        if p in pooled:
+            continue
+        args = ["contribute", "--task", str(task_id), "--data", str(p.data), "--keystore", str(p.keystore),
+                "--state-dir", str(run_dir / "state"), "--seed", str(config.seed * 100 + i), "--no-progress",
+                *wait, *common]
+        if p.role != "honest":
+            args += ["--attack", p.role]
+        p.process = spawn(args, env, logs / f"{p.name}.log")
+        processes.append(p)
+
+
 def _spawn_swarms(config: DemoConfig, pooled: list[Participant], participants: list[Participant], run_dir: Path,
                   task_id, rpc_url: str, ipfs_api: str, deployments_path: Path, wait_for_task: bool, env: dict,
                   logs: Path) -> list[Participant]:
@@ -814,6 +836,26 @@ def _add_declarations(protocol, task_id: int, round_index: int, updates: list[di
     for u in updates:
         if u["contributor"] in declared:
             u["pseudo_labels_on_chain"] = declared[u["contributor"]]
+
+
+def _privacy_ledger(protocol, task_id, participants: list[Participant]) -> dict:
+    """Each contributor's epsilon as the chain's ledger holds it, and the task's cap."""
+    from fedchain.privacy.accounting import from_micro
+
+    return {"epsilon_cap": from_micro(protocol.privacy_cap(task_id)),
+            "spent": {p.account.address: from_micro(protocol.privacy_spent(task_id, p.account.address))
+                      for p in participants}}
+
+
+def _print_privacy(console: Console, privacy: dict, participants: list[Participant]) -> None:
+    table = Table(title=f"privacy ledger (on chain): epsilon spent of each contributor's cap {privacy['epsilon_cap']:g}")
+    for col in ("contributor", "role", "epsilon spent", "left"):
+        table.add_column(col)
+    for p in participants:
+        spent = privacy["spent"][p.account.address]
+        table.add_row(f"{p.name} {p.account.address[:10]}…", p.role, f"{spent:.4f}",
+                      f"{privacy['epsilon_cap'] - spent:.4f}")
+    console.print(table)
 
 
 def _write_outputs(config: DemoConfig, report: dict, console: Console) -> None:

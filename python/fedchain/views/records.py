@@ -142,6 +142,30 @@ def claims(index: EventIndex, task_id: int) -> list[RewardClaim]:
             for e in index.logs(task_id=task_id, events=("RewardClaimed",))]
 
 
+@dataclass(frozen=True)
+class PrivacySpend:
+    """A private submission's declared cumulative spend for its task (PrivacySpent), in micro-epsilon."""
+
+    task_id: int
+    round: int
+    contributor: str
+    epsilon_micro: int
+    block_number: int
+
+
+def privacy_cap(index: EventIndex, task_id: int) -> int | None:
+    """The task's per-contributor cap in micro-epsilon (PrivacyCapSet), None for a plain task."""
+    found = index.logs(task_id=task_id, events=("PrivacyCapSet",), contract="TaskManager")
+    return int(found[0].args["epsilonCap"]) if found else None
+
+
+def privacy_spends(index: EventIndex, task_id: int, round_index: int | None = None) -> list[PrivacySpend]:
+    """PrivacySpent, in chain order: each contributor's latest is its spend for the task so far."""
+    return [PrivacySpend(e.args["taskId"], e.args["round"], e.args["contributor"], e.args["epsilon"], e.block_number)
+            for e in index.logs(task_id=task_id, events=("PrivacySpent",), round_index=round_index,
+                                contract="TaskManager")]
+
+
 def slashes(index: EventIndex, task_id: int) -> list[Slash]:
     return [Slash(e.args["taskId"], e.args["round"], e.args["account"], e.args["amount"], _bytes(e.args["evidence"]),
                   e.block_number)

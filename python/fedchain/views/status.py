@@ -15,9 +15,10 @@ from fedchain.chain.units import format_fed
 from fedchain.content.client import IpfsClient
 from fedchain.core.cid import digest_to_cid
 from fedchain.errors import FedchainError
+from fedchain.privacy.accounting import EPSILON_SCALE
 from fedchain.state import write_bytes_atomic
 from fedchain.views.index import EventIndex
-from fedchain.views.records import cached_report, finalizations, pseudo_label_declarations
+from fedchain.views.records import cached_report, finalizations, privacy_cap, privacy_spends, pseudo_label_declarations
 from fedchain.views.taskview import TaskView
 
 
@@ -102,14 +103,28 @@ def task_status(protocol: Protocol, ipfs: IpfsClient, task_id: int, now: float |
     for c in contributors.values():
         c["mean_score"] = c.pop("score_sum") / max(c["updates"], 1)
         c["rewards"] = str(c["rewards"])
+    privacy = _privacy_ledger(events, task_id)
+    if privacy is not None:
+        for address, spent in privacy["spent"].items():
+            if address in contributors:
+                contributors[address]["epsilon"] = spent
     phase = "ended" if info.ended else ("cancelled" if info.cancelled else "running")
     symbol, decimals = protocol.token_meta(info.reward_token)
     return {
         "task_id": task_id, "phase": phase, "owner": info.owner, "validator": info.validator,
         "num_rounds": info.num_rounds, "current_round": info.current_round, "funded": str(info.funded),
         "paid_out": str(info.paid_out), "token": {"address": info.reward_token, "symbol": symbol, "decimals": decimals},
-        "rounds": rounds, "contributors": contributors,
+        "rounds": rounds, "contributors": contributors, "privacy": privacy,
     }
+
+
+def _privacy_ledger(events: EventIndex, task_id: int) -> dict | None:
+    """A private task's cap and each contributor's latest declared spend (epsilon), None for a plain task."""
+    cap = privacy_cap(events, task_id)
+    if cap is None:
+        return None
+    spent = {s.contributor: s.epsilon_micro / EPSILON_SCALE for s in privacy_spends(events, task_id)}  # latest wins
+    return {"epsilon_cap": cap / EPSILON_SCALE, "spent": spent}
 
 
 def task_details(protocol: Protocol, task_id: int, now: float | None = None) -> list[tuple[str, str]]:
@@ -135,6 +150,9 @@ def task_details(protocol: Protocol, task_id: int, now: float | None = None) -> 
         ("funded", amount(info.funded)), ("paid out", amount(info.paid_out)), ("refunded", amount(info.refunded)),
         ("carried over", amount(info.carry)),
     ]
+    cap = protocol.privacy_cap(task_id)
+    if cap:
+        rows.append(("privacy", f"private task: each contributor's epsilon at most {cap / EPSILON_SCALE:g}"))
     if not info.ended:
         r = protocol.round(task_id, info.current_round)
         d = describe_round(r, info.current_round, info, now)

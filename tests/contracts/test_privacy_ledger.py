@@ -111,7 +111,22 @@ def test_added_gas_per_private_submission(chain, manager, fed, owner, validator,
     assert first_private - first_plain < 30_000  # the contributor's fresh ledger slot for the task (20k of it)
 
 
-def test_paused_refuses_private_submissions(manager, admin, alice, private_task):
+def test_a_pause_does_not_stop_private_submissions(manager, admin, alice, private_task):
+    """As submitUpdate: a pause stops new tasks only, so that it cannot run rounds out empty."""
     manager.pause(sender=admin)
-    with ape.reverts(manager.EnforcedPause):
-        manager.submitPrivateUpdate(private_task, 0, digest(1), 10, 1, sender=alice)
+    manager.submitPrivateUpdate(private_task, 0, digest(1), 10, 1, sender=alice)
+    assert manager.privacySpentOf(private_task, alice) == 1
+
+
+def test_a_cap_above_what_a_task_stores_is_refused(manager, owner, fed, validator):
+    with ape.reverts(manager.TaskManagerPrivacyCapTooLarge):
+        manager.createPrivateTask(task_params(fed, validator), 2**32, sender=owner)
+
+
+def test_other_submit_functions_refuse_a_private_task(manager, alice, private_task):
+    """Only the ledger's submit function may submit to a private task: the others would skip the spend."""
+    with ape.reverts(manager.TaskManagerPrivateTask):
+        manager.submitUpdateWithPseudoLabels(private_task, 0, digest(3), 15, b"\x01" * 32, 15 << 96,
+                                             b"\x00" * 40, sender=alice)
+    with ape.reverts(manager.TaskManagerPrivateTask):
+        manager.submitUpdateDisplacing(private_task, 0, digest(4), 10, alice, sender=alice)

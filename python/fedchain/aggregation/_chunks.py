@@ -23,6 +23,7 @@ CHUNK = 32_768  # elements of D per chunk (ATen's grain size: one op never spans
 LANES = 4_096  # reproducible Gram: products accumulate element-wise into this many float64 lanes, fixed forever
 NORM_LANES = 32_768  # reproducible squared norms: likewise, with more lanes
 PARTS = 2  # ... in this many partial sums over spans of D (part of the definition of the result; keep it)
+GRAM_CHUNK_BYTES = 64 * 1024 * 1024  # memory for the Gram's lane accumulators at a time (not part of the result)
 
 S = TypeVar("S")
 
@@ -106,15 +107,24 @@ def reproducible_gram(buffer: torch.Tensor, rows: list[int] | None = None) -> to
     r, d = index.numel(), buffer.shape[1]
     bounds = _part_bounds(d, LANES)
 
+    # The (rows, R, LANES) accumulators are built a few rows at a time (GRAM_CHUNK_BYTES): each entry is summed
+    # exactly as before (the same products into the same lanes in the same order), in bounded memory; all at once
+    # they took R * R * LANES * 8 bytes, twice (328 MB, twice, at R = 100).
+    step = max(1, GRAM_CHUNK_BYTES // max(1, r * LANES * 8))
+
     def one_part(p: int) -> torch.Tensor:
-        acc = torch.zeros(r, r, LANES, dtype=torch.float64)
+        out = torch.zeros(r, r, dtype=torch.float64)
         block = torch.empty(r, LANES, dtype=torch.float64)
-        for start in range(bounds[p], bounds[p + 1], LANES):
-            n = min(LANES, bounds[p + 1] - start)
-            block[:, :n].copy_(buffer[:, start : start + n].index_select(0, index))
-            for a in range(r):
-                acc[a, a:, :n].addcmul_(block[a:, :n], block[a, :n])
-        return tree_sum_lanes(acc)
+        for a0 in range(0, r, step):
+            a1 = min(r, a0 + step)
+            acc = torch.zeros(a1 - a0, r, LANES, dtype=torch.float64)
+            for start in range(bounds[p], bounds[p + 1], LANES):
+                n = min(LANES, bounds[p + 1] - start)
+                block[:, :n].copy_(buffer[:, start : start + n].index_select(0, index))
+                for a in range(a0, a1):
+                    acc[a - a0, a:, :n].addcmul_(block[a:, :n], block[a, :n])
+            out[a0:a1] = tree_sum_lanes(acc)
+        return out
 
     upper = torch.triu(_run_parts(one_part))
     return upper + torch.triu(upper, diagonal=1).T

@@ -60,6 +60,19 @@ class ProcessSampler(threading.Thread):
             pass
         return 0
 
+    @staticmethod
+    def _launched_role(pid: int) -> str | None:
+        """A role process forked from the demo's launcher keeps the launcher's command line: its role is in the name
+        of the log file its stdout goes to (validator*.log; every other role log is a contributor's). The launcher
+        itself writes to no role log."""
+        try:
+            log = Path(os.readlink(f"/proc/{pid}/fd/1"))
+        except OSError:
+            return None
+        if log.suffix != ".log" or log.parent.name != "logs":
+            return None
+        return "validator" if log.name.startswith("validator") else "contributor"
+
     def run(self) -> None:
         import psutil
 
@@ -76,6 +89,8 @@ class ProcessSampler(threading.Thread):
                     continue
                 if "fedchain.sim.swarm" in cmd:
                     role: str | None = "contributor"
+                elif "fedchain.sim.launcher" in cmd:
+                    role = self._launched_role(child.pid)
                 elif "fedchain.cli.main" not in cmd:
                     continue
                 else:

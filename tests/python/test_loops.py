@@ -279,7 +279,7 @@ def _training_contributor(tmp_path, chain, ipfs, trained: list[int]) -> Contribu
     client.task.global_model = lambda r: SimpleNamespace(cid="QmBase", state={})
     client.task.base_model_cid = lambda r: "QmBase"
     client.build_payload = lambda r, base, n, delta: b"sealed update of round %d" % r
-    chain.submit_update = lambda account, task_id, r, digest, n: SimpleNamespace(gas_used=60_000)
+    chain.submit_update = lambda account, task_id, r, digest, n, epsilon=None: SimpleNamespace(gas_used=60_000)
     return client
 
 
@@ -495,6 +495,17 @@ def test_validator_marks_an_update_unavailable_only_when_its_node_answers(tmp_pa
     sub = SimpleNamespace(contributor="0x" + "33" * 20, digest=bytes.fromhex("cd" * 32))
     fetched = _fetching_validator(tmp_path, DownThenUpIpfs(down=0, content={}))._fetch_update(sub, deadline=2**40)
     assert fetched == Reason.UNAVAILABLE
+
+
+def test_a_fetch_refused_by_a_restarting_node_is_not_unavailable(tmp_path, monkeypatch):
+    """The node is down for the fetch and back up by the liveness check (a restart, as the fault harness found):
+    the update was never asked of a node that answers, so it is fetched again, not marked unavailable."""
+    from fedchain.core.cid import digest_to_cid
+
+    monkeypatch.setattr("fedchain.roles.retry.time.sleep", lambda s: None)
+    sub = SimpleNamespace(contributor="0x" + "33" * 20, digest=bytes.fromhex("cd" * 32))
+    ipfs = DownThenUpIpfs(down=1, content={digest_to_cid(sub.digest): b"the update"})  # only the first cat fails
+    assert _fetching_validator(tmp_path, ipfs)._fetch_update(sub, deadline=2**40) == b"the update"
 
 
 def test_validator_whose_round_outlasted_an_outage_goes_on(tmp_path, monkeypatch):

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from fedchain.aggregation import canonical_order
 from fedchain.chain.protocol import Protocol, Submission
 from fedchain.content.client import IpfsClient
-from fedchain.content.errors import ContentError, ContentTooLargeError
+from fedchain.content.errors import ContentError, ContentTooLargeError, NodeUnreachableError
 from fedchain.core.cid import digest_to_cid
 from fedchain.core.envelope import EnvelopeError, decode_update
 from fedchain.core.reasons import Reason
@@ -196,7 +196,9 @@ class UpdateCollector:
                 log.warning("update %s from %s rejected: %s", cid, sub.contributor, exc)
                 return Reason.TOO_LARGE
             except ContentError as exc:
-                if node_is_up(self.ipfs):
+                # Our node not answering says nothing about the update, even if it answers again by the time we
+                # ask (a node restarting: the fault harness found this race).
+                if not isinstance(exc, NodeUnreachableError) and node_is_up(self.ipfs):
                     log.warning("update %s from %s is unavailable: %s", cid, sub.contributor, exc)
                     return Reason.UNAVAILABLE
                 log.warning("cannot fetch update %s: this party's IPFS node at %s is down; waiting for it "

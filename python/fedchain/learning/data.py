@@ -89,15 +89,8 @@ def load_npz(path: str | Path, spec: TaskSpec | None = None) -> tuple[np.ndarray
     Returns (x float32 (N, *input_shape), y int64 (N,)). Raises DataError with a message saying what to fix.
     """
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"data file {str(p)!r} not found")
-    if p.is_dir():
-        raise DataError(f"data file {str(p)!r} is a directory; give the path of an .npz file")
     try:
-        archive = np.load(p, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise DataError(f"{p}: not an .npz archive (a single .npy array?); save with np.savez(path, x=.., y=..)")
-        with archive:
+        with open_npz(p) as archive:
             missing = [k for k in ("x", "y") if k not in archive.files]
             if missing:
                 raise DataError(
@@ -120,6 +113,19 @@ def load_npz(path: str | Path, spec: TaskSpec | None = None) -> tuple[np.ndarray
     if spec is None:
         return validate_arrays(x, y, source=str(p))
     return validate_arrays(x, y, spec.input_shape, spec.num_classes, source=str(p))
+
+
+def open_npz(p: Path) -> np.lib.npyio.NpzFile:
+    """The .npz archive at `p`, never unpickling (DataError for a missing path, a directory or a single .npy array;
+    np.load's own errors pass through for the caller to word)."""
+    if not p.exists():
+        raise DataError(f"data file {str(p)!r} not found")
+    if p.is_dir():
+        raise DataError(f"data file {str(p)!r} is a directory; give the path of an .npz file")
+    archive = np.load(p, allow_pickle=False)
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(f"{p}: not an .npz archive (a single .npy array?); save with np.savez(path, x=.., y=..)")
+    return archive
 
 
 def _check_declared_size(archive: np.lib.npyio.NpzFile, name: str, path: Path) -> None:

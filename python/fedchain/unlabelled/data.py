@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedchain.learning.data import DataError, _check_declared_size, validate_arrays
+from fedchain.learning.data import DataError, _check_declared_size, open_npz, validate_arrays
 
 if TYPE_CHECKING:
     from fedchain.core.spec import TaskSpec
@@ -71,15 +71,8 @@ def load_partly_labelled(path: str | Path, spec: TaskSpec | None = None) -> tupl
 
 def _read_arrays(p: Path) -> dict[str, np.ndarray]:
     """x, y and x_unlabelled as the archive holds them (headers checked before anything is read)."""
-    if not p.exists():
-        raise DataError(f"data file {str(p)!r} not found")
-    if p.is_dir():
-        raise DataError(f"data file {str(p)!r} is a directory; give the path of an .npz file")
     try:
-        archive = np.load(p, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise DataError(f"{p}: not an .npz archive (a single .npy array?); save with np.savez(path, x=.., y=..)")
-        with archive:
+        with open_npz(p) as archive:
             names = set(archive.files)
             if ("x" in names) != ("y" in names):
                 raise DataError(f"{p}: x and y go together (found only {'x' if 'x' in names else 'y'}); use y = -1 "

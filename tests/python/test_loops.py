@@ -73,7 +73,8 @@ class ScriptedChain:
         return []
 
     def task(self, task_id: int):
-        return SimpleNamespace(ended=self.ended, current_round=self.current, min_contributor_stake=100 * 10**18)
+        return SimpleNamespace(ended=self.ended, current_round=self.current, min_contributor_stake=100 * 10**18,
+                               num_rounds=self.num_rounds)
 
     def round(self, task_id: int, round_index: int):
         phase = self.phase if round_index == self.current else RoundPhase.FINALIZED
@@ -98,6 +99,25 @@ class ScriptedChain:
         return SimpleNamespace(gas_used=100_000)
 
 
+class ScriptedEvents:
+    """The confirmed events of a scripted chain: every round opened, no result (the loops read state, not logs)."""
+
+    confirmations = 0
+    index = None
+
+    def refresh(self) -> int:
+        return 0
+
+    def wait_for(self, what, ready, until, poll=0.5) -> bool:
+        return ready()
+
+    def round_opened(self, task_id: int, round_index: int) -> bool:
+        return True
+
+    def finalizations(self, task_id: int, round_index=None) -> list:
+        return []
+
+
 def make_contributor(tmp_path, chain: ScriptedChain, on_round) -> Contributor:
     spec = mnist_spec("mlp")
     data = tmp_path / "data.npz"
@@ -112,6 +132,7 @@ def make_contributor(tmp_path, chain: ScriptedChain, on_round) -> Contributor:
                                claim_at_end=False, progress=False)
     client = Recording(chain, ipfs=None, account=account, config=config)
     client.task.__dict__["spec"] = spec  # the spec would come from IPFS
+    client.task.__dict__["events"] = ScriptedEvents()  # the confirmed events would come from the chain's logs
     return client
 
 
@@ -244,7 +265,7 @@ def test_contributor_with_max_rounds_does_not_wait_for_the_whole_task(tmp_path, 
 
     claimed = []
     monkeypatch.setattr("fedchain.roles.contributor.time.sleep", tick)
-    monkeypatch.setattr("fedchain.roles.contributor.claimable_rewards", lambda *a: claimed.append(1) or [])
+    monkeypatch.setattr("fedchain.roles.contributor.claimable_rewards", lambda *a, **k: claimed.append(1) or [])
     client = make_contributor(tmp_path, chain, on_round)
     client.config = replace(client.config, claim_at_end=True)
     assert [o.round for o in client.run(max_rounds=1)] == [0]
@@ -334,6 +355,9 @@ def _bare_validator(tmp_path, chain: ScriptedChain) -> Validator:
     validator.account = SimpleNamespace(address="0x" + "22" * 20)
     validator.config = ValidatorConfig(task_id=0, holdout_path=tmp_path / "none.npz", state_dir=tmp_path)
     validator._checkpoint_dir = tmp_path / "validator-task0"
+    validator.collector = SimpleNamespace(  # what the chain confirmed: here, what the scripted chain says
+        confirmed_submissions=lambda round_index, deadline=None: chain.submissions(0, round_index),
+        deadline=lambda round_index: 2.0**40)
     return validator
 
 
@@ -541,35 +565,12 @@ def test_contributor_that_can_no_longer_stake_claims_what_it_earned_then_says_wh
         return RoundOutcome(r, "Qm", 4, 0.0, 60_000)
 
     claimed = []
-    monkeypatch.setattr("fedchain.roles.contributor.claimable_rewards", lambda *a: claimed.append(1) or [])
+    monkeypatch.setattr("fedchain.roles.contributor.claimable_rewards", lambda *a, **k: claimed.append(1) or [])
     client = make_contributor(tmp_path, chain, on_round)
     client.config = replace(client.config, claim_at_end=True)
     with pytest.raises(CannotStakeError, match="cannot stake the 100 FED"):
         client.run()
     assert claimed == [1]  # round 0's reward was claimed before it stopped
-
-
-def test_collector_reads_a_rounds_submissions_only_once_they_are_confirmed(monkeypatch):
-    """With 3 confirmations the collector waits while the last submission is less deep, then reads up to the
-    confirmed block, so a submission a reorganisation could still drop is never acted on."""
-    monkeypatch.setattr("fedchain.roles.collect.time.sleep", lambda s: None)
-    chain = ScriptedChain(rounds=1)  # every block_number() call moves the head one block on
-    reads = []
-
-    def submissions(task_id, round_index, to_block="latest"):
-        reads.append(to_block)
-        subs = [SimpleNamespace(contributor="0x" + "33" * 20, block_number=1), SimpleNamespace(contributor="0x"
-                + "44" * 20, block_number=4)]
-        return [s for s in subs if to_block == "latest" or s.block_number <= to_block]
-
-    chain.submissions = submissions
-    collector = object.__new__(UpdateCollector)
-    collector.protocol, collector.task_id, collector.confirmations = chain, 0, 3
-    got = collector.confirmed_submissions(0)
-    assert [s.block_number for s in got] == [1, 4]
-    assert chain.blocks == 7 and reads[-1] == 4  # waited until block 7 (= 4 + 3), then read up to block 4
-    collector.confirmations = 0
-    assert len(collector.confirmed_submissions(0)) == 2 and reads[-1] == "latest"
 
 
 def test_contributor_started_while_its_ipfs_node_is_down_waits_for_the_spec(tmp_path, monkeypatch):

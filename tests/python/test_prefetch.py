@@ -54,10 +54,10 @@ def _update(ipfs: CountingIpfs, i: int, round_index: int = 3, signer: int | None
 
 def _collector(subs_by_round: dict[int, list], ipfs: CountingIpfs) -> UpdateCollector:
     collector = UpdateCollector.__new__(UpdateCollector)
-    collector.protocol = SimpleNamespace(submissions=lambda task_id, r: subs_by_round.get(r, []),
-                                         pseudo_label_declarations=lambda task_id, r: [])
+    events = SimpleNamespace(submissions=lambda task_id, r: subs_by_round.get(r, []),  # the confirmed events
+                             pseudo_label_declarations=lambda task_id, r: [])
     collector.ipfs, collector.task_id, collector.sealing_key = ipfs, 0, None
-    collector.task = SimpleNamespace(spec=SPEC, layout=LAYOUT, base_model_cid=lambda r: BASE)
+    collector.task = SimpleNamespace(spec=SPEC, layout=LAYOUT, base_model_cid=lambda r: BASE, events=events)
     collector._prefetch_round, collector._prefetched, collector._prefetch_tried = None, {}, set()
     collector._declared, collector._pseudo_labels = {}, {}
     return collector

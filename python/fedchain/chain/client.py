@@ -244,6 +244,12 @@ class Chain:
         if self.is_dev_chain() and self.timestamp() < time.time() - lag:
             self.w3.provider.make_request(RPCEndpoint("evm_mine"), [])
 
+    def mine_if_dev(self) -> None:
+        """On Anvil or Hardhat, mine an empty block: blocks come only with transactions there, so a wait for a
+        confirmations depth would never end. Real chains produce blocks on their own: nothing is sent."""
+        if self.is_dev_chain():
+            self.w3.provider.make_request(RPCEndpoint("evm_mine"), [])
+
     def block_number(self) -> int:
         return self.w3.eth.block_number
 

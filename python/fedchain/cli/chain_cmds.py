@@ -114,6 +114,10 @@ def contribute(
     attack: str | None = typer.Option(None, hidden=True, help="Demo only: behave as this attacker."),
     wait_for_task: float = typer.Option(0.0, help="Seconds to wait for the task to be created (for scripts)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the training progress bar."),
+    confirmations: int | None = typer.Option(
+        None, "--confirmations", min=0, envvar="FEDCHAIN_CONFIRMATIONS",
+        help="Blocks deep a round's opening (so its base model) and the results must be before they are trained on "
+        "or claimed from (default: 0 on a local devnet, 3 elsewhere)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
     rpc_url: str = RpcUrl, ipfs_api: str = IpfsApi, deployments: Path = DeploymentsOpt, password_env: str = PasswordEnv,
 ) -> None:
@@ -128,7 +132,8 @@ def contribute(
     _wait_for_task(protocol, task, wait_for_task, warm="fedchain.roles.contributor")
     from fedchain.roles.contributor import Contributor, ContributorConfig
 
-    config = ContributorConfig(task_id=task, data_path=data, state_dir=state_dir, seed=seed, progress=not no_progress)
+    config = ContributorConfig(task_id=task, data_path=data, state_dir=state_dir, seed=seed, progress=not no_progress,
+                               confirmations=confirmations)
     contributor = Contributor(protocol, ipfs, account, config)
     if attack:
         from fedchain.sim.adversary import configure_attacker

@@ -1,7 +1,8 @@
 """Collecting a round's inputs: the chain's submissions, each fetched, verified, opened and decoded into its row.
 
 Shared by the single validator and by committee members: both compute the round from these inputs
-(fedchain.roles.round.RoundInputs). Outages: while this party's own IPFS node is down it waits and retries (until the
+(fedchain.roles.round.RoundInputs). The submissions, declarations and base model come from confirmed events only
+(fedchain.views.confirmed): a round is collected once its close is `confirmations` blocks deep. Outages: while this party's own IPFS node is down it waits and retries (until the
 round's aggregation deadline) instead of marking updates unavailable; an update is `unavailable` only when the node
 answers and the content cannot be fetched.
 """
@@ -34,6 +35,7 @@ from fedchain.roles.retry import STARTUP_WAIT, node_is_up, patiently
 from fedchain.roles.round import RoundInputs, SubmittedUpdate
 from fedchain.unlabelled.checks import check_record
 from fedchain.unlabelled.record import Summary
+from fedchain.views.confirmed import ConfirmedEvents
 from fedchain.views.taskview import TaskView
 
 log = logging.getLogger(__name__)
@@ -45,13 +47,14 @@ class UpdateCollector:
     """A task's view, this party's held-out data and model, and the fetching of each round's updates."""
 
     def __init__(self, protocol: Protocol, ipfs: IpfsClient, task_id: int, holdout_path: Path | None,
-                 sealing_key: X25519PrivateKey | None, device: str | None = None, confirmations: int = 0) -> None:
+                 sealing_key: X25519PrivateKey | None, device: str | None = None,
+                 confirmations: int | None = None) -> None:
         self.protocol = protocol
-        self.confirmations = confirmations  # blocks a submission must lie below the head before it is acted on
         self.ipfs = ipfs
         self.task_id = task_id
         self.sealing_key = sealing_key
-        self.task = TaskView(protocol, ipfs, task_id)
+        # confirmations: blocks below the head an event must lie before it is acted on (None: the chain's default)
+        self.task = TaskView(protocol, ipfs, task_id, confirmations)
         # A role restarted while its IPFS node is also restarting waits for it rather than exiting (cached after).
         patiently("fetch the task's spec", lambda: self.task.spec, until=time.time() + STARTUP_WAIT)
         self.device = torch.device(device) if device else pick_device()
@@ -83,10 +86,10 @@ class UpdateCollector:
         Returns how many updates were prefetched."""
         if self._prefetch_round != round_index:
             self._prefetch_round, self._prefetched, self._prefetch_tried = round_index, {}, set()
-        base_cid = self.task.base_model_cid(round_index)
+        base_cid = self.task.base_model_cid(round_index)  # brings the confirmed events up to date
         row_bytes = self.task.layout.total * 4
         done = 0
-        for sub in self.protocol.submissions(self.task_id, round_index):
+        for sub in self.events.submissions(self.task_id, round_index):
             key = (sub.digest, sub.contributor.lower(), sub.num_samples, base_cid)
             if key in self._prefetch_tried:
                 continue
@@ -108,12 +111,19 @@ class UpdateCollector:
         """Read what the round's submissions declared on chain beside their digests (PseudoLabelsDeclared, a private
         task's PrivacySpent), forgetting older rounds'."""
         self._spends = {round_index: (
-            self.protocol.privacy_spends(self.task_id, round_index, self.protocol.deployments.block)
-            if self.task.spec.privacy is not None else {})}
+            self.events.privacy_spends(self.task_id, round_index) if self.task.spec.privacy is not None else {})}
         self._declared = {round_index: {
             d.contributor: Summary.from_event(d.summary, d.labels_root, d.histogram)
-            for d in self.protocol.pseudo_label_declarations(self.task_id, round_index)}}
+            for d in self.events.pseudo_label_declarations(self.task_id, round_index)}}
         self._pseudo_labels = {k: v for k, v in self._pseudo_labels.items() if k[0] == round_index}
+
+    @property
+    def events(self) -> ConfirmedEvents:
+        return self.task.events
+
+    @property
+    def confirmations(self) -> int:
+        return self.events.confirmations
 
     def deadline(self, round_index: int) -> float:
         return float(self.protocol.round(self.task_id, round_index).aggregation_deadline)
@@ -121,9 +131,9 @@ class UpdateCollector:
     def collect(self, round_index: int) -> RoundInputs:
         """The round's inputs: its submissions in canonical order, each fetched, verified and decoded into its row."""
         deadline = self.deadline(round_index)
+        on_chain = self.confirmed_submissions(round_index, deadline)  # in chain order (block, log index)
         base = patiently(f"fetch round {round_index}'s base model", lambda: self.task.global_model(round_index),
                          until=deadline)
-        on_chain = self.confirmed_submissions(round_index, deadline)  # in chain order (block, log index)
         log.info("round %d: aggregating %d submission(s)", round_index, len(on_chain))
         # Rows in canonical order (by contributor address): the result never depends on arrival order.
         subs = [on_chain[i] for i in canonical_order([s.contributor for s in on_chain])]
@@ -164,27 +174,24 @@ class UpdateCollector:
         )
 
     def confirmed_submissions(self, round_index: int, deadline: float | None = None) -> list[Submission]:
-        """The round's submissions once the last of them is `confirmations` blocks deep, read up to that depth: a
-        submission a reorganisation may still drop is never aggregated, scored or slashed. (Called once the round
-        stopped taking submissions; with 0 confirmations, a devnet's default, it is the plain read.)"""
-        while True:
-            head = self.protocol.chain.block_number()
-            confirmed = head - self.confirmations
-            latest = self.protocol.submissions(self.task_id, round_index)
-            if self.confirmations == 0 or all(s.block_number <= confirmed for s in latest):
-                if self.confirmations == 0:
-                    return latest
-                return self.protocol.submissions(self.task_id, round_index, to_block=max(confirmed, 0))
-            if deadline is not None and time.time() >= deadline:
-                return self.protocol.submissions(self.task_id, round_index, to_block=max(confirmed, 0))
-            log.info("round %d: waiting for its submissions to be %d blocks deep", round_index, self.confirmations)
-            self.protocol.chain.sync_clock()  # on Anvil, blocks come only with transactions
-            time.sleep(1.0)
+        """The round's submissions once the round's close is `confirmations` blocks deep (its SubmissionsClosed, or
+        a block past its submission deadline): a submission a reorganisation may still drop, or one that may still
+        come, is never aggregated, scored or slashed. Called once the round stopped taking submissions; should the
+        aggregation deadline come first, what is confirmed by then."""
+        info = self.protocol.round(self.task_id, round_index)
+        closed = self.events.wait_for(
+            f"round {round_index}'s close", lambda: self.events.round_closed(self.task_id, round_index,
+                                                                             info.submission_deadline),
+            until=float("inf") if deadline is None else deadline)
+        if not closed:
+            log.warning("round %d: its close was not %d blocks deep by the aggregation deadline: acting on the "
+                        "submissions confirmed so far", round_index, self.confirmations)
+        return self.events.submissions(self.task_id, round_index)
 
     def _digests_before(self, round_index: int) -> set[bytes]:
         """Digests submitted in earlier rounds of this task: the same bytes again are a replay (they bind an earlier
         round, so no submission of this round can own them)."""
-        return {s.digest for s in self.protocol.submissions(self.task_id) if s.round < round_index}
+        return self.events.digests_before(self.task_id, round_index)
 
     def _fetch_update(self, sub: Submission, deadline: float) -> bytes | Reason:
         """The update's bytes; a reason code only for the update's own fault: while our own node is down, wait."""

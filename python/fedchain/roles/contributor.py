@@ -46,6 +46,7 @@ from fedchain.views.taskview import TaskView
 
 log = logging.getLogger(__name__)
 STALL_CHECK_SECONDS = 5.0  # how often a waiting contributor checks for a missed aggregation deadline
+CLAIM_CONFIRMATION_WAIT = 600.0  # seconds to wait for the results to be confirmed before claiming the confirmed ones
 
 
 class CannotStakeError(FedchainError):
@@ -63,6 +64,7 @@ class ContributorConfig:
     claim_at_end: bool = True
     device: str | None = None            # None: CUDA when available, else CPU
     trainer: Trainer | None = field(default=None, repr=False)  # None: the one the task's spec asks for
+    confirmations: int | None = None     # blocks deep the base model and results must be (None: 0 on a devnet, else 3)
 
 
 _Declared = tuple[bytes, int, bytes]  # a pseudo-label declaration: (root, packed summary, histogram)
@@ -84,7 +86,7 @@ class Contributor:
         self.ipfs = ipfs
         self.account = account
         self.config = config
-        self.task = TaskView(protocol, ipfs, config.task_id)
+        self.task = TaskView(protocol, ipfs, config.task_id, config.confirmations)
         self.device = torch.device(config.device) if config.device else pick_device()
         self._trainer = config.trainer
         self.claimed = 0  # what claim() claimed in this process, in the smallest unit
@@ -242,6 +244,14 @@ class Contributor:
     def contribute_round(self, round_index: int, data: LocalData) -> RoundOutcome | None:
         """Train (or reuse the update already trained for this round), pin and submit; None if the round closed."""
         deadline = float(self.protocol.round(self.config.task_id, round_index).submission_deadline)
+        events = self.task.events
+        # The base model is the latest finalization before the round: final once the round's opening is confirmed.
+        if not events.wait_for(f"round {round_index}'s opening", lambda: events.round_opened(self.config.task_id,
+                                                                                             round_index),
+                               until=deadline, poll=self.config.poll_interval):
+            log.warning("round %d: its opening was not %d blocks deep before its submission deadline: skipped",
+                        round_index, events.confirmations)
+            return None
         try:
             pending = self._load_pending(round_index)
             if pending is None:
@@ -390,9 +400,17 @@ class Contributor:
                 time.sleep(self.config.poll_interval)
 
     def claim(self) -> int:
-        """Claim every finalized round's reward not yet claimed, in one transaction. Returns the amount."""
+        """Claim every finalized round's reward not yet claimed, in one transaction, once the results are confirmed.
+        Returns the amount."""
+        events, task_id = self.task.events, self.config.task_id
+        finalized = {r for r in range(self.task.info().num_rounds)
+                     if self.protocol.round(task_id, r).phase == RoundPhase.FINALIZED}
+        if not events.wait_for("the task's results", lambda: finalized <= {f.round for f in events.finalizations(task_id)},
+                               until=time.time() + CLAIM_CONFIRMATION_WAIT, poll=self.config.poll_interval):
+            log.warning("some results of task %d are not %d blocks deep yet: claiming the confirmed ones; claim the "
+                        "rest later with `fedchain claim`", task_id, events.confirmations)
         claims = patiently("read the round reports to claim", lambda: claimable_rewards(
-            self.protocol, self.ipfs, self.config.task_id, self.account.address), until=time.time() + 600)
+            self.protocol, self.ipfs, task_id, self.account.address, index=events.index), until=time.time() + 600)
         if not claims:
             log.info("nothing to claim in task %d", self.config.task_id)
             return 0

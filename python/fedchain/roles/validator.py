@@ -48,7 +48,7 @@ class ValidatorConfig:
     device: str | None = None
     scoring_threads: int = 1             # torch threads per scoring worker (see ComputeSettings)
     scoring_workers: int | None = None   # None: one per CPU, at most 4 (see ComputeSettings)
-    confirmations: int = 0               # blocks deep a submission must be before it counts (0: a devnet's default)
+    confirmations: int | None = None     # blocks deep the events acted on must be (None: 0 on a devnet, 3 elsewhere)
 
 
 @dataclass
@@ -187,8 +187,7 @@ class Validator:
         return RoundResult(**{**saved, "slashes": [tuple(s) for s in saved["slashes"]], "submissions": submissions})
 
     def _submission_list(self, round_index: int) -> list[tuple[str, str]]:
-        subs = (self.collector.confirmed_submissions(round_index, self._deadline(round_index))
-                if self.config.confirmations else self.protocol.submissions(self.config.task_id, round_index))
+        subs = self.collector.confirmed_submissions(round_index, self._deadline(round_index))
         return [(s.contributor, "0x" + s.digest.hex()) for s in subs]
 
     # ─── one round ───

@@ -205,6 +205,12 @@ class EventIndex:
             row = self._db.execute("SELECT hash FROM blocks WHERE number = ?", (number,)).fetchone()
         return None if row is None else str(row[0])
 
+    def block_timestamp(self, number: int) -> int | None:
+        """The stored timestamp of block `number` (kept for the first and last block of every page: the cursor's)."""
+        with self._lock:
+            row = self._db.execute("SELECT timestamp FROM blocks WHERE number = ?", (number,)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     # ─── following the chain ───
     def sync(self, max_pages: int | None = None) -> SyncResult:
         """Index from the cursor up to head − confirmations (at most `max_pages` pages), first rolling back

@@ -14,6 +14,7 @@ from fedchain.core.cid import digest_to_cid
 from fedchain.core.envelope import decode_model
 from fedchain.core.spec import TaskSpec
 from fedchain.learning.models import ParamLayout, build_model, tensors_from_arrays
+from fedchain.views.confirmed import ConfirmedEvents
 
 
 @dataclass
@@ -24,13 +25,19 @@ class GlobalModel:
 
 
 class TaskView:
-    """A task's spec (from IPFS, verified) and its chain of global models."""
+    """A task's spec (from IPFS, verified) and its chain of global models, read from confirmed events."""
 
-    def __init__(self, protocol: Protocol, ipfs: IpfsClient, task_id: int) -> None:
+    def __init__(self, protocol: Protocol, ipfs: IpfsClient, task_id: int, confirmations: int | None = None) -> None:
         self.protocol = protocol
         self.ipfs = ipfs
         self.task_id = task_id
+        self.confirmations = confirmations  # None: the chain's default (fedchain.views.index.default_confirmations)
         protocol.require_task(task_id)
+
+    @cached_property
+    def events(self) -> ConfirmedEvents:
+        """The deployment's confirmed events: what a role acts on (made on first use, then kept up to date)."""
+        return ConfirmedEvents(self.protocol, self.confirmations)
 
     def info(self) -> TaskInfo:
         return self.protocol.task(self.task_id)
@@ -45,8 +52,10 @@ class TaskView:
         return ParamLayout.from_model(build_model(self.spec))
 
     def base_model_cid(self, round_index: int) -> str:
-        """CID of the global model that round `round_index` trains from: the latest finalized model before it."""
-        earlier = [f for f in self.protocol.finalizations(self.task_id) if f.round < round_index]
+        """CID of the global model that round `round_index` trains from: the latest finalized model before it, as far
+        as confirmed (a role first waits for the round's RoundOpened to be confirmed: then this is final)."""
+        self.events.refresh()
+        earlier = [f for f in self.events.finalizations(self.task_id) if f.round < round_index]
         if earlier:
             return digest_to_cid(max(earlier, key=lambda f: f.round).model_digest)
         return digest_to_cid(self.info().initial_model_digest)

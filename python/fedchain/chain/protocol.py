@@ -380,12 +380,6 @@ class Protocol:
         """`account`'s cumulative spend for the task as the chain records it, in micro-epsilon."""
         return int(self.manager.functions.privacySpentOf(task_id, to_checksum_address(account)).call())
 
-    def privacy_spends(self, task_id: int, round_index: int, from_block: int = 0) -> dict[str, int]:
-        """contributor -> the cumulative spend (micro-epsilon) its submission to `round_index` declared."""
-        logs = self.manager.events.PrivacySpent().get_logs(
-            from_block=from_block, argument_filters={"taskId": task_id, "round": round_index})
-        return {to_checksum_address(e["args"]["contributor"]): int(e["args"]["epsilon"]) for e in logs}
-
     # ─── stake locks ───
     def locked_for(self, task_id: int, round_index: int, account: str) -> int:
         """Stake `account` still holds locked for its submission to this round (0 once released or carried on)."""

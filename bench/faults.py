@@ -3,7 +3,11 @@ and the IPFS node are SIGKILLed and restarted and the chain's JSON-RPC endpoint 
 (fedchain.faults.harness). Each run must end as the undisturbed run of the same task: the same models, reward roots
 and rewards, every update counted once, every reward claimed, nothing left in the TaskManager.
 
-    python -m bench --only faults          # the undisturbed run, then 20 seeded runs
+Then absences: a party (a contributor, the validator) SIGKILLed before it acts in a round and kept down until that
+round's window closed, among the same kills and RPC faults, each compared with the undisturbed run without that party
+in that round (fedchain.faults.harness.reference_for: it joins late, or sits the round out), computed once per absence.
+
+    python -m bench --only faults          # the undisturbed run, then 20 seeded runs, then the absence runs
     (--quick skips it: tests/python/test_faults.py runs two seeded runs)
 """
 
@@ -17,11 +21,28 @@ from pathlib import Path
 from typing import Any
 
 from bench._util import now
-from fedchain.faults.harness import FaultPlan, FaultRunError, Scenario, compare, run_scenario
+from fedchain.faults.harness import (
+    Absence,
+    FaultPlan,
+    FaultRunError,
+    Outcome,
+    Scenario,
+    compare,
+    reference_for,
+    run_scenario,
+)
 
 SEEDS = 20
 KILLS = 3
 SCENARIO = Scenario(clients=2, rounds=2, samples_per_client=200)
+# A missed window costs a run the whole window: a short one, still room for start-up, training and scoring here.
+ABSENCE_SCENARIO = Scenario(clients=2, rounds=2, samples_per_client=200, window=40)
+ABSENCES = (  # (who misses which round, the seeds of its disturbed runs)
+    (Absence("client-1", round=0), (1, 2, 3)),
+    (Absence("validator", round=0), (1, 2, 3)),
+    (Absence("client-1", round=1), (4, 5)),
+    (Absence("validator", round=1), (4, 5)),
+)
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -43,11 +64,11 @@ def run(quick: bool) -> dict[str, Any]:
                 row = {"seed": seed, "events": [], "rpc": {}, "problems": [f"did not finish: {str(exc)[:1500]}"]}
             row["seconds"] = round(time.monotonic() - started, 1)
             runs.append(row)
-            if progress := os.environ.get("FEDCHAIN_BENCH_PROGRESS"):  # each run as it ends: a long run survives a kill
-                with open(progress, "a") as out:
-                    out.write(json.dumps(row) + "\n")
+            _progress(row)
+        absences = run_absences(Path(tmp))
     same = sum(not r["problems"] for r in runs)
     kills = sum(len(r["events"]) for r in runs)
+    absent_same = sum(not r["problems"] for r in absences["runs"])
     result = {
         "name": "faults", "quick": quick, "date": now(),
         "command": "python -m bench --only faults",
@@ -55,11 +76,55 @@ def run(quick: bool) -> dict[str, Any]:
                   "kills_per_run": KILLS, "rpc": vars(FaultPlan(seed=0).rpc)},
         "reference": reference.summary(), "runs": runs,
         "targets": [{"target": "seeded fault runs ending as the undisturbed run", "goal": f"{len(runs)}/{len(runs)}",
-                     "measured": f"{same}/{len(runs)}", "met": same == len(runs)}],
+                     "measured": f"{same}/{len(runs)}", "met": same == len(runs)},
+                    {"target": "absence runs ending as the undisturbed run without the absent party",
+                     "goal": f"{len(absences['runs'])}/{len(absences['runs'])}",
+                     "measured": f"{absent_same}/{len(absences['runs'])}", "met": absent_same == len(absences["runs"])}],
         "kills": kills,
+        "absences": absences,
     }
     result["markdown"] = markdown(result)
     return result
+
+
+def _progress(row: dict[str, Any]) -> None:
+    if progress := os.environ.get("FEDCHAIN_BENCH_PROGRESS"):  # each run as it ends: a long run survives a kill
+        with open(progress, "a") as out:
+            out.write(json.dumps(row) + "\n")
+
+
+def run_absences(workdir: Path) -> dict[str, Any]:
+    """Each absence's reference (the undisturbed run without the party in that round), then its seeded runs."""
+    scenario = ABSENCE_SCENARIO
+    references, runs = [], []
+    for absence, seeds in ABSENCES:
+        name = f"{absence.party}-r{absence.round}"
+        started = time.monotonic()
+        try:
+            reference: Outcome | None = run_scenario(reference_for(scenario, FaultPlan(seed=0, absences=(absence,))),
+                                                     None, workdir / f"late-{name}")
+            references.append({"absence": str(absence), "seconds": round(time.monotonic() - started, 1),
+                               "expired": reference.expired, "events": reference.events,
+                               "rewards": [r["total_rewards"] for r in reference.rounds]})
+        except FaultRunError as exc:
+            reference = None
+            references.append({"absence": str(absence), "seconds": round(time.monotonic() - started, 1),
+                               "problem": f"did not finish: {str(exc)[:1500]}"})
+        for seed in seeds:
+            started = time.monotonic()
+            plan = FaultPlan(seed=seed, kills=KILLS, absences=(absence,))
+            try:
+                outcome = run_scenario(scenario, plan, workdir / f"{name}-seed-{seed}")
+                problems = compare(reference, outcome) if reference else ["no reference: its run did not finish"]
+                row = {"absence": str(absence), "seed": seed, "events": outcome.events, "rpc": outcome.rpc,
+                       "expired": outcome.expired, "problems": problems}
+            except FaultRunError as exc:
+                row = {"absence": str(absence), "seed": seed, "events": [], "rpc": {}, "expired": [],
+                       "problems": [f"did not finish: {str(exc)[:1500]}"]}
+            row["seconds"] = round(time.monotonic() - started, 1)
+            runs.append(row)
+            _progress(row)
+    return {"window": scenario.window, "references": references, "runs": runs}
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -90,4 +155,40 @@ def markdown(r: dict[str, Any]) -> str:
         verdict = "same as undisturbed" if not run["problems"] else "DIFFERS: " + " / ".join(run["problems"])[:300]
         lines.append(f"| {run['seed']} | {events} | {c.get('fail', 0)} / {dropped} / {c.get('delayed', 0)} of {total} "
                      f"| {run['seconds']} | {verdict} |")
+    if "absences" in r:
+        lines += ["", absence_markdown(r["absences"], r["targets"][1]["measured"])]
+    return "\n".join(lines)
+
+
+def absence_markdown(a: dict[str, Any], measured: str) -> str:
+    """The absence runs' table: who missed which round, what else the plan did, and the verdict."""
+    lines = [
+        f"**Missed windows.** The same task with {a['window']} s windows; a party is SIGKILLed before it acts in a "
+        "round (a contributor as it starts training, the validator as it starts aggregating) and restarted only once "
+        "the round's window closed (a contributor's: the submission deadline; the validator's: the aggregation "
+        "deadline, so the round expires), among the same seeded kills and RPC faults. Each run is compared with the "
+        "undisturbed run without that party in that round (in round 0 it starts once the window closed; in round 1 "
+        "it is stopped as it reaches the round and started again once the window closed); the absence itself is "
+        f"checked on chain. **{measured} absence runs ended as the undisturbed run without the absent party.**",
+        "",
+        "| reference (undisturbed, without the party) | s | expired rounds | rewards per finalized round (FED) |",
+        "|---|---|---|---|",
+    ]
+    for ref in a["references"]:
+        if "problem" in ref:
+            lines.append(f"| {ref['absence']} | {ref['seconds']} | - | {ref['problem'][:300]} |")
+            continue
+        rewards = " / ".join(f"{v / 10**18:g}" for v in ref["rewards"]) or "-"
+        lines.append(f"| {ref['absence']} | {ref['seconds']} | {ref['expired'] or 'none'} | {rewards} |")
+    lines += ["", "| absence | seed | what the plan did (time since start, party, where) | RPC failed / dropped / delayed "
+              "of all | expired rounds | s | result |", "|---|---|---|---|---|---|---|"]
+    for run in a["runs"]:
+        c = run["rpc"]
+        total = sum(v for k, v in c.items() if k != "delayed")
+        dropped = c.get("drop-before", 0) + c.get("drop-after", 0)
+        events = "; ".join(run["events"]) or "-"
+        verdict = ("same as undisturbed without it" if not run["problems"]
+                   else "DIFFERS: " + " / ".join(run["problems"])[:300])
+        lines.append(f"| {run['absence']} | {run['seed']} | {events} | {c.get('fail', 0)} / {dropped} / "
+                     f"{c.get('delayed', 0)} of {total} | {run['expired'] or 'none'} | {run['seconds']} | {verdict} |")
     return "\n".join(lines)

@@ -344,6 +344,14 @@ def test_owner_cancels_and_withdraws_the_refund_and_validate_on_the_ended_task_s
     code, out = invoke("validate", "--task", str(short_task), "--holdout", str(holdout), *_user(task), *common(devnet),
                        env=PW)
     assert code == 1 and f"task {short_task} has ended" in out and "nothing left to validate" in out
+    # The same validator restarted after the task ended (it served it: its checkpoints are there) is not in error.
+    from fedchain.state import write_bound_json
+
+    state = task["tmp"] / "validator-state"
+    write_bound_json(state / f"validator-task{short_task}" / "round-0.json", {"round": 0}, protocol.binding())
+    code, out = invoke("validate", "--task", str(short_task), "--holdout", str(holdout), "--state-dir", str(state),
+                       *_user(task), *common(devnet), env=PW)
+    assert code == 0 and "ended while this validator was stopped" in out, out
 
 
 def test_task_create_on_a_devnet_defaults_to_a_short_window(devnet, protocol, task, tmp_path):

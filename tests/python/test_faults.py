@@ -1,6 +1,7 @@
 """Fault injection on a real devnet (fedchain.faults.harness): parties SIGKILLed and restarted, the chain's endpoint
 dropping, failing and delaying requests, and still the undisturbed run's models and rewards, every update counted
-once, nothing stuck. Two seeded runs here; `python -m bench --only faults` runs twenty."""
+once, nothing stuck. Two seeded runs here; `python -m bench --only faults` runs twenty. Then a contributor kept
+down past its round's window: the run must end as the undisturbed run in which it joined only after that window."""
 
 from __future__ import annotations
 
@@ -9,11 +10,23 @@ from pathlib import Path
 
 import pytest
 
-from fedchain.faults.harness import FaultPlan, Outcome, Scenario, compare, run_scenario
+from fedchain.faults.harness import (
+    Absence,
+    FaultPlan,
+    FaultRunError,
+    Outcome,
+    Scenario,
+    compare,
+    reference_for,
+    run_scenario,
+)
 from fedchain.faults.rpc_proxy import FaultRates, RpcProxy
 
 pytestmark = pytest.mark.e2e
 SCENARIO = Scenario(clients=2, rounds=2, samples_per_client=300)
+# A missed window costs the run the whole window: a short one (still room for start-up, training and scoring here).
+ABSENT = Scenario(clients=2, rounds=2, samples_per_client=300, window=40)
+MISSED = Absence("client-1", round=0)
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +81,65 @@ def test_a_transaction_whose_answer_is_lost_is_followed_not_sent_again(tmp_path:
         assert "before its answer was lost" in caplog.text
     finally:
         anvil.stop()
+
+
+@pytest.fixture(scope="module")
+def late_joiner(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
+    """The undisturbed run without client-1 in round 0: it starts only once round 0's submission window closed."""
+    late = run_scenario(reference_for(ABSENT, FaultPlan(seed=0, absences=(MISSED,))), None,
+                        tmp_path_factory.mktemp("late"))
+    assert late.absent == [str(MISSED)] and not late.expired and set(late.rpc) <= {"pass", "delayed"}
+    first, second = late.rounds
+    assert len(first["submitted"]) == 1 and len(second["submitted"]) == 2  # it missed round 0, took part in round 1
+    assert len(first["rewards"]) == 1 and len(second["rewards"]) == 2 and compare(late, late) == []
+    return late
+
+
+def test_a_contributor_kept_down_past_its_window_ends_as_the_late_joiner(late_joiner: Outcome, reference: Outcome,
+                                                                        tmp_path: Path) -> None:
+    """client-1 is SIGKILLed as it starts training in round 0 and restarted only after round 0's submission
+    deadline, among the usual kills and RPC faults: round 0 goes on without it (its reward goes to the other
+    contributor), it takes part in round 1, and nothing is lost, counted twice or stuck."""
+    plan = FaultPlan(seed=3, absences=(MISSED,))
+    run = run_scenario(ABSENT, plan, tmp_path)
+    assert any("absent from round 0" in e for e in run.events) and any("window closed" in e for e in run.events)
+    assert run.rpc.get("fail", 0) + run.rpc.get("drop-before", 0) + run.rpc.get("drop-after", 0) > 0, run.rpc
+    assert compare(late_joiner, run) == [], run.events
+    assert "the reference is not the run without the same parties" in " ".join(compare(reference, run))
+
+
+def _outcome(expired: list[int]) -> Outcome:
+    """A two-contributor outcome built by hand: rounds 0-1 of 1000 units each, those in `expired` without a result."""
+    rounds = [{"round": r, "model_cid": f"Qm{r}", "rewards_root": f"{r:064x}", "total_rewards": 1000,
+               "rewards": {"0xA": 600, "0xB": 400}, "submitted": ["0xA", "0xB"], "counted": ["0xA", "0xB"],
+               "claimed_by_all": True} for r in range(2) if r not in expired]
+    earned = {"0xA": 600 * len(rounds), "0xB": 400 * len(rounds)}
+    unallocated = 2000 - 1000 * len(rounds)
+    return Outcome(rounds, earned, {}, unallocated, 2000, expired, 1.0, refundable=unallocated,
+                   locked={"0xA": 0, "0xB": 0}, absent=["validator missed round 0"] if expired else [])
+
+
+def test_compare_names_an_expired_round_and_stuck_stake() -> None:
+    """No chain: an expired round is part of the outcome (the same expired rounds pass, other ones are named), and
+    a rolled-over budget the owner cannot take back or a lock left behind is stuck."""
+    assert compare(_outcome([]), _outcome([])) == [] and compare(_outcome([0]), _outcome([0])) == []
+    problems = " ".join(compare(_outcome([]), _outcome([0])))
+    assert "expired rounds differ: expected none, got [0]" in problems and "rounds differ" in problems
+    assert "the reference is not the run without the same parties" in problems
+    stuck = _outcome([0])
+    stuck.refundable, stuck.locked = 0, {"0xA": 5, "0xB": 0}
+    problems = " ".join(compare(_outcome([0]), stuck))
+    assert "the owner may take back 0 units, expected the 1000" in problems and "{'0xA': 5} (stuck stake)" in problems
+
+
+def test_an_absence_names_a_party_and_round_of_the_scenario(tmp_path: Path) -> None:
+    """Bad absences are refused before anything starts; the reference of a plan is its scenario without the party."""
+    for absence, words in ((Absence("client-2"), "no such party"), (Absence("validator", round=2), "rounds 0-1"),
+                           (Absence("ipfs"), "no such party")):
+        with pytest.raises(FaultRunError, match=words):
+            run_scenario(ABSENT, FaultPlan(seed=1, absences=(absence,)), tmp_path)
+    with pytest.raises(FaultRunError, match="one absence per party"):
+        run_scenario(reference_for(ABSENT, FaultPlan(seed=1, absences=(MISSED,))),
+                     FaultPlan(seed=1, absences=(Absence("client-1", round=1),)), tmp_path)
+    assert reference_for(ABSENT, None) == ABSENT == reference_for(ABSENT, FaultPlan(seed=1))
+    assert reference_for(ABSENT, FaultPlan(seed=1, absences=(MISSED,))).late == (MISSED,)

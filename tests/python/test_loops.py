@@ -336,6 +336,41 @@ def test_contributor_restarted_during_an_outage_submits_the_update_it_trained(tm
     assert trained == [1] and ipfs.added == [b"sealed update of round 0"]  # trained once, submitted once
 
 
+def test_contributor_kept_down_past_its_window_drops_the_update_it_trained(tmp_path, monkeypatch):
+    """Killed after training round 0 and restarted once round 0's window closed (the fault harness's absence): the
+    update is never submitted late and does not linger in the state directory; the next round is trained anew."""
+    chain = ScriptedChain(rounds=3)
+    trained: list[int] = []
+    first = _training_contributor(tmp_path, chain, FlakyIpfs(down=0), trained)
+    first._save_pending(0, "QmBase", b"sealed update of round 0", 4, 0.1)  # trained, then killed before submitting
+    chain.phase = RoundPhase.AGGREGATING  # restarted after the submission deadline: round 0 closed without it
+
+    def tick(*_):
+        if chain.current == 0:
+            chain.current, chain.phase, chain.news = 1, RoundPhase.OPEN, True  # the validator finalized round 0
+        elif chain.current == 1 and 1 in chain.submitted:
+            chain.ended, chain.news = True, True
+
+    second = _training_contributor(tmp_path, chain, FlakyIpfs(down=0), trained)
+    submitted: list[int] = []
+    chain.submit_update = lambda account, task_id, r, *a, **k: submitted.append(r) or chain.submitted.update(
+        {r: b"\x02" * 32}) or SimpleNamespace(gas_used=60_000)
+    monkeypatch.setattr("fedchain.roles.contributor.time.sleep", tick)
+    assert [o.round for o in second.run()] == [1]
+    assert submitted == [1] and trained == [1] and not list(second._pending_dir.iterdir())
+
+
+def test_contributor_drops_an_update_of_an_earlier_round_it_finds_at_start(tmp_path, monkeypatch):
+    """Restarted after the round it trained for ended altogether: that update goes; the open round's is kept."""
+    chain = ScriptedChain(rounds=3)
+    chain.current = 2
+    client = _training_contributor(tmp_path, chain, FlakyIpfs(down=0), [])
+    client._save_pending(0, "QmBase", b"round 0", 4, 0.1)
+    client._save_pending(2, "QmBase", b"round 2", 4, 0.1)
+    client._drop_stale_pending(2, this_round=False)
+    assert sorted(p.name for p in client._pending_dir.iterdir()) == ["round-2.json", "round-2.update"]
+
+
 def test_contributor_gives_up_a_round_only_at_its_deadline(tmp_path, monkeypatch):
     chain = ScriptedChain(rounds=1)
     clock = [1_000.0]

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -32,6 +33,9 @@ from fedchain.cli.common import (
     setup_logging,
     synced_index,
 )
+
+if TYPE_CHECKING:
+    from fedchain.state import StateBinding
 
 
 def register(app: typer.Typer) -> None:
@@ -186,6 +190,12 @@ def validate(
     if info.ended:
         from fedchain.errors import ConfigError
 
+        if _served(state_dir / f"validator-task{task}", protocol.binding()):
+            # This validator served the task and was restarted after its end (it missed the last round's window):
+            # nothing to do, and not an error, or a supervisor that restarts it on failure would do so forever.
+            console.print(f"task {task} ended while this validator was stopped: nothing left to validate; "
+                          f"`fedchain status --task {task}` shows its results")
+            return
         raise ConfigError(f"task {task} has ended (all {info.num_rounds} round(s) decided or cancelled): there is "
                           f"nothing left to validate; `fedchain status --task {task}` shows its results")
     if protocol.committees.committee_of_task(task) != 0:
@@ -202,6 +212,19 @@ def validate(
                       f"model {r.model_cid}")
     console.print(f"task {task}: {'ended' if protocol.task(task).ended else 'stopped after --max-rounds'}; "
                   f"{len(results)} round(s) finalized by this run")
+
+
+def _served(checkpoints: Path, binding: StateBinding) -> bool:
+    """Whether `checkpoints` holds a validator checkpoint of this deployment (another chain's do not count)."""
+    from fedchain.state import StateMismatchError, read_bound_json
+
+    for path in checkpoints.glob("round-*.json"):
+        try:
+            if read_bound_json(path, binding) is not None:
+                return True
+        except StateMismatchError:
+            continue
+    return False
 
 
 def _serve_committee(protocol, ipfs, account, key, task: int, holdout: Path, state_dir: Path,

@@ -136,9 +136,11 @@ class Contributor:
                 break
             round_index = info.current_round
             submitted = self._already_submitted(round_index)
-            if submitted:
-                self._drop_pending(round_index)  # submitted just before a crash: the chain has it
-            if round_index in attempted or submitted or not self._open_now(round_index):
+            closed = not submitted and not self._open_now(round_index)
+            # Submitted just before a crash (the chain has it), or kept down past the window: no round takes the
+            # update trained before the restart any more.
+            self._drop_stale_pending(round_index, this_round=submitted or closed)
+            if round_index in attempted or submitted or closed:
                 self._wait_for_news(follower, round_index)
                 continue
             attempted.add(round_index)
@@ -352,6 +354,16 @@ class Contributor:
         pl = meta.get("pseudo_labels")
         declared = None if pl is None else (bytes.fromhex(pl["root"]), int(pl["summary"]), bytes.fromhex(pl["histogram"]))
         return blob.read_bytes(), int(meta["num_samples"]), float(meta.get("train_seconds", 0.0)), declared
+
+    def _drop_stale_pending(self, round_index: int, *, this_round: bool) -> None:
+        """Remove the updates trained for rounds before `round_index` (and for it too with `this_round`): a
+        contributor restarted after its round's window finds one it can no longer submit in its state directory."""
+        for meta in self._pending_dir.glob("round-*.json"):
+            index = meta.stem.removeprefix("round-")
+            if index.isdigit() and (int(index) < round_index or this_round and int(index) == round_index):
+                log.info("round %s: removing the update trained before the restart: it was submitted, or the "
+                         "round's window closed without it", index)
+                self._drop_pending(int(index))
 
     def _drop_pending(self, round_index: int) -> None:
         for path in self._pending_paths(round_index):

@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from fedchain.faults.harness import (
 )
 
 SEEDS = 20
+DEPTH = 3  # confirmations for the run whose roles act only on confirmed events
 KILLS = 3
 SCENARIO = Scenario(clients=2, rounds=2, samples_per_client=200)
 # A missed window costs a run the whole window: a short one, still room for start-up, training and scoring here.
@@ -43,6 +45,20 @@ ABSENCES = (  # (who misses which round, the seeds of its disturbed runs)
     (Absence("client-1", round=1), (4, 5)),
     (Absence("validator", round=1), (4, 5)),
 )
+
+
+def _run_at_depth(scenario: Scenario, reference: Any, workdir: Path) -> dict[str, Any]:
+    """The undisturbed run with every role acting only on events DEPTH blocks deep (fedchain.views.confirmed): on
+    Anvil they mine empty blocks while they wait, and the outcome must not change."""
+    started = time.monotonic()
+    try:
+        outcome = run_scenario(replace(scenario, confirmations=DEPTH), None, workdir)
+        problems = compare(reference, outcome)
+    except FaultRunError as exc:
+        problems = [f"did not finish: {str(exc)[:1500]}"]
+    row = {"confirmations": DEPTH, "problems": problems, "seconds": round(time.monotonic() - started, 1)}
+    _progress(row)
+    return row
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -66,6 +82,7 @@ def run(quick: bool) -> dict[str, Any]:
             runs.append(row)
             _progress(row)
         absences = run_absences(Path(tmp))
+        deep = _run_at_depth(scenario, reference, Path(tmp) / "confirmations")
     same = sum(not r["problems"] for r in runs)
     kills = sum(len(r["events"]) for r in runs)
     absent_same = sum(not r["problems"] for r in absences["runs"])
@@ -79,9 +96,12 @@ def run(quick: bool) -> dict[str, Any]:
                      "measured": f"{same}/{len(runs)}", "met": same == len(runs)},
                     {"target": "absence runs ending as the undisturbed run without the absent party",
                      "goal": f"{len(absences['runs'])}/{len(absences['runs'])}",
-                     "measured": f"{absent_same}/{len(absences['runs'])}", "met": absent_same == len(absences["runs"])}],
+                     "measured": f"{absent_same}/{len(absences['runs'])}", "met": absent_same == len(absences["runs"])},
+                    {"target": f"roles acting {DEPTH} blocks deep end as the undisturbed run", "goal": "same",
+                     "measured": "same" if not deep["problems"] else "differs", "met": not deep["problems"]}],
         "kills": kills,
         "absences": absences,
+        "confirmations": deep,
     }
     result["markdown"] = markdown(result)
     return result
@@ -157,6 +177,15 @@ def markdown(r: dict[str, Any]) -> str:
                      f"| {run['seconds']} | {verdict} |")
     if "absences" in r:
         lines += ["", absence_markdown(r["absences"], r["targets"][1]["measured"])]
+    if "confirmations" in r:
+        d = r["confirmations"]
+        verdict = "the same models, reward roots and rewards" if not d["problems"] else "DIFFERS: " + " / ".join(
+            d["problems"])[:300]
+        lines += ["", f"**Confirmations.** The undisturbed task again with every role acting only on events "
+                      f"{d['confirmations']} blocks deep (`--confirmations {d['confirmations']}`: a round collected once "
+                      "its close is that deep, a base model trained on and results claimed once their round's "
+                      "opening and results are; on Anvil the waiting roles mine empty blocks): "
+                      f"{verdict} as the run at depth 0 ({d['seconds']} s)."]
     return "\n".join(lines)
 
 

@@ -74,7 +74,7 @@ def test_a_round_is_collected_once_its_close_is_confirmed(protocol, ipfs, people
     travel(protocol, deadline - protocol.chain.timestamp())  # one block at the deadline: the close, not yet deep
     closed_at = protocol.chain.block_number()
     events.refresh()
-    assert not events.round_closed(task_id, 0, deadline)
+    assert not events.round_closed(task_id, 0)
     # Its aggregation deadline already passed by the wall clock: what is confirmed now, and a warning.
     caplog.set_level(logging.WARNING, logger="fedchain.roles.collect")
     assert collector.confirmed_submissions(0, deadline=time.time() - 1) == []
@@ -109,3 +109,26 @@ def test_a_contributor_trains_on_a_confirmed_base_and_claims_confirmed_results(p
     assert client.claim() == 7 * FED  # waited (mining) for round 0's result to be 4 blocks deep, then claimed it
     assert protocol.balance_of(carol.address) == before + 7 * FED
     assert client.task.events.confirmed_block >= result.block_number
+
+
+def test_a_round_that_filled_up_is_closed_only_once_its_closing_block_is_confirmed(protocol, ipfs, people):
+    """Filling up moves the contract's submission deadline to the closing block's time: a confirmed block of that
+    same second must not pass for the close (the fault bench's run at depth 3 once collected 1 of 2 updates so)."""
+    from fedchain.views.confirmed import ConfirmedEvents
+
+    task_id = new_task(protocol, ipfs, people, rounds=1, max_contributors=2)
+    w3 = protocol.chain.w3
+    w3.provider.make_request("anvil_setBlockTimestampInterval", [0])  # the next blocks share one second
+    try:
+        protocol.submit_update(people["carol"], task_id, 0, b"\x71" * 32, 10)
+        first = protocol.chain.block_number()
+        protocol.submit_update(people["dave"], task_id, 0, b"\x72" * 32, 10)  # fills the round: it closes
+    finally:
+        w3.provider.make_request("anvil_removeBlockTimestampInterval", [])
+    assert protocol.chain.timestamp(first) >= protocol.round(task_id, 0).submission_deadline  # the trap
+    events = ConfirmedEvents(protocol, confirmations=1)
+    events.refresh()
+    assert events.confirmed_block == first and not events.round_closed(task_id, 0)
+    mine(protocol, 1)
+    events.refresh()
+    assert events.round_closed(task_id, 0) and len(events.submissions(task_id, 0)) == 2

@@ -88,6 +88,7 @@ class Scenario:
     # Parties that sit this run's round out undisturbed (the reference of an absence plan, see reference_for): in
     # round 0 the party starts only once the round's window closed; in a later round it is stopped as it reaches it.
     late: tuple[Absence, ...] = ()
+    confirmations: int | None = None  # the roles' --confirmations (None: the devnet's default, 0); the outcome is the same
 
 
 @dataclass(frozen=True)
@@ -274,6 +275,8 @@ def _set_up(scenario: Scenario, protocol: Any, ipfs: Any, workdir: Path, rpc_url
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     common = ["--task", str(task_id), "--state-dir", str(workdir / "state"), "--rpc-url", rpc_url,
               "--ipfs-api", ipfs_api, "--deployments", str(workdir / "deployments.json")]
+    if scenario.confirmations is not None:
+        common += ["--confirmations", str(scenario.confirmations)]
     (workdir / "logs").mkdir(exist_ok=True)
     keystore = workdir / "validator.json"
     create_keystore(keystore, PASSWORD, light=True, private_key=validator.key)

@@ -178,10 +178,8 @@ class UpdateCollector:
         a block past its submission deadline): a submission a reorganisation may still drop, or one that may still
         come, is never aggregated, scored or slashed. Called once the round stopped taking submissions; should the
         aggregation deadline come first, what is confirmed by then."""
-        info = self.protocol.round(self.task_id, round_index)
         closed = self.events.wait_for(
-            f"round {round_index}'s close", lambda: self.events.round_closed(self.task_id, round_index,
-                                                                             info.submission_deadline),
+            f"round {round_index}'s close", lambda: self.events.round_closed(self.task_id, round_index),
             until=float("inf") if deadline is None else deadline)
         if not closed:
             log.warning("round %d: its close was not %d blocks deep by the aggregation deadline: acting on the "

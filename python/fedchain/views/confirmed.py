@@ -2,7 +2,7 @@
 
     events = ConfirmedEvents(protocol)            # 0 blocks deep on a devnet, 3 elsewhere (default_confirmations)
     events.refresh()                              # one eth_getLogs page per call, not a scan from the deployment
-    if events.round_closed(task_id, r, info.submission_deadline):
+    if events.round_closed(task_id, r):
         subs = events.submissions(task_id, r)     # final: no reorganisation short of `confirmations` changes it
 
 A validator or committee member scores, rejects and slashes a round's submissions; a contributor trains on the
@@ -51,14 +51,18 @@ class ConfirmedEvents:
         """UpdateSubmitted less the displaced, in chain order, as far as confirmed."""
         return records.submissions(self.index, task_id, round_index)
 
-    def round_closed(self, task_id: int, round_index: int, submission_deadline: int) -> bool:
+    def round_closed(self, task_id: int, round_index: int) -> bool:
         """Whether the confirmed chain already shows that the round takes no more submissions: its
-        SubmissionsClosed (it filled up), or a confirmed block at or past its submission deadline. Until then its
-        confirmed submissions may still grow (or lose one to a displacement)."""
+        SubmissionsClosed (it filled up), or a confirmed block at or past the submission deadline its RoundOpened
+        announced. Until then its confirmed submissions may still grow (or lose one to a displacement).
+
+        Not the deadline the contract holds now: a round that fills up moves it to its closing block's time, and
+        earlier blocks of that same second hold submissions too."""
         if self.index.logs(task_id=task_id, round_index=round_index, events=("SubmissionsClosed",)):
             return True
+        opened = self.index.logs(task_id=task_id, round_index=round_index, events=("RoundOpened",))
         stamp = self.index.block_timestamp(self.confirmed_block)
-        return stamp is not None and stamp >= submission_deadline
+        return bool(opened) and stamp is not None and stamp >= int(opened[0].args["submissionDeadline"])
 
     def round_opened(self, task_id: int, round_index: int) -> bool:
         """Whether the round's RoundOpened is confirmed: from then on its base model (the latest confirmed

@@ -46,6 +46,18 @@ def test_a_disturbed_run_ends_as_the_undisturbed_one(reference: Outcome, seed: i
     assert compare(reference, run) == [], run.events
 
 
+def test_roles_acting_three_blocks_deep_end_as_the_undisturbed_run(reference: Outcome, tmp_path: Path) -> None:
+    """Every role with --confirmations 3 (fedchain.views.confirmed): rounds collected once their close is 3 blocks
+    deep, base models and results used once their events are (on Anvil the waiting roles mine empty blocks), and
+    the same models and rewards. (Acting on a moved deadline, this once collected 1 of a full round's 2 updates.)"""
+    from dataclasses import replace
+
+    run = run_scenario(replace(SCENARIO, confirmations=3), None, tmp_path)
+    assert compare(reference, run) == []
+    logs = "".join(path.read_text() for path in (tmp_path / "logs").glob("*.log"))
+    assert "(3 confirmations)" in logs  # they waited for the depth (at the latest, for the last result to claim)
+
+
 def test_compare_names_what_differs(reference: Outcome) -> None:
     """The comparison is not vacuous: a lost update, a different model, unclaimed rewards and stuck funds are named."""
     import copy

@@ -51,7 +51,8 @@ def record(progress: Path, output: str, seconds: float, *, finished: bool) -> di
     steps = int(steps_match.group(1)) if steps_match else int(last.split()[0]) if last else 0
     passed = bool(re.search(r"\b1 passed\b", output)) and "failed" not in output
     falsified = "Falsifying example" in output or bool(list((ROOT / ".hypothesis" / "examples").glob("*")))
-    successes = last.split("successes ", 1)[1] if "successes " in last else ""
+    final = re.search(r"stateful actions that succeeded \(long profile\): (\{.*\})", output)  # at the end, if it ended
+    successes = final.group(1) if final else last.split("successes ", 1)[1] if "successes " in last else ""
     status = ("passed" if passed else "FAILED") if finished else (
         "stopped before its end: no failing example found so far" if not falsified else "a failing example was found")
     rows = [

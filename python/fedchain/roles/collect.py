@@ -2,9 +2,11 @@
 
 Shared by the single validator and by committee members: both compute the round from these inputs
 (fedchain.roles.round.RoundInputs). The submissions, declarations and base model come from confirmed events only
-(fedchain.views.confirmed): a round is collected once its close is `confirmations` blocks deep. Outages: while this party's own IPFS node is down it waits and retries (until the
-round's aggregation deadline) instead of marking updates unavailable; an update is `unavailable` only when the node
-answers and the content cannot be fetched.
+(fedchain.views.confirmed): a round is collected once its close is `confirmations` blocks deep.
+
+Outages: while this party's own IPFS node is down it waits and retries (until the round's aggregation deadline)
+instead of marking updates unavailable; an update is `unavailable` only when the node answers and the content cannot
+be fetched.
 """
 
 from __future__ import annotations

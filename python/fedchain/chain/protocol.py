@@ -457,6 +457,7 @@ class Protocol:
 
     # ─── events ───
     def submissions(self, task_id: int, round_index: int | None = None, from_block: int = 0, to_block: int | str = "latest") -> list[Submission]:
+        from_block = max(from_block, self.deployments.block)  # nothing of the contracts lies before their deployment
         filters: dict[str, Any] = {"taskId": task_id}
         if round_index is not None:
             filters["round"] = round_index
@@ -487,6 +488,7 @@ class Protocol:
         self, task_id: int, round_index: int | None = None, from_block: int = 0, to_block: int | str = "latest"
     ) -> list[Finalization]:
         """RoundFinalized logs: the model and report digests live only there (not in storage, to save gas)."""
+        from_block = max(from_block, self.deployments.block)
         filters: dict[str, Any] = {"taskId": task_id}
         if round_index is not None:
             filters["round"] = round_index
@@ -513,7 +515,8 @@ class Protocol:
         return len(logs)
 
     def events(self, name: str, from_block: int = 0, to_block: int | str = "latest", **filters: Any) -> Iterable[Any]:
-        return getattr(self.manager.events, name)().get_logs(from_block=from_block, to_block=to_block, argument_filters=filters or None)
+        return getattr(self.manager.events, name)().get_logs(from_block=max(from_block, self.deployments.block),
+                                                             to_block=to_block, argument_filters=filters or None)
 
 
 def without_displaced(submitted: Sequence[Submission],

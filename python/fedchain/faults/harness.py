@@ -448,12 +448,11 @@ class _Kills:
 def _drive(scenario: Scenario, plan: FaultPlan | None, parties: list[Party], holds: list[_Hold], started: float
            ) -> list[str]:
     """Wait for every role to finish, killing and restarting parties as the plan says, keeping absent ones down."""
-    from fedchain.sim.devnet import dev_account
 
     events: list[str] = []
     kills = _Kills(plan, parties, started)
     roles = [p for p in parties if p.name != "ipfs"]
-    accounts = {f"client-{i}": dev_account(FIRST_CONTRIBUTOR_INDEX + i).address for i in range(scenario.clients)}
+    accounts = {f"client-{i}": _contributor_address(i) for i in range(scenario.clients)}
     for hold in holds:  # the milestone counts from now
         hold.seen = _count(hold.party, hold.milestone)
     while True:
@@ -515,6 +514,13 @@ def _outcome(protocol: Any, ipfs: Any, task_id: int, scenario: Scenario, seconds
                    locked=_release_settled_locks(protocol, scenario))
 
 
+def _contributor_address(index: int) -> str:
+    """The address of party `client-{index}` (the development account _set_up gives it)."""
+    from fedchain.sim.devnet import dev_account
+
+    return dev_account(FIRST_CONTRIBUTOR_INDEX + index).address
+
+
 def _release_settled_locks(protocol: Any, scenario: Scenario) -> dict[str, int]:
     """Release, as a bystander may, every contributor's stake lock whose round settled; what stays locked is stuck."""
     from fedchain.sim.devnet import dev_account
@@ -523,7 +529,7 @@ def _release_settled_locks(protocol: Any, scenario: Scenario) -> dict[str, int]:
     protocol.chain.sync_clock()
     locked: dict[str, int] = {}
     for i in range(scenario.clients):
-        who = dev_account(FIRST_CONTRIBUTOR_INDEX + i).address
+        who = _contributor_address(i)
         for task_id, round_index in protocol.releasable(who):
             protocol.release(bystander, task_id, round_index, who)
         locked[who] = protocol.locked_stake(who)
@@ -533,7 +539,6 @@ def _release_settled_locks(protocol: Any, scenario: Scenario) -> dict[str, int]:
 def _check_absences(protocol: Any, task_id: int, absences: list[Absence], events: list[str]) -> list[str]:
     """The planned absences, each checked on chain (FaultRunError if one did not happen: never compare a run with
     the wrong reference): the contributor has no submission in its round; the validator's round expired."""
-    from fedchain.sim.devnet import dev_account
 
     finalized = {f.round for f in protocol.finalizations(task_id)}
     for absence in absences:
@@ -541,7 +546,7 @@ def _check_absences(protocol: Any, task_id: int, absences: list[Absence], events
             happened = absence.round not in finalized
             missing = f"round {absence.round} was finalized"
         else:
-            account = dev_account(FIRST_CONTRIBUTOR_INDEX + int(absence.party.removeprefix("client-"))).address
+            account = _contributor_address(int(absence.party.removeprefix("client-")))
             happened = protocol.submission_of(task_id, absence.round, account) == b"\x00" * 32
             missing = f"{absence.party} has a submission in round {absence.round}"
         if not happened:

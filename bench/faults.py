@@ -47,18 +47,26 @@ ABSENCES = (  # (who misses which round, the seeds of its disturbed runs)
 )
 
 
-def _run_at_depth(scenario: Scenario, reference: Any, workdir: Path) -> dict[str, Any]:
-    """The undisturbed run with every role acting only on events DEPTH blocks deep (fedchain.views.confirmed): on
-    Anvil they mine empty blocks while they wait, and the outcome must not change."""
+def _judged(reference: Outcome | None, scenario: Scenario, plan: FaultPlan | None, workdir: Path,
+            **row: Any) -> dict[str, Any]:
+    """One run compared with `reference`: `row` with the plan's events, RPC counts, expired rounds, the problems
+    (a run that could not finish is one) and the seconds; written to the progress file as it ends."""
     started = time.monotonic()
     try:
-        outcome = run_scenario(replace(scenario, confirmations=DEPTH), None, workdir)
-        problems = compare(reference, outcome)
+        outcome = run_scenario(scenario, plan, workdir)
+        problems = compare(reference, outcome) if reference else ["no reference: its run did not finish"]
+        row.update(events=outcome.events, rpc=outcome.rpc, expired=outcome.expired, problems=problems)
     except FaultRunError as exc:
-        problems = [f"did not finish: {str(exc)[:1500]}"]
-    row = {"confirmations": DEPTH, "problems": problems, "seconds": round(time.monotonic() - started, 1)}
+        row.update(events=[], rpc={}, expired=[], problems=[f"did not finish: {str(exc)[:1500]}"])
+    row["seconds"] = round(time.monotonic() - started, 1)
     _progress(row)
     return row
+
+
+def _run_at_depth(scenario: Scenario, reference: Outcome, workdir: Path) -> dict[str, Any]:
+    """The undisturbed run with every role acting only on events DEPTH blocks deep (fedchain.views.confirmed): on
+    Anvil they mine empty blocks while they wait, and the outcome must not change."""
+    return _judged(reference, replace(scenario, confirmations=DEPTH), None, workdir, confirmations=DEPTH)
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -71,16 +79,8 @@ def run(quick: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="fedchain-bench-faults-") as tmp:
         reference = run_scenario(scenario, None, Path(tmp) / "calm")
         for seed in seeds:
-            started = time.monotonic()
-            plan = FaultPlan(seed=seed, kills=KILLS)
-            try:
-                outcome = run_scenario(scenario, plan, Path(tmp) / f"seed-{seed}")
-                row = {"seed": seed, "events": outcome.events, "rpc": outcome.rpc, "problems": compare(reference, outcome)}
-            except FaultRunError as exc:
-                row = {"seed": seed, "events": [], "rpc": {}, "problems": [f"did not finish: {str(exc)[:1500]}"]}
-            row["seconds"] = round(time.monotonic() - started, 1)
-            runs.append(row)
-            _progress(row)
+            runs.append(_judged(reference, scenario, FaultPlan(seed=seed, kills=KILLS), Path(tmp) / f"seed-{seed}",
+                                seed=seed))
         absences = run_absences(Path(tmp))
         deep = _run_at_depth(scenario, reference, Path(tmp) / "confirmations")
     same = sum(not r["problems"] for r in runs)
@@ -131,19 +131,8 @@ def run_absences(workdir: Path) -> dict[str, Any]:
             references.append({"absence": str(absence), "seconds": round(time.monotonic() - started, 1),
                                "problem": f"did not finish: {str(exc)[:1500]}"})
         for seed in seeds:
-            started = time.monotonic()
-            plan = FaultPlan(seed=seed, kills=KILLS, absences=(absence,))
-            try:
-                outcome = run_scenario(scenario, plan, workdir / f"{name}-seed-{seed}")
-                problems = compare(reference, outcome) if reference else ["no reference: its run did not finish"]
-                row = {"absence": str(absence), "seed": seed, "events": outcome.events, "rpc": outcome.rpc,
-                       "expired": outcome.expired, "problems": problems}
-            except FaultRunError as exc:
-                row = {"absence": str(absence), "seed": seed, "events": [], "rpc": {}, "expired": [],
-                       "problems": [f"did not finish: {str(exc)[:1500]}"]}
-            row["seconds"] = round(time.monotonic() - started, 1)
-            runs.append(row)
-            _progress(row)
+            runs.append(_judged(reference, scenario, FaultPlan(seed=seed, kills=KILLS, absences=(absence,)),
+                                workdir / f"{name}-seed-{seed}", absence=str(absence), seed=seed))
     return {"window": scenario.window, "references": references, "runs": runs}
 
 
